@@ -1,0 +1,56 @@
+//! The cbuild recipe language.
+//!
+//! A recipe (`recipe.cb`) holds one expression. This crate parses it
+//! ([`parser`], on top of the token parsers in [`lexer`]), resolves its names
+//! ([`resolve`]), and evaluates it ([`eval`]) to a [`Value`]. Everything that
+//! touches the outside world goes through the [`Host`] trait, which the root
+//! crate implements with the store; this crate knows nothing else of it.
+//! Errors are [`Diagnostic`]s that render with `FILE:LINE:COL`, the source
+//! line and a caret ([`render`]).
+//!
+//! ```
+//! use cbuild_lang::{Evaluator, FsHost};
+//! let mut host = FsHost::new("in this example");
+//! let mut ev = Evaluator::new(&mut host, std::env::current_dir().unwrap()).unwrap();
+//! let v = ev.eval_expr("<expr>", "let x = 20 in { answer = x * 2 + 2 }").unwrap();
+//! assert_eq!(ev.to_json(&v).unwrap(), r#"{"answer":42}"#);
+//! ```
+#![deny(missing_docs)]
+
+pub mod ast;
+pub mod builtins;
+pub mod diag;
+pub mod eval;
+pub mod host;
+pub mod lexer;
+pub mod parser;
+pub mod prelude;
+pub mod resolve;
+pub mod span;
+pub mod value;
+
+pub use diag::{Diagnostic, render};
+pub use eval::Evaluator;
+pub use host::{FsHost, Host, HostError};
+pub use span::{FileId, SourceMap, Span};
+pub use value::{ContextElem, Derivation, Record, Str, Value};
+
+/// Stack size for the thread that parses and evaluates. Recursion is bounded
+/// by [`lexer::MAX_NESTING`] and [`eval::MAX_DEPTH`]; this leaves room for
+/// both. The memory is reserved, not used, until evaluation goes deep.
+pub const STACK_SIZE: usize = 1 << 30;
+
+/// Runs `f` on a thread with a [`STACK_SIZE`] stack and returns its result.
+pub fn with_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match std::thread::Builder::new()
+        .name("cbuild-eval".into())
+        .stack_size(STACK_SIZE)
+        .spawn(f)
+    {
+        Ok(handle) => match handle.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+        Err(_) => panic!("cannot start the evaluation thread"),
+    }
+}

@@ -1,0 +1,207 @@
+//! The command line as clap parses it. Doc comments here are the `--help`
+//! text; `../shared/spec/cli.md` is the contract they document.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// Nix-grade hashing, caching and hermetic builds, with conda-grade
+/// distribution.
+///
+/// A recipe (`recipe.cb`) evaluates to derivations; cbuild builds them in a
+/// sandbox into a content-addressed store and exports conda packages.
+///
+/// Exit status: 0 success; 1 a build, check, audit or verify found a failure;
+/// 2 the command could not run (bad flags, parse or evaluation error,
+/// unusable store).
+#[derive(Debug, Parser)]
+#[command(
+    name = "cbuild",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Options every command accepts.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The store root [default: $XDG_DATA_HOME/cbuild, else ~/.local/share/cbuild]; created on first use.
+    #[arg(long, global = true, env = "CBUILD_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Builds at once [default: the number of cores].
+    #[arg(short = 'j', long, global = true, value_name = "N")]
+    pub jobs: Option<NonZeroUsize>,
+    /// Machine-readable result on stdout; progress and logs go to stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Less output on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// A recipe file and the attributes to select in it.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The recipe file.
+    #[arg(value_name = "FILE", default_value = "recipe.cb")]
+    pub file: PathBuf,
+    /// Attribute path to select, e.g. `-A hello` or `-A pkgs.lib` (repeatable).
+    #[arg(short = 'A', long = "attr", value_name = "PATH")]
+    pub attrs: Vec<String>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evaluate a recipe, write its derivations and print one `.drv` path per target;
+    /// with --expr, print the value of an expression as JSON.
+    Eval(EvalArgs),
+    /// Print a stored derivation as JSON.
+    ShowDerivation(DrvTarget),
+    /// Build what is missing and print one output store path per line.
+    Realise(RealiseArgs),
+    /// Print the stored build log of the last build of a derivation.
+    Log(DrvTarget),
+    /// Rebuild each target and compare bit for bit with what is stored.
+    Check(CheckArgs),
+    /// Inspect built outputs for unresolved libraries, leaked paths and other problems.
+    Audit(AuditArgs),
+    /// Rebuild each target into a conda prefix and write `.conda` packages.
+    Export(ExportArgs),
+    /// Delete store objects unreachable from the roots.
+    Gc(GcArgs),
+    /// Inspect and verify the store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `cbuild eval`
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The recipe file.
+    #[arg(value_name = "FILE", conflicts_with = "expr")]
+    pub file: Option<PathBuf>,
+    /// Attribute path to select (repeatable).
+    #[arg(
+        short = 'A',
+        long = "attr",
+        value_name = "PATH",
+        conflicts_with = "expr"
+    )]
+    pub attrs: Vec<String>,
+    /// Evaluate this expression instead of a file and print its value as JSON
+    /// (sorted keys; derivations as their `.drv` path).
+    #[arg(long, value_name = "EXPR")]
+    pub expr: Option<String>,
+}
+
+/// A derivation named by its `.drv` path, or by a recipe and attribute.
+#[derive(Debug, Args)]
+pub struct DrvTarget {
+    /// A `.drv` store path, or a recipe file.
+    #[arg(value_name = "DRV_PATH|FILE")]
+    pub target: Option<PathBuf>,
+    /// Attribute path to select in the recipe.
+    #[arg(short = 'A', long = "attr", value_name = "PATH")]
+    pub attrs: Vec<String>,
+}
+
+/// `cbuild realise`
+#[derive(Debug, Args)]
+pub struct RealiseArgs {
+    /// A recipe file, or `.drv` store paths.
+    #[arg(value_name = "FILE|DRV_PATH")]
+    pub targets: Vec<PathBuf>,
+    /// Attribute path to select (repeatable).
+    #[arg(short = 'A', long = "attr", value_name = "PATH")]
+    pub attrs: Vec<String>,
+    /// Write a symlink to the first output (`LINK-<output>` for others) and register it as a GC root.
+    #[arg(short = 'o', long = "out-link", value_name = "LINK")]
+    pub out_link: Option<PathBuf>,
+    /// Continue building what does not depend on a failure.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Keep the build directory of a failed build and print where.
+    #[arg(long)]
+    pub keep_failed: bool,
+}
+
+/// `cbuild check`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// How many times to rebuild each target.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::MIN)]
+    pub rounds: NonZeroUsize,
+}
+
+/// `cbuild audit`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Audit the whole closure, not just the targets.
+    #[arg(long)]
+    pub closure: bool,
+}
+
+/// `cbuild export`
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write conda packages (the only format so far).
+    #[arg(long, required = true)]
+    pub conda: bool,
+    #[command(flatten)]
+    pub target: Target,
+    /// Directory to write packages into.
+    #[arg(
+        short = 'o',
+        long = "output-dir",
+        value_name = "DIR",
+        default_value = "."
+    )]
+    pub output_dir: PathBuf,
+    /// Write into this channel directory and rewrite its repodata.json.
+    #[arg(long, value_name = "DIR")]
+    pub channel: Option<PathBuf>,
+    /// The conda subdir [default: the host's, e.g. linux-64].
+    #[arg(long, value_name = "SUBDIR")]
+    pub subdir: Option<String>,
+}
+
+/// `cbuild gc`
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Print what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `cbuild store ...`
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Re-hash every registered store object and check references and the database.
+    Verify,
+    /// Size, content digest, references, deriver and registration time of a store object.
+    PathInfo {
+        /// The store path.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// Show the whole closure.
+        #[arg(long)]
+        closure: bool,
+    },
+}

@@ -1,0 +1,54 @@
+//! The command line's error type: every way a command can fail, with the exit
+//! code the CLI contract gives it.
+
+use std::io;
+
+use cbuild_lang::Diagnostic;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A recipe that does not parse or evaluate, or a file that cannot be read.
+    #[error("{0}")]
+    Recipe(Box<Diagnostic>),
+    /// `-A PATH` names nothing in the recipe's value.
+    #[error("attribute `{attr}` not found in {file}: {reason}")]
+    Attr {
+        /// The path as given.
+        attr: String,
+        /// The recipe.
+        file: String,
+        /// What is missing, with the fields that exist.
+        reason: String,
+    },
+    /// `-A PATH` is not a valid attribute path.
+    #[error("invalid attribute path `{attr}`: {reason}")]
+    AttrSyntax {
+        /// The path as given.
+        attr: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A command of the CLI contract that this version does not do yet.
+    #[error("`cbuild {0}` is not implemented yet in this version of cbuild")]
+    NotImplemented(&'static str),
+    /// Writing the result to stdout failed.
+    #[error("cannot write to standard output")]
+    Stdout(#[source] io::Error),
+}
+
+impl CliError {
+    /// The exit code: 2 when the command could not run, 0 for a closed pipe.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+            _ => 2,
+        }
+    }
+}
+
+impl From<Diagnostic> for CliError {
+    fn from(d: Diagnostic) -> Self {
+        CliError::Recipe(Box::new(d))
+    }
+}

@@ -1,0 +1,113 @@
+//! The command line: parses arguments, runs one command, renders its error
+//! and picks the exit code. Each command is one file; results go to stdout,
+//! diagnostics and progress to stderr.
+
+pub mod args;
+pub mod attr_path;
+pub mod error;
+pub mod eval;
+
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+use error::CliError;
+
+/// Parses the command line, runs the command and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version on stdout (exit 0) and usage errors
+            // on stderr (exit 2, as the contract wants).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let quiet = cli.global.quiet;
+    let result = cbuild_lang::with_big_stack(move || run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.exit_code();
+            if code != 0 && !(quiet && matches!(e, CliError::Stdout(_))) {
+                report(&e);
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let mut out = Output::stdout();
+    let r = match cli.command {
+        Command::Eval(a) => eval::run(&cli.global, a, &mut out),
+        Command::ShowDerivation(_) => Err(CliError::NotImplemented("show-derivation")),
+        Command::Realise(_) => Err(CliError::NotImplemented("realise")),
+        Command::Log(_) => Err(CliError::NotImplemented("log")),
+        Command::Check(_) => Err(CliError::NotImplemented("check")),
+        Command::Audit(_) => Err(CliError::NotImplemented("audit")),
+        Command::Export(_) => Err(CliError::NotImplemented("export")),
+        Command::Gc(_) => Err(CliError::NotImplemented("gc")),
+        Command::Store(_) => Err(CliError::NotImplemented("store")),
+    };
+    r.and_then(|()| out.flush())
+}
+
+/// Prints an error on stderr: recipe errors as a full diagnostic, others as
+/// one line with their causes.
+fn report(e: &CliError) {
+    let stderr = io::stderr();
+    let color = stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let text = match e {
+        CliError::Recipe(d) => cbuild_lang::render(d, diagnostic_width(), color),
+        other => {
+            let mut s = format!("error: {other}");
+            let mut src = std::error::Error::source(other);
+            while let Some(cause) = src {
+                s.push_str(&format!(": {cause}"));
+                src = cause.source();
+            }
+            s.push('\n');
+            s
+        }
+    };
+    let _ = stderr.lock().write_all(text.as_bytes());
+}
+
+/// Width diagnostics wrap at: `COLUMNS` when set, else 100.
+fn diagnostic_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&w: &usize| w >= 40)
+        .unwrap_or(100)
+}
+
+/// Buffered stdout that turns write errors into [`CliError::Stdout`] (a closed
+/// pipe exits 0).
+pub struct Output {
+    inner: io::BufWriter<io::Stdout>,
+}
+
+impl Output {
+    fn stdout() -> Output {
+        Output {
+            inner: io::BufWriter::new(io::stdout()),
+        }
+    }
+
+    /// Writes one line.
+    pub fn line(&mut self, s: &str) -> Result<(), CliError> {
+        self.inner
+            .write_all(s.as_bytes())
+            .and_then(|()| self.inner.write_all(b"\n"))
+            .map_err(CliError::Stdout)
+    }
+
+    fn flush(&mut self) -> Result<(), CliError> {
+        self.inner.flush().map_err(CliError::Stdout)
+    }
+}

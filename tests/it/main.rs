@@ -1,0 +1,4 @@
+//! Integration tests: the real `cbuild` binary on real recipes.
+
+mod cli;
+mod support;

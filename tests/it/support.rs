@@ -1,0 +1,79 @@
+//! A small harness: run the real `cbuild` binary in a temporary project.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The binary under test.
+pub fn cbuild_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cbuild"))
+}
+
+/// A temporary directory with recipe files, where `cbuild` runs.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Project {
+        Project {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn file(self, name: &str, text: impl AsRef<[u8]>) -> Project {
+        let p = self.dir.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(p, text).expect("write");
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `cbuild ARGS` in the project directory with a private store.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = Command::new(cbuild_bin())
+            .args(args)
+            .current_dir(self.path())
+            .env("CBUILD_STORE", self.path().join(".store"))
+            .env("NO_COLOR", "1")
+            .env("COLUMNS", "80")
+            .output()
+            .expect("run cbuild");
+        Run(out)
+    }
+}
+
+/// The result of one run.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code(), 0, "stderr:\n{}", self.stderr());
+        self
+    }
+    #[track_caller]
+    pub fn fails_with(self, code: i32) -> Run {
+        assert_eq!(
+            self.code(),
+            code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+}
