@@ -10,7 +10,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
+    SourceCode, SourceSpan, SpanContents,
+};
 
 use crate::lexer::PError;
 use crate::resolve::ResolveError;
@@ -24,7 +27,7 @@ pub struct Diagnostic {
     /// The headline.
     pub message: String,
     /// The source the labels point into.
-    pub source: Option<NamedSource<Arc<str>>>,
+    pub source: Option<Source>,
     /// `FILE:LINE:COL` of the primary label, for plain-text consumers.
     pub location: Option<String>,
     /// Labelled spans in `source`; the first is the primary one.
@@ -59,7 +62,10 @@ impl Diagnostic {
     ) -> Diagnostic {
         let file = sources.get(span.file);
         let mut d = Diagnostic::plain(code, message);
-        d.source = Some(NamedSource::new(file.name.clone(), file.text.clone()));
+        d.source = Some(Source {
+            name: file.name.clone(),
+            text: file.text.clone(),
+        });
         d.location = Some(sources.location(span));
         d.labels.push(LabeledSpan::new_primary_with_span(
             Some(label.into()),
@@ -73,7 +79,7 @@ impl Diagnostic {
         let same_file = self
             .source
             .as_ref()
-            .is_some_and(|s| s.name() == sources.get(span.file).name);
+            .is_some_and(|s| s.name == sources.get(span.file).name);
         if same_file {
             let text = &sources.get(span.file).text;
             self.labels.push(LabeledSpan::new_with_span(
@@ -95,17 +101,94 @@ impl Diagnostic {
     }
 }
 
-/// A span as miette wants it: clamped to the text, on char boundaries, and at
-/// least one character wide so the caret has something to sit under.
+/// A span as miette wants it: clamped to the text, on char boundaries, at
+/// least one character wide so the caret has something to sit under, and cut
+/// to its first line when it covers more than [`MAX_LABEL_LINES`] lines (miette
+/// would print every one of them).
 fn source_span(text: &str, span: Span) -> SourceSpan {
     let start = floor_char_boundary(text, span.start as usize);
     let mut end = floor_char_boundary(text, (span.end as usize).max(start));
     if end == start && start < text.len() {
         end = start + text[start..].chars().next().map_or(1, char::len_utf8);
     }
-    // One line of a huge file is enough: a label that spans many lines makes
-    // miette print them all.
+    if text[start..end].matches('\n').count() > MAX_LABEL_LINES {
+        end = start + text[start..end].find('\n').unwrap_or(end - start);
+        end = end.max(start + 1).min(text.len());
+    }
     SourceSpan::new(start.into(), end - start)
+}
+
+/// Labels spanning more lines than this are shown by their first line only.
+const MAX_LABEL_LINES: usize = 4;
+
+/// Snippets longer than this (a huge line, say) are cut to a window around
+/// the label.
+const MAX_SNIPPET_BYTES: usize = 2000;
+
+/// Characters shown on either side of a label inside a cut line.
+const WINDOW: usize = 60;
+
+/// A named source text for miette that never shows more than a window of a
+/// very long line, so a diagnostic about a 100 MB one-line file stays short.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The name shown in the snippet header.
+    pub name: String,
+    /// The whole text.
+    pub text: Arc<str>,
+}
+
+impl SourceCode for Source {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let text: &'a str = &self.text;
+        let inner = text.read_span(span, before, after)?;
+        let named = |data: &'a [u8], sp: SourceSpan, line, column, count| {
+            Box::new(MietteSpanContents::new_named(
+                self.name.clone(),
+                data,
+                sp,
+                line,
+                column,
+                count,
+            )) as Box<dyn SpanContents<'a> + 'a>
+        };
+        if inner.data().len() <= MAX_SNIPPET_BYTES {
+            return Ok(named(
+                inner.data(),
+                *inner.span(),
+                inner.line(),
+                inner.column(),
+                inner.line_count(),
+            ));
+        }
+        // One line, cut around the label.
+        let at = floor_char_boundary(text, span.offset());
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+        let from = floor_char_boundary(text, at.saturating_sub(WINDOW).max(line_start));
+        let label_end = (span.offset() + span.len()).min(at + WINDOW);
+        let to = floor_char_boundary(text, (label_end + WINDOW).min(line_end));
+        let (from, line_col_from) = if before == 0 && after == 0 {
+            (at, at)
+        } else {
+            (from, from)
+        };
+        let to = to.max(from);
+        let line = text[..from].matches('\n').count();
+        let column = text[line_start..line_col_from].chars().count();
+        Ok(named(
+            &text.as_bytes()[from..to],
+            SourceSpan::new(from.into(), to - from),
+            line,
+            column,
+            1,
+        ))
+    }
 }
 
 impl fmt::Display for Diagnostic {

@@ -20,7 +20,7 @@ use crate::value::*;
 
 /// How deep evaluation may nest (expressions inside expressions, calls inside
 /// calls) before it is reported as runaway recursion.
-pub const MAX_DEPTH: u32 = 20_000;
+pub const MAX_DEPTH: u32 = 100_000;
 
 /// How many call frames an error shows.
 const TRACE_FRAMES: usize = 8;
@@ -34,9 +34,10 @@ pub(crate) struct EvalError {
     label: String,
     help: Option<String>,
     labels: Vec<(Span, String)>,
-    /// The innermost calls at the time of the error, innermost first, and how
+    /// The innermost calls at the time of the error, innermost first, with
+    /// runs of the same call collapsed into one entry and a count, and how
     /// many calls were active in all.
-    trace: Vec<(Rc<str>, Span)>,
+    trace: Vec<(Rc<str>, Span, usize)>,
     trace_total: usize,
     /// Import sites, innermost first.
     imports: Vec<Span>,
@@ -229,13 +230,19 @@ impl<'h> Evaluator<'h> {
         span: Span,
         label: impl Into<String>,
     ) -> Box<EvalError> {
-        let trace = self
-            .calls
-            .iter()
-            .rev()
-            .take(TRACE_FRAMES)
-            .cloned()
-            .collect();
+        let mut trace: Vec<(Rc<str>, Span, usize)> = Vec::new();
+        for (name, sp) in self.calls.iter().rev() {
+            if let Some((n, s, count)) = trace.last_mut()
+                && n == name
+                && s == sp
+            {
+                *count += 1;
+            } else if trace.len() == TRACE_FRAMES {
+                break;
+            } else {
+                trace.push((name.clone(), *sp, 1));
+            }
+        }
         Box::new(EvalError {
             code,
             message: message.into(),
@@ -323,14 +330,19 @@ impl<'h> Evaluator<'h> {
                 help.push('\n');
             }
             help.push_str("call trace, innermost first:");
-            for (name, sp) in &e.trace {
+            let mut shown = 0;
+            for (name, sp, count) in &e.trace {
                 help.push_str(&format!(
                     "\n  `{name}` called at {}",
                     self.sources.location(*sp)
                 ));
+                if *count > 1 {
+                    help.push_str(&format!(" ({count} times)"));
+                }
+                shown += count;
             }
-            if e.trace_total > e.trace.len() {
-                help.push_str(&format!("\n  … and {} more", e.trace_total - e.trace.len()));
+            if e.trace_total > shown {
+                help.push_str(&format!("\n  … and {} more", e.trace_total - shown));
             }
         }
         d.help = if help.is_empty() { None } else { Some(help) };

@@ -177,7 +177,10 @@ impl Resolver<'_> {
                 }
                 self.scopes.push(Scope { names, visible: 0 });
                 for (k, b) in bindings.iter().enumerate() {
-                    self.scopes.last_mut().expect("pushed").visible = k;
+                    // A function sees its own name, so it can recurse; other
+                    // values see only the bindings before them.
+                    let own = usize::from(matches!(b.value.kind, ExprKind::Fn(_)));
+                    self.scopes.last_mut().expect("pushed").visible = k + own;
                     self.expr(&b.value);
                 }
                 self.scopes.last_mut().expect("pushed").visible = bindings.len();
