@@ -316,7 +316,9 @@ impl Evaluator<'_> {
                 match (found, default) {
                     (Some(t), _) => self.force(&t, ksp),
                     (None, Some((d, _))) => Ok(d),
-                    (None, None) => Err(self.missing_field(&v, &key.text, ksp)),
+                    (None, None) => Err(self
+                        .missing_field(&v, &key.text, ksp)
+                        .with_help_suffix("or give a default: get(record, key, default)")),
                 }
             }
             Builtin::Map | Builtin::Filter => {
@@ -352,7 +354,10 @@ impl Evaluator<'_> {
                 let mut out = Vec::new();
                 for x in list.iter() {
                     match x {
-                        Value::List(inner) => out.extend(inner.iter().cloned()),
+                        Value::List(inner) => {
+                            self.check_size(out.len() + inner.len(), "list", call)?;
+                            out.extend(inner.iter().cloned());
+                        }
                         other => {
                             return Err(self
                                 .type_error(
@@ -382,6 +387,7 @@ impl Evaluator<'_> {
                         text.push_str(&sep.text);
                     }
                     let piece = self.coerce_interp(x, lsp)?;
+                    self.check_size(text.len() + piece.text.len(), "string", call)?;
                     text.push_str(&piece.text);
                     ctx.add(&piece);
                 }
@@ -436,6 +442,9 @@ impl Evaluator<'_> {
                 if string.text.contains(&*from.text) {
                     ctx.add(&to);
                 }
+                let growth = to.text.len().saturating_sub(from.text.len());
+                let count = if growth > 0 { string.text.matches(&*from.text).count() } else { 0 };
+                self.check_size(string.text.len() + growth * count, "string", call)?;
                 Ok(Value::Str(Str {
                     text: string.text.replace(&*from.text, &to.text).into(),
                     context: ctx.finish(),
@@ -608,7 +617,7 @@ impl Evaluator<'_> {
                             call,
                             "sort",
                         )?;
-                        ev.expect_bool_result(&r, call, "less")
+                        ev.expect_bool_result(&r, call, "sort")
                     };
                     match lt(self, a, b) {
                         Ok(true) => std::cmp::Ordering::Less,
@@ -640,10 +649,10 @@ impl Evaluator<'_> {
             other => Err(self.type_error(
                 call,
                 format!(
-                    "the function given to `{what}` must return a bool, it returned a {}",
-                    other.type_name()
+                    "the function given to `{what}` must return a bool, it returned {}",
+                    crate::eval::article(other.type_name())
                 ),
-                "called here",
+                format!("in this call to `{what}`"),
             )),
         }
     }

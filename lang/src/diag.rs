@@ -208,6 +208,14 @@ impl miette::Diagnostic for Diagnostic {
         }
     }
 
+    fn severity(&self) -> Option<miette::Severity> {
+        if self.code == "note" {
+            Some(miette::Severity::Advice)
+        } else {
+            None
+        }
+    }
+
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         self.help
             .as_ref()
@@ -238,7 +246,8 @@ impl miette::Diagnostic for Diagnostic {
 }
 
 /// Renders a diagnostic as text: Unicode box drawing, colour only if asked,
-/// wrapped at `width` columns.
+/// wrapped at `width` columns. Related diagnostics (further errors, import
+/// sites) follow, each rendered as a report of its own.
 pub fn render(d: &Diagnostic, width: usize, color: bool) -> String {
     let theme = if color {
         GraphicalTheme::unicode()
@@ -249,15 +258,26 @@ pub fn render(d: &Diagnostic, width: usize, color: bool) -> String {
         .with_width(width)
         .with_links(false);
     let mut out = String::new();
-    if handler.render_report(&mut out, d).is_err() {
-        out = format!("error: {}\n", d.message);
+    let mut queue = vec![d];
+    let mut first = true;
+    while let Some(next) = queue.pop() {
+        let mut alone = next.clone();
+        alone.related.clear();
+        if !first {
+            out.push('\n');
+        }
+        first = false;
+        if handler.render_report(&mut out, &alone).is_err() {
+            out.push_str(&format!("error: {}\n", next.message));
+        }
+        queue.extend(next.related.iter().rev());
     }
     out
 }
 
 /// Converts parse errors into one diagnostic (the first error, the others
 /// related).
-pub(crate) fn from_parse_errors(
+pub fn from_parse_errors(
     sources: &SourceMap,
     file: crate::FileId,
     errors: &[PError],
@@ -274,8 +294,17 @@ fn from_parse_error(sources: &SourceMap, file: crate::FileId, e: &PError) -> Dia
     let text = &sources.get(file).text;
     if let Some(c) = &e.custom {
         let span = Span::new(file, e.offset, e.offset + c.len);
-        return Diagnostic::at(sources, c.code, c.message.clone(), span, c.label.clone())
+        let mut d = Diagnostic::at(sources, c.code, c.message.clone(), span, c.label.clone())
             .help(c.help.clone());
+        if let Some((off, len, label)) = &c.other {
+            d = d.label(sources, Span::new(file, *off, off + len), label.clone());
+        }
+        return d;
+    }
+    if text.trim().is_empty() {
+        let mut d = Diagnostic::plain("parse::empty", format!("{} is empty", sources.get(file).name));
+        d.help = Some("a recipe holds exactly one expression".into());
+        return d;
     }
     let found = describe_found(text, e.offset);
     let message = match e.expected.as_slice() {
@@ -286,13 +315,22 @@ fn from_parse_error(sources: &SourceMap, file: crate::FileId, e: &PError) -> Dia
             format!("expected {} or {last}, found {found}", rest.join(", "))
         }
     };
-    let span = Span::new(file, e.offset, e.offset + found_len(text, e.offset));
     let help = hint_for(text, e.offset, &e.expected);
+    // At the end of the file there is nothing to underline: point just after
+    // the last token instead.
+    let end = text.trim_end().len();
+    if e.offset >= end && end > 0 {
+        let last = floor_char_boundary(text, end - 1);
+        let span = Span::new(file, last, end);
+        return Diagnostic::at(sources, "parse::syntax", message, span, "the file ends after this")
+            .help(help);
+    }
+    let span = Span::new(file, e.offset, e.offset + found_len(text, e.offset));
     Diagnostic::at(sources, "parse::syntax", message, span, "unexpected here").help(help)
 }
 
 /// The token at `offset`, as "`x`" or "end of file".
-fn describe_found(text: &str, offset: usize) -> String {
+pub(crate) fn describe_found(text: &str, offset: usize) -> String {
     let start = floor_char_boundary(text, offset);
     let rest = &text[start..];
     match rest.chars().next() {
@@ -302,15 +340,23 @@ fn describe_found(text: &str, offset: usize) -> String {
     }
 }
 
-fn found_len(text: &str, offset: usize) -> usize {
+/// Length of the token at `offset`: a word, a run of operator characters,
+/// or one character.
+pub(crate) fn found_len(text: &str, offset: usize) -> usize {
     let start = floor_char_boundary(text, offset);
     let rest = &text[start..];
     let word = rest
         .bytes()
         .take_while(|&c| c.is_ascii_alphanumeric() || c == b'_')
         .count();
+    let op = rest
+        .bytes()
+        .take_while(|c| b"=<>!&|?+-*/.".contains(c))
+        .count();
     if word > 0 {
         word.min(40)
+    } else if op > 0 {
+        op.min(3)
     } else {
         rest.chars().next().map_or(0, char::len_utf8)
     }
@@ -326,7 +372,14 @@ fn hint_for(text: &str, offset: usize, expected: &[&str]) -> Option<String> {
     if rest.starts_with(':') && expected.iter().any(|e| e.contains('=')) {
         return Some("fields are written `name = value`".into());
     }
-    if expected.contains(&"`,`") {
+    let starts_expression = rest
+        .bytes()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || b"_\"'[{(./-!".contains(&c));
+    if expected.contains(&"`in`") && starts_expression {
+        return Some("put `in` before the body of the `let`, and `,` between bindings".into());
+    }
+    if expected.contains(&"`,`") && starts_expression {
         return Some("separate items with `,`".into());
     }
     if rest.starts_with('\'') {
@@ -337,7 +390,7 @@ fn hint_for(text: &str, offset: usize, expected: &[&str]) -> Option<String> {
 
 /// Converts resolve errors into one diagnostic (the first, the others
 /// related).
-pub(crate) fn from_resolve_errors(sources: &SourceMap, errors: &[ResolveError]) -> Diagnostic {
+pub fn from_resolve_errors(sources: &SourceMap, errors: &[ResolveError]) -> Diagnostic {
     let mut all = errors.iter().map(|e| {
         let mut d = Diagnostic::at(sources, e.code, e.message.clone(), e.span, e.label.clone())
             .help(e.help.clone());

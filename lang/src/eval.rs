@@ -22,6 +22,13 @@ use crate::value::*;
 /// calls) before it is reported as runaway recursion.
 pub const MAX_DEPTH: u32 = 100_000;
 
+/// Largest string (bytes) or list (elements) `+`, `join` and `concat`
+/// build.
+pub const MAX_SIZE: usize = 1 << 28;
+
+/// The prelude is always the first file loaded.
+const PRELUDE: FileId = FileId(0);
+
 /// How many call frames an error shows.
 const TRACE_FRAMES: usize = 8;
 
@@ -39,8 +46,6 @@ pub(crate) struct EvalError {
     /// many calls were active in all.
     trace: Vec<(Rc<str>, Span, usize)>,
     trace_total: usize,
-    /// Import sites, innermost first.
-    imports: Vec<Span>,
     /// A parse or resolve error of an imported file, already rendered.
     nested: Option<Box<Diagnostic>>,
 }
@@ -48,6 +53,15 @@ pub(crate) struct EvalError {
 impl EvalError {
     pub(crate) fn with_help(mut self: Box<Self>, help: impl Into<String>) -> Box<Self> {
         self.help = Some(help.into());
+        self
+    }
+
+    pub(crate) fn with_help_suffix(mut self: Box<Self>, more: &str) -> Box<Self> {
+        let help = match self.help.take() {
+            Some(h) => format!("{h}; {more}"),
+            None => more.to_string(),
+        };
+        self.help = Some(help);
         self
     }
 
@@ -77,6 +91,13 @@ pub struct Evaluator<'h> {
     depth: u32,
     calls: Vec<(Rc<str>, Span)>,
     cwd: PathBuf,
+    /// Where each imported file was first imported from.
+    import_sites: HashMap<FileId, Span>,
+    /// Field path of the value `write_json` is at, for its errors.
+    json_path: Vec<String>,
+    depth_json: u32,
+    /// Every parsed file's tree.
+    trees: Vec<Rc<Expr>>,
     /// The whole expression of the last file or `--expr` evaluated: errors
     /// found while printing its value point there.
     root: Span,
@@ -99,6 +120,10 @@ impl<'h> Evaluator<'h> {
             calls: Vec::new(),
             cwd,
             root: Span::new(FileId(0), 0, 0),
+            trees: Vec::new(),
+            json_path: Vec::new(),
+            depth_json: 0,
+            import_sites: HashMap::new(),
         };
         for b in Builtin::ALL {
             ev.add_global(b.name(), Thunk::Ready(Self::builtin_value(b)));
@@ -177,8 +202,11 @@ impl<'h> Evaluator<'h> {
     ) -> Result<Value, Diagnostic> {
         let file = self.sources.add(name, path, text.clone());
         self.dirs.push(dir);
-        let expr = self.parse_and_resolve(file, &text)?;
+        let expr = Rc::new(self.parse_and_resolve(file, &text)?);
         self.root = expr.span;
+        // The tree lives as long as the evaluator: values keep pointing into
+        // it, and freeing it early would only move the cost.
+        self.trees.push(expr.clone());
         self.eval(&expr, &Env::default())
             .map_err(|e| self.diagnostic(*e))
     }
@@ -192,10 +220,7 @@ impl<'h> Evaluator<'h> {
     }
 
     fn display_name(&self, abs: &Path) -> String {
-        match abs.strip_prefix(&self.cwd) {
-            Ok(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
-            _ => abs.display().to_string(),
-        }
+        crate::host::shown_path(abs, &self.cwd)
     }
 
     /// Evaluates every field and element of `v`, recursively, so that
@@ -230,8 +255,22 @@ impl<'h> Evaluator<'h> {
         span: Span,
         label: impl Into<String>,
     ) -> Box<EvalError> {
+        let mut span = span;
+        // An error inside the prelude is the caller's mistake: point at the
+        // innermost call written in the user's files.
+        if span.file == PRELUDE
+            && let Some((_, call)) = self.calls.iter().rev().find(|(_, sp)| sp.file != PRELUDE)
+        {
+            span = *call;
+        }
         let mut trace: Vec<(Rc<str>, Span, usize)> = Vec::new();
         for (name, sp) in self.calls.iter().rev() {
+            // The call the error already points into, and the prelude's own
+            // calls, tell the user nothing.
+            let contains = sp.file == span.file && sp.start <= span.start && span.end <= sp.end;
+            if (trace.is_empty() && contains) || sp.file == PRELUDE {
+                continue;
+            }
             if let Some((n, s, count)) = trace.last_mut()
                 && n == name
                 && s == sp
@@ -252,7 +291,6 @@ impl<'h> Evaluator<'h> {
             labels: Vec::new(),
             trace,
             trace_total: self.calls.len(),
-            imports: Vec::new(),
             nested: None,
         })
     }
@@ -285,7 +323,11 @@ impl<'h> Evaluator<'h> {
     }
 
     pub(crate) fn host_error(&self, e: HostError, call: Span) -> Box<EvalError> {
-        let mut err = self.error("eval::host", e.message, call, "in this call");
+        self.host_error_labelled(e, call, "in this call")
+    }
+
+    fn host_error_labelled(&self, e: HostError, at: Span, label: &str) -> Box<EvalError> {
+        let mut err = self.error("eval::host", e.message, at, label);
         err.help = e.help;
         err
     }
@@ -317,7 +359,7 @@ impl<'h> Evaluator<'h> {
     /// Renders an error with its source.
     fn diagnostic(&self, e: EvalError) -> Diagnostic {
         if let Some(mut d) = e.nested {
-            self.add_import_sites(&mut d, &e.imports);
+            self.add_import_sites(&mut d, e.span.file);
             return *d;
         }
         let mut d = Diagnostic::at(&self.sources, e.code, e.message, e.span, e.label);
@@ -346,19 +388,32 @@ impl<'h> Evaluator<'h> {
             }
         }
         d.help = if help.is_empty() { None } else { Some(help) };
-        self.add_import_sites(&mut d, &e.imports);
+        self.add_import_sites(&mut d, e.span.file);
         d
     }
 
-    fn add_import_sites(&self, d: &mut Diagnostic, imports: &[Span]) {
-        for sp in imports {
+    /// Notes for the chain of imports that led to `file`, so an error in
+    /// an imported file shows where it was imported from, however late the
+    /// failing code ran.
+    fn add_import_sites(&self, d: &mut Diagnostic, file: FileId) {
+        let mut file = file;
+        let mut seen = std::collections::HashSet::new();
+        while let Some(&sp) = self.import_sites.get(&file) {
+            if !seen.insert(file) {
+                break;
+            }
             d.related.push(Diagnostic::at(
                 &self.sources,
                 "note",
-                format!("in the file imported at {}", self.sources.location(*sp)),
-                *sp,
+                format!(
+                    "{} is imported at {}",
+                    self.sources.get(file).name,
+                    self.sources.location(sp)
+                ),
+                sp,
                 "imported here",
             ));
+            file = sp.file;
         }
     }
 
@@ -372,8 +427,8 @@ impl<'h> Evaluator<'h> {
                 .error(
                     "eval::too_deep",
                     format!("evaluation nested more than {MAX_DEPTH} levels deep"),
-                    e.span,
-                    "while evaluating this",
+                    self.calls.last().map_or(e.span, |(_, sp)| *sp),
+                    "the limit is reached here",
                 )
                 .with_help("this is usually a function that calls itself without end"));
         }
@@ -578,6 +633,7 @@ impl<'h> Evaluator<'h> {
                 StrPart::Interp(x) => {
                     let v = self.eval(x, env)?;
                     let s = self.coerce_interp(&v, x.span)?;
+                    self.check_size(text.len() + s.text.len(), "string", x.span)?;
                     text.push_str(&s.text);
                     ctx.add(&s);
                 }
@@ -598,7 +654,7 @@ impl<'h> Evaluator<'h> {
                 let p = p.clone();
                 self.host
                     .import_path(&p)
-                    .map_err(|e| self.host_error(e, span))
+                    .map_err(|e| self.host_error_labelled(e, span, "interpolated here"))
             }
             Value::Derivation(d) => d.out().cloned().ok_or_else(|| {
                 self.error(
@@ -620,7 +676,8 @@ impl<'h> Evaluator<'h> {
                 .with_help(match other {
                     Value::List(_) => "use join(sep, list) or to_json(list)",
                     Value::Record(_) => "select a field, or use to_json(record)",
-                    Value::Bool(_) | Value::Null => "use to_string(value)",
+                    Value::Null => "give a default with `x ?? \"\"`, or test `x != null` first",
+                    Value::Bool(_) => "use to_string(value)",
                     _ => "only strings, ints, paths and derivations can be interpolated",
                 })),
         }
@@ -705,6 +762,13 @@ impl<'h> Evaluator<'h> {
     /// The left side of `??`: `None` when a field along a selection chain is
     /// missing or selected from `null`.
     fn eval_optional(&mut self, e: &Expr, env: &Env) -> EResult<Option<Value>> {
+        // `a ?? b ?? c`: each alternative may be missing in turn.
+        if let ExprKind::Coalesce(a, b) = &e.kind {
+            return match self.eval_optional(a, env)? {
+                Some(v) if !matches!(v, Value::Null) => Ok(Some(v)),
+                _ => self.eval_optional(b, env),
+            };
+        }
         let ExprKind::Select { base, key } = &e.kind else {
             return self.eval(e, env).map(Some);
         };
@@ -945,6 +1009,7 @@ impl<'h> Evaluator<'h> {
                 .map(Value::Int)
                 .ok_or_else(|| overflow(self)),
             (BinaryOp::Add, Value::Str(x), Value::Str(y)) => {
+                self.check_size(x.text.len() + y.text.len(), "string", span)?;
                 let mut text = String::with_capacity(x.text.len() + y.text.len());
                 text.push_str(&x.text);
                 text.push_str(&y.text);
@@ -957,6 +1022,7 @@ impl<'h> Evaluator<'h> {
                 }))
             }
             (BinaryOp::Add, Value::List(x), Value::List(y)) => {
+                self.check_size(x.len() + y.len(), "list", span)?;
                 let mut out = Vec::with_capacity(x.len() + y.len());
                 out.extend(x.iter().cloned());
                 out.extend(y.iter().cloned());
@@ -990,6 +1056,20 @@ impl<'h> Evaluator<'h> {
             }
             _ => Err(self.mismatch(op, a, &av, b, &bv, span)),
         }
+    }
+
+    /// Refuses to build a string or list past [`MAX_SIZE`], so that a
+    /// doubling loop ends with an error instead of exhausting memory.
+    pub(crate) fn check_size(&self, n: usize, what: &str, span: Span) -> EResult<()> {
+        if n > MAX_SIZE {
+            return Err(self.error(
+                "eval::too_large",
+                format!("{what} would be longer than {MAX_SIZE} elements or bytes ({n})"),
+                span,
+                "too large",
+            ));
+        }
+        Ok(())
     }
 
     fn operand_error(&self, op: BinaryOp, e: &Expr, v: &Value) -> Box<EvalError> {
@@ -1072,6 +1152,22 @@ impl<'h> Evaluator<'h> {
 
     /// Deep equality; functions cannot be compared.
     fn equal(&mut self, a: &Value, b: &Value, span: Span) -> EResult<bool> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            self.depth -= 1;
+            return Err(self.error(
+                "eval::too_deep",
+                format!("values nested more than {MAX_DEPTH} levels deep cannot be compared"),
+                span,
+                "comparing these",
+            ));
+        }
+        let r = self.equal_inner(a, b, span);
+        self.depth -= 1;
+        r
+    }
+
+    fn equal_inner(&mut self, a: &Value, b: &Value, span: Span) -> EResult<bool> {
         Ok(match (a, b) {
             (Value::Function(_), _) | (_, Value::Function(_)) => {
                 return Err(self.type_error(
@@ -1151,7 +1247,25 @@ impl<'h> Evaluator<'h> {
 
     // ----- JSON -----
 
+    /// Writes `v` as JSON into `out`; on a function, the error names the
+    /// field path where it was found.
     pub(crate) fn write_json(
+        &mut self,
+        v: &Value,
+        span: Span,
+        out: &mut String,
+        ctx: &mut ContextBuilder,
+    ) -> EResult<()> {
+        if self.depth_json == 0 {
+            self.json_path.clear();
+        }
+        self.depth_json += 1;
+        let r = self.write_json_guarded(v, span, out, ctx);
+        self.depth_json -= 1;
+        r
+    }
+
+    fn write_json_guarded(
         &mut self,
         v: &Value,
         span: Span,
@@ -1199,7 +1313,9 @@ impl<'h> Evaluator<'h> {
                     if k > 0 {
                         out.push(',');
                     }
+                    self.json_path.push(format!("[{k}]"));
                     self.write_json(x, span, out, ctx)?;
+                    self.json_path.pop();
                 }
                 out.push(']');
             }
@@ -1211,17 +1327,28 @@ impl<'h> Evaluator<'h> {
                     }
                     json_string(key, out);
                     out.push(':');
+                    self.json_path.push(if is_identifier(key) {
+                        format!(".{key}")
+                    } else {
+                        format!(".{:?}", &**key)
+                    });
                     let x = self.force(t, span)?;
                     self.write_json(&x, span, out, ctx)?;
+                    self.json_path.pop();
                 }
                 out.push('}');
             }
             Value::Function(_) => {
+                let at = if self.json_path.is_empty() {
+                    "the value is a function".to_string()
+                } else {
+                    format!("the function is at `{}`", self.json_path.concat())
+                };
                 return Err(self
                     .type_error(
                         span,
-                        "a function cannot be converted to JSON",
-                        "contains a function",
+                        format!("a function cannot be converted to JSON: {at}"),
+                        "in this value",
                     )
                     .with_help("call the function, or leave it out of the value"));
             }
@@ -1314,6 +1441,7 @@ impl<'h> Evaluator<'h> {
         let file = self
             .sources
             .add(name, Some(path.to_path_buf()), Arc::from(text.as_str()));
+        self.import_sites.insert(file, call);
         self.dirs.push(
             path.parent()
                 .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
@@ -1321,15 +1449,16 @@ impl<'h> Evaluator<'h> {
         let expr = match crate::parser::parse(file, &text) {
             Ok(e) => e,
             Err(errs) => {
-                return Err(self
-                    .nested_diagnostic(diag::from_parse_errors(&self.sources, file, &errs), call));
+                let d = diag::from_parse_errors(&self.sources, file, &errs);
+                return Err(self.nested_diagnostic(d, file));
             }
         };
         if let Err(errs) = crate::resolve::resolve(&expr, &self.global_names) {
-            return Err(
-                self.nested_diagnostic(diag::from_resolve_errors(&self.sources, &errs), call)
-            );
+            let d = diag::from_resolve_errors(&self.sources, &errs);
+            return Err(self.nested_diagnostic(d, file));
         }
+        let expr = Rc::new(expr);
+        self.trees.push(expr.clone());
         self.imports.insert(path.to_path_buf(), Import::InProgress);
         self.import_chain.push(path.to_path_buf());
         // An imported file starts with no call stack of its own.
@@ -1343,9 +1472,8 @@ impl<'h> Evaluator<'h> {
                     .insert(path.to_path_buf(), Import::Done(v.clone()));
                 Ok(v)
             }
-            Err(mut e) => {
+            Err(e) => {
                 self.imports.remove(path);
-                e.imports.push(call);
                 Err(e)
             }
         }
@@ -1353,17 +1481,16 @@ impl<'h> Evaluator<'h> {
 
     /// A parse or resolve error in an imported file, shown with the import
     /// site.
-    fn nested_diagnostic(&self, d: Diagnostic, call: Span) -> Box<EvalError> {
+    fn nested_diagnostic(&self, d: Diagnostic, file: FileId) -> Box<EvalError> {
         Box::new(EvalError {
             code: "nested",
             message: String::new(),
-            span: call,
+            span: Span::new(file, 0, 0),
             label: String::new(),
             help: None,
             labels: Vec::new(),
             trace: Vec::new(),
             trace_total: 0,
-            imports: vec![call],
             nested: Some(Box::new(d)),
         })
     }
@@ -1384,8 +1511,11 @@ fn closure_signature(def: &FnDef, name: &str) -> String {
     format!("{name}({})", params.join(", "))
 }
 
-/// "an int", "a string".
+/// "an int", "a string", "null".
 pub(crate) fn article(type_name: &str) -> String {
+    if type_name == "null" {
+        return "null".into();
+    }
     match type_name.as_bytes().first() {
         Some(b'a' | b'e' | b'i' | b'o' | b'u') => format!("an {type_name}"),
         _ => format!("a {type_name}"),
@@ -1406,6 +1536,13 @@ pub fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+fn is_identifier(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && crate::lexer::is_ident_start(b[0])
+        && b.iter().all(|&c| crate::lexer::is_ident_char(c))
 }
 
 fn json_string(s: &str, out: &mut String) {

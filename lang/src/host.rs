@@ -6,7 +6,7 @@
 //! for `cbuild eval --expr` and the language's own tests: it reads files for
 //! real and refuses everything that needs a store.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::value::{Derivation, Record, Str, Value};
 
@@ -70,59 +70,72 @@ pub trait Host {
 }
 
 /// A host without a store: reads files, refuses the rest with a message that
-/// says where the builtin is available. `context` names the situation, e.g.
-/// "in `cbuild eval --expr`".
+/// says why. `context` names the situation, e.g. "in `cbuild eval --expr`";
+/// paths under `base` are shown relative to it.
 pub struct FsHost {
     context: String,
+    base: PathBuf,
 }
 
 impl FsHost {
     /// A host whose refusals say "`X` is not available {context}".
-    pub fn new(context: impl Into<String>) -> FsHost {
+    pub fn new(context: impl Into<String>, base: PathBuf) -> FsHost {
         FsHost {
             context: context.into(),
+            base,
         }
     }
 
-    fn refuse<T>(&self, builtin: &str) -> Result<T, HostError> {
+    fn refuse<T>(&self, what: &str) -> Result<T, HostError> {
         Err(HostError::new(format!(
-            "`{builtin}` is not available {}: it needs a store",
+            "{what} is not available {}: it needs a store",
             self.context
-        ))
-        .with_help("evaluate a recipe file with `cbuild eval FILE`"))
+        )))
+    }
+
+    fn shown(&self, path: &Path) -> String {
+        shown_path(path, &self.base)
     }
 }
 
 impl Host for FsHost {
     fn read_file(&mut self, path: &Path) -> Result<String, HostError> {
-        read_text_file(path)
+        read_text_file(path, &self.shown(path))
     }
 
-    fn import_path(&mut self, _path: &Path) -> Result<Str, HostError> {
-        self.refuse("interpolating a path")
+    fn import_path(&mut self, path: &Path) -> Result<Str, HostError> {
+        self.refuse(&format!("importing `{}` into the store", self.shown(path)))
     }
 
     fn source(&mut self, _: &Path, _: &[String], _: bool) -> Result<Str, HostError> {
-        self.refuse("source")
+        self.refuse("`source`")
     }
 
     fn fetch(&mut self, _: &str, _: &str, _: bool) -> Result<Derivation, HostError> {
-        self.refuse("fetch")
+        self.refuse("`fetch`")
     }
 
     fn host_tool(&mut self, _: &str) -> Result<Str, HostError> {
-        self.refuse("host_tool")
+        self.refuse("`host_tool`")
     }
 
     fn derivation(&mut self, _: &Record) -> Result<Derivation, HostError> {
-        self.refuse("derivation")
+        self.refuse("`derivation`")
     }
 }
 
-/// Reads a UTF-8 text file, with errors that name the path and say what is
-/// wrong with it (missing, a directory, not text).
-pub fn read_text_file(path: &Path) -> Result<String, HostError> {
-    let shown = path.display();
+/// `path` relative to `base` when it is inside it (`./x` style is not
+/// added), else absolute: how messages name files.
+pub fn shown_path(path: &Path, base: &Path) -> String {
+    match path.strip_prefix(base) {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+        _ => path.display().to_string(),
+    }
+}
+
+/// Reads a UTF-8 text file, with errors that name the path (as `shown`) and
+/// say what is wrong with it (missing, a directory, not text).
+pub fn read_text_file(path: &Path, shown: &str) -> Result<String, HostError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(HostError::new(format!(
@@ -133,6 +146,12 @@ pub fn read_text_file(path: &Path) -> Result<String, HostError> {
         Ok(m) if m.is_dir() => {
             return Err(HostError::new(format!(
                 "cannot read `{shown}`: it is a directory, not a file"
+            )));
+        }
+        // A device or a fifo could block or never end (`/dev/zero`).
+        Ok(m) if !m.is_file() => {
+            return Err(HostError::new(format!(
+                "cannot read `{shown}`: it is not a regular file"
             )));
         }
         Ok(_) => {}

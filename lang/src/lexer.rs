@@ -18,9 +18,11 @@ use crate::span::{FileId, Span};
 
 /// Per-parse state shared through the input's `extra` field.
 #[derive(Debug)]
-pub struct State {
+pub struct State<'a> {
     /// The file being parsed.
     pub file: FileId,
+    /// Its whole text (for rules that look back, such as line breaks).
+    pub text: &'a str,
     /// Current nesting depth of expressions, bounded by [`MAX_NESTING`].
     pub depth: Cell<u32>,
 }
@@ -32,7 +34,7 @@ pub struct State {
 pub const MAX_NESTING: u32 = 10_000;
 
 /// The parser's input: the remaining text with its byte offset.
-pub type In<'a> = LocatedSpan<&'a str, &'a State>;
+pub type In<'a> = LocatedSpan<&'a str, &'a State<'a>>;
 
 /// The result of every parser function.
 pub type PResult<'a, T> = IResult<In<'a>, T, PError>;
@@ -62,6 +64,8 @@ pub struct Custom {
     pub label: String,
     /// A hint.
     pub help: Option<String>,
+    /// A second place to point at: offset, length, label.
+    pub other: Option<(usize, usize, String)>,
 }
 
 impl PError {
@@ -92,8 +96,19 @@ impl PError {
                 len,
                 label: label.into(),
                 help,
+                other: None,
             })),
         }
+    }
+}
+
+impl PError {
+    /// Adds a second label.
+    pub fn also(mut self, offset: usize, len: usize, label: impl Into<String>) -> PError {
+        if let Some(c) = &mut self.custom {
+            c.other = Some((offset, len, label.into()));
+        }
+        self
     }
 }
 
@@ -460,8 +475,8 @@ fn escape(i: In<'_>) -> PResult<'_, char> {
             len,
             "parse::bad_unicode_escape",
             "invalid unicode escape",
-            "expected \\u{...} with 1 to 6 hex digits naming a Unicode scalar value",
-            Some("for example \\u{1F600}".into()),
+            "invalid escape",
+            Some("write \\u{...} with 1 to 6 hex digits naming a Unicode scalar value, e.g. \\u{1F600}".into()),
         ))
     };
     let rest = &s[2..];

@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use cbuild_lang::{Evaluator, FsHost};
-//! let mut host = FsHost::new("in this example");
+//! let mut host = FsHost::new("in this example", "/".into());
 //! let mut ev = Evaluator::new(&mut host, std::env::current_dir().unwrap()).unwrap();
 //! let v = ev.eval_expr("<expr>", "let x = 20 in { answer = x * 2 + 2 }").unwrap();
 //! assert_eq!(ev.to_json(&v).unwrap(), r#"{"answer":42}"#);

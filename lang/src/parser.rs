@@ -32,12 +32,14 @@ use nom::Err;
 
 use crate::ast::*;
 use crate::lexer::*;
+use crate::diag::{describe_found, found_len};
 use crate::span::{FileId, Span};
 
 /// Parses a whole file. On failure returns every error found (at least one).
 pub fn parse(file: FileId, text: &str) -> Result<Expr, Vec<PError>> {
     let state = State {
         file,
+        text,
         depth: Cell::new(0),
     };
     let i = In::new_extra(text, &state);
@@ -262,7 +264,7 @@ fn postfix_rest(mut i: In<'_>, mut e: Expr) -> PResult<'_, Expr> {
                 },
             };
             i = rest;
-        } else if s.starts_with('{') {
+        } else if s.starts_with('{') && record_call_allowed(&i, &e) {
             let (rest, rec) = nested(i, record)?;
             let span = e.span.to(rec.span);
             e = Expr {
@@ -280,6 +282,18 @@ fn postfix_rest(mut i: In<'_>, mut e: Expr) -> PResult<'_, Expr> {
             return Ok((i, e));
         }
     }
+}
+
+/// `f { ... }` is a call only when `f` is a name, a field access or a call,
+/// and the `{` is on the same line: a record after a literal, or on the next
+/// line, is far more often a missing `,` or `in` than a call.
+fn record_call_allowed(i: &In<'_>, callee: &Expr) -> bool {
+    let callee_ok = matches!(
+        callee.kind,
+        ExprKind::Var { .. } | ExprKind::Select { .. } | ExprKind::Call { .. }
+    );
+    let between = &i.extra.text[callee.span.end as usize..i.location_offset()];
+    callee_ok && !between.contains('\n')
 }
 
 /// `primary = int | string | istring | path | name | ... | let | if | fn`
@@ -367,17 +381,34 @@ fn primary(i: In<'_>) -> PResult<'_, Expr> {
 fn closing<'a>(i: In<'a>, sym: &'static str, what: &'static str, open: usize) -> PResult<'a, Span> {
     match symbol(i, sym, what) {
         Ok(ok) => Ok(ok),
-        Err(_) if i.fragment().is_empty() => fail(PError::custom(
+        Err(_) => fail(unclosed(&i, what, open)),
+    }
+}
+
+/// "expected `)`" where the closing bracket should be, pointing also at the
+/// opening one. At the end of the file the opening bracket is the main place.
+fn unclosed(i: &In<'_>, what: &'static str, open: usize) -> PError {
+    let opener = &i.extra.text[open..open + 1];
+    if i.fragment().trim_start().is_empty() {
+        return PError::custom(
             open,
             1,
             "parse::unclosed",
-            format!("unclosed bracket: expected {what} before the end of the file"),
+            format!("`{opener}` is never closed: expected {what} before the end of the file"),
             "opened here",
             None,
-        )),
-        Err(Err::Error(e)) => fail(e),
-        Err(e) => Err(e),
+        );
     }
+    let at = i.location_offset();
+    PError::custom(
+        at,
+        found_len(i.extra.text, at),
+        "parse::unclosed",
+        format!("expected {what} to close the `{opener}`, found {}", describe_found(i.extra.text, at)),
+        format!("expected {what} here"),
+        None,
+    )
+    .also(open, 1, format!("this `{opener}` is not closed"))
 }
 
 /// Parses `item ("," item)* ","?` up to the closing symbol `close`.
@@ -394,8 +425,12 @@ fn comma_list<'a, T>(
             let (rest, sp) = symbol(i, close, close_what)?;
             return Ok((rest, (items, sp)));
         }
+        let eof = i.location_offset() + i.fragment().len();
         let (rest, x) = match item(i) {
             Ok(ok) => ok,
+            Err(Err::Error(e) | Err::Failure(e)) if e.custom.is_none() && e.offset >= eof => {
+                return fail(unclosed(&advance(i, i.fragment().len()), close_what, open));
+            }
             Err(Err::Error(mut e)) => {
                 if e.offset == i.location_offset() && !e.expected.contains(&close_what) {
                     e.expected.push(close_what);
@@ -414,8 +449,7 @@ fn comma_list<'a, T>(
             continue;
         }
         if i.fragment().is_empty() {
-            let (rest, sp) = closing(i, close, close_what, open)?;
-            return Ok((rest, (items, sp)));
+            return fail(unclosed(&i, close_what, open));
         }
         let mut e = PError::expected(&i, "`,`");
         e.expected.push(close_what);

@@ -32,8 +32,24 @@ pub struct ResolveError {
 
 struct Scope {
     names: Vec<(Rc<str>, Span)>,
+    /// Name to its first index in `names` (a let may bind thousands of names).
+    index: HashMap<Rc<str>, usize>,
     /// How many of `names` are visible (let bindings see only earlier ones).
     visible: usize,
+}
+
+impl Scope {
+    fn new(names: Vec<(Rc<str>, Span)>) -> Scope {
+        let mut index = HashMap::with_capacity(names.len());
+        for (k, (n, _)) in names.iter().enumerate() {
+            index.entry(n.clone()).or_insert(k);
+        }
+        Scope {
+            names,
+            index,
+            visible: 0,
+        }
+    }
 }
 
 /// Resolves `expr` in place. `globals` maps builtin and prelude names to their
@@ -41,6 +57,7 @@ struct Scope {
 pub fn resolve(expr: &Expr, globals: &HashMap<Rc<str>, u32>) -> Result<(), Vec<ResolveError>> {
     let mut r = Resolver {
         scopes: Vec::new(),
+        records: Vec::new(),
         globals,
         errors: Vec::new(),
     };
@@ -54,6 +71,8 @@ pub fn resolve(expr: &Expr, globals: &HashMap<Rc<str>, u32>) -> Result<(), Vec<R
 
 struct Resolver<'g> {
     scopes: Vec<Scope>,
+    /// Static keys of the record literals being resolved, innermost last.
+    records: Vec<Vec<Rc<str>>>,
     globals: &'g HashMap<Rc<str>, u32>,
     errors: Vec<ResolveError>,
 }
@@ -61,10 +80,7 @@ struct Resolver<'g> {
 impl Resolver<'_> {
     fn lookup(&self, name: &str) -> Option<Slot> {
         for (depth, scope) in self.scopes.iter().rev().enumerate() {
-            if let Some(index) = scope.names[..scope.visible]
-                .iter()
-                .rposition(|(n, _)| &**n == name)
-            {
+            if let Some(&index) = scope.index.get(name).filter(|&&i| i < scope.visible) {
                 return Some(Slot::Local {
                     depth: depth as u32,
                     index: index as u32,
@@ -82,6 +98,38 @@ impl Resolver<'_> {
                     local.push(n);
                 }
             }
+        }
+        // The name is bound in an enclosing `let`, but not visible yet.
+        let later = self
+            .scopes
+            .iter()
+            .rev()
+            .any(|s| s.index.get(name).is_some_and(|&i| i >= s.visible));
+        if later {
+            self.errors.push(ResolveError {
+                code: "eval::unknown_variable",
+                message: format!("`{name}` is used before it is defined"),
+                span,
+                label: "not visible here".into(),
+                other: None,
+                help: Some(format!(
+                    "a let binding sees only the bindings before it (a function also sees itself); move `{name}` before this use"
+                )),
+            });
+            return;
+        }
+        if self.records.iter().any(|keys| keys.iter().any(|k| &**k == name)) {
+            self.errors.push(ResolveError {
+                code: "eval::unknown_variable",
+                message: format!("unknown variable `{name}`"),
+                span,
+                label: "not defined".into(),
+                other: None,
+                help: Some(format!(
+                    "the fields of a record do not see each other: bind `{name}` with `let` and use it in both places"
+                )),
+            });
+            return;
         }
         let mut candidates: Vec<&str> = local.clone();
         candidates.extend(self.globals.keys().map(|k| &**k));
@@ -137,6 +185,18 @@ impl Resolver<'_> {
             },
             ExprKind::List(items) => items.iter().for_each(|x| self.expr(x)),
             ExprKind::Record(fields) => {
+                self.records.push(
+                    fields
+                        .iter()
+                        .filter_map(|f| match f {
+                            Field::Assign { key, .. } => match &key.kind {
+                                KeyKind::Static(k) => Some(k.clone()),
+                                KeyKind::Dynamic(_) => None,
+                            },
+                            Field::Spread(_) => None,
+                        })
+                        .collect(),
+                );
                 let mut seen: HashMap<&str, Span> = HashMap::new();
                 for f in fields {
                     match f {
@@ -154,6 +214,7 @@ impl Resolver<'_> {
                         }
                     }
                 }
+                self.records.pop();
             }
             ExprKind::Select { base, key } => {
                 self.expr(base);
@@ -170,12 +231,14 @@ impl Resolver<'_> {
                     .iter()
                     .map(|b| (b.name.clone(), b.name_span))
                     .collect();
+                let scope = Scope::new(names);
                 for (k, b) in bindings.iter().enumerate() {
-                    if let Some((_, first)) = names[..k].iter().find(|(n, _)| *n == b.name) {
-                        self.duplicate("binding", &b.name, *first, b.name_span);
+                    let first = scope.index[&b.name];
+                    if first != k {
+                        self.duplicate("binding", &b.name, scope.names[first].1, b.name_span);
                     }
                 }
-                self.scopes.push(Scope { names, visible: 0 });
+                self.scopes.push(scope);
                 for (k, b) in bindings.iter().enumerate() {
                     // A function sees its own name, so it can recurse; other
                     // values see only the bindings before them.
@@ -193,12 +256,14 @@ impl Resolver<'_> {
                     .iter()
                     .map(|p| (p.name.clone(), p.span))
                     .collect();
+                let scope = Scope::new(names);
                 for (k, p) in def.params.iter().enumerate() {
-                    if let Some((_, first)) = names[..k].iter().find(|(n, _)| *n == p.name) {
-                        self.duplicate("parameter", &p.name, *first, p.span);
+                    let first = scope.index[&p.name];
+                    if first != k {
+                        self.duplicate("parameter", &p.name, scope.names[first].1, p.span);
                     }
                 }
-                self.scopes.push(Scope { names, visible: 0 });
+                self.scopes.push(scope);
                 for (k, p) in def.params.iter().enumerate() {
                     self.scopes.last_mut().expect("pushed").visible = k;
                     if let Some(d) = &p.default {

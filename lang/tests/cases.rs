@@ -20,7 +20,7 @@ fn cases_dir() -> PathBuf {
 fn eval_case(path: &Path) -> Result<String, String> {
     let name = path.file_name().unwrap().to_owned();
     cbuild_lang::with_big_stack(move || {
-        let mut host = FsHost::new("in the language tests");
+        let mut host = FsHost::new("in the language tests", cases_dir());
         let mut ev = Evaluator::new(&mut host, cases_dir()).map_err(|d| render(&d, 80, false))?;
         let v = ev
             .eval_file(Path::new(&name))

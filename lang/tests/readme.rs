@@ -43,7 +43,7 @@ fn eval(src: &str) -> Result<String, String> {
     let src = src.to_string();
     cbuild_lang::with_big_stack(move || {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf();
-        let mut host = FsHost::new("in the README tests");
+        let mut host = FsHost::new("in the README tests", dir.clone());
         let mut ev = Evaluator::new(&mut host, dir).map_err(|d| render(&d, 80, false))?;
         let v = ev
             .eval_expr("<example>", &src)

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Evaluation benchmark: `cbuild eval` on a generated 5 MB recipe.
+
+Usage: bench/eval_bench.py [--cbuild PATH] [--bytes N] [--runs N]
+
+Prints the median wall time and peak RSS over several runs. Targets (issue
+3): < 0.5 s and < 200 MB on the 5 MB recipe. CI runs it at smoke size.
+"""
+import argparse, os, statistics, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_once(cmd):
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{err}")
+    return wall, usage.ru_maxrss / 1024  # KiB -> MiB
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cbuild", default=os.path.join(HERE, "..", "target", "release", "cbuild"))
+    ap.add_argument("--bytes", type=int, default=5_000_000)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--max-seconds", type=float, default=None, help="fail if the median is slower")
+    ap.add_argument("--max-mib", type=float, default=None, help="fail if the peak RSS is larger")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        recipe = os.path.join(d, "big.cb")
+        subprocess.run([sys.executable, os.path.join(HERE, "gen_eval_recipe.py"), recipe, str(a.bytes)], check=True)
+        size = os.path.getsize(recipe)
+        cmd = [a.cbuild, "eval", recipe]
+        run_once(cmd)  # warm the page cache
+        walls, rss = [], []
+        for _ in range(a.runs):
+            w, m = run_once(cmd)
+            walls.append(w)
+            rss.append(m)
+        med = statistics.median(walls)
+        print(f"cbuild eval, {size / 1e6:.1f} MB recipe, {a.runs} runs: "
+              f"median {med * 1000:.0f} ms (min {min(walls) * 1000:.0f}, max {max(walls) * 1000:.0f}), "
+              f"peak RSS median {statistics.median(rss):.0f} MiB (max {max(rss):.0f})")
+        if a.max_seconds is not None and med > a.max_seconds:
+            sys.exit(f"median {med:.3f} s exceeds {a.max_seconds} s")
+        if a.max_mib is not None and max(rss) > a.max_mib:
+            sys.exit(f"peak RSS {max(rss):.0f} MiB exceeds {a.max_mib} MiB")
+
+
+if __name__ == "__main__":
+    main()
