@@ -328,7 +328,7 @@ impl Evaluator<'_> {
                 let list = self.expect_list(&l, lsp, "list", fname)?;
                 let mut out = Vec::with_capacity(list.len());
                 for x in list.iter() {
-                    let r = self.call_value(&f, vec![(x.clone(), lsp)], call, fname)?;
+                    let r = self.call_value(&f, vec![(x.clone(), lsp)], call, "<fn>")?;
                     if b == Builtin::Map {
                         out.push(r);
                     } else if self.expect_bool_result(&r, call, "filter")? {
@@ -344,7 +344,7 @@ impl Evaluator<'_> {
                 let (l, lsp) = arg!();
                 let list = self.expect_list(&l, lsp, "list", fname)?;
                 for x in list.iter() {
-                    acc = self.call_value(&f, vec![(acc, call), (x.clone(), lsp)], call, fname)?;
+                    acc = self.call_value(&f, vec![(acc, call), (x.clone(), lsp)], call, "<fn>")?;
                 }
                 Ok(acc)
             }
@@ -363,8 +363,8 @@ impl Evaluator<'_> {
                                 .type_error(
                                     lsp,
                                     format!(
-                                        "`concat` takes a list of lists, found a {} in the list",
-                                        other.type_name()
+                                        "`concat` takes a list of lists, found {} in the list",
+                                        crate::eval::article(other.type_name())
                                     ),
                                     "list with a non-list element",
                                 )
@@ -443,7 +443,11 @@ impl Evaluator<'_> {
                     ctx.add(&to);
                 }
                 let growth = to.text.len().saturating_sub(from.text.len());
-                let count = if growth > 0 { string.text.matches(&*from.text).count() } else { 0 };
+                let count = if growth > 0 {
+                    string.text.matches(&*from.text).count()
+                } else {
+                    0
+                };
                 self.check_size(string.text.len() + growth * count, "string", call)?;
                 Ok(Value::Str(Str {
                     text: string.text.replace(&*from.text, &to.text).into(),
@@ -503,7 +507,7 @@ impl Evaluator<'_> {
             Builtin::FromJson => {
                 let (v, sp) = arg!();
                 let s = self.expect_str(&v, sp, "string", fname)?;
-                self.from_json(&s.text, sp)
+                self.parse_json(&s.text, sp)
             }
             Builtin::Sort => {
                 let (l, lsp) = arg!();
@@ -574,7 +578,6 @@ impl Evaluator<'_> {
         call: Span,
     ) -> EResult<Value> {
         let mut items: Vec<Value> = list.as_ref().clone();
-        let mut failure = None;
         match less {
             None => {
                 let kind = items.first().map(Value::type_name);
@@ -587,11 +590,17 @@ impl Evaluator<'_> {
                         return Err(self
                             .type_error(
                                 lsp,
-                                format!(
-                                    "`sort` without `less` sorts a list of only ints or only strings, found {} and {}",
-                                    kind.unwrap_or("?"),
-                                    x.type_name()
-                                ),
+                                match kind {
+                                    Some(k @ ("int" | "string")) => format!(
+                                        "`sort` without `less` sorts a list of only ints or only strings, found {} and {}",
+                                        crate::eval::article(k),
+                                        crate::eval::article(x.type_name())
+                                    ),
+                                    _ => format!(
+                                        "`sort` without `less` sorts ints or strings, found {}",
+                                        crate::eval::article(x.type_name())
+                                    ),
+                                },
                                 "mixed or unsortable list",
                             )
                             .with_help("pass `less = fn(a, b) => ...` to sort other values"));
@@ -604,43 +613,44 @@ impl Evaluator<'_> {
                 });
             }
             Some(f) => {
-                // A stable merge sort through the user's comparison; the
-                // first error stops the comparisons and is reported.
-                items.sort_by(|a, b| {
-                    if failure.is_some() {
-                        return std::cmp::Ordering::Equal;
-                    }
-                    let lt = |ev: &mut Self, x: &Value, y: &Value| -> EResult<bool> {
-                        let r = ev.call_value(
-                            &f,
-                            vec![(x.clone(), lsp), (y.clone(), lsp)],
-                            call,
-                            "sort",
-                        )?;
-                        ev.expect_bool_result(&r, call, "sort")
-                    };
-                    match lt(self, a, b) {
-                        Ok(true) => std::cmp::Ordering::Less,
-                        Ok(false) => match lt(self, b, a) {
-                            Ok(true) => std::cmp::Ordering::Greater,
-                            Ok(false) => std::cmp::Ordering::Equal,
-                            Err(e) => {
-                                failure = Some(e);
-                                std::cmp::Ordering::Equal
-                            }
-                        },
-                        Err(e) => {
-                            failure = Some(e);
-                            std::cmp::Ordering::Equal
-                        }
-                    }
-                });
+                items = self.merge_sort(items, &f, lsp, call)?;
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(Value::List(Rc::new(items))),
+        Ok(Value::List(Rc::new(items)))
+    }
+
+    /// A stable merge sort through the user's `less`, called once per
+    /// comparison. Written out because `slice::sort_by` may panic when the
+    /// comparison is not a total order, and a user's function need not be.
+    fn merge_sort(
+        &mut self,
+        items: Vec<Value>,
+        less: &Value,
+        lsp: Span,
+        call: Span,
+    ) -> EResult<Vec<Value>> {
+        if items.len() <= 1 {
+            return Ok(items);
         }
+        let mut right = items;
+        let left = right.drain(..right.len() / 2).collect::<Vec<_>>();
+        let left = self.merge_sort(left, less, lsp, call)?;
+        let right = self.merge_sort(right, less, lsp, call)?;
+        let mut out = Vec::with_capacity(left.len() + right.len());
+        let (mut l, mut r) = (left.into_iter().peekable(), right.into_iter().peekable());
+        while let (Some(a), Some(b)) = (l.peek(), r.peek()) {
+            // Take from the right only when it is strictly less: stable.
+            let res =
+                self.call_value(less, vec![(b.clone(), lsp), (a.clone(), lsp)], call, "less")?;
+            if self.expect_bool_result(&res, call, "sort")? {
+                out.extend(r.next());
+            } else {
+                out.extend(l.next());
+            }
+        }
+        out.extend(l);
+        out.extend(r);
+        Ok(out)
     }
 
     fn expect_bool_result(&self, v: &Value, call: Span, what: &str) -> EResult<bool> {

@@ -302,7 +302,10 @@ fn from_parse_error(sources: &SourceMap, file: crate::FileId, e: &PError) -> Dia
         return d;
     }
     if text.trim().is_empty() {
-        let mut d = Diagnostic::plain("parse::empty", format!("{} is empty", sources.get(file).name));
+        let mut d = Diagnostic::plain(
+            "parse::empty",
+            format!("{} is empty", sources.get(file).name),
+        );
         d.help = Some("a recipe holds exactly one expression".into());
         return d;
     }
@@ -322,8 +325,14 @@ fn from_parse_error(sources: &SourceMap, file: crate::FileId, e: &PError) -> Dia
     if e.offset >= end && end > 0 {
         let last = floor_char_boundary(text, end - 1);
         let span = Span::new(file, last, end);
-        return Diagnostic::at(sources, "parse::syntax", message, span, "the file ends after this")
-            .help(help);
+        return Diagnostic::at(
+            sources,
+            "parse::syntax",
+            message,
+            span,
+            "the file ends after this",
+        )
+        .help(help);
     }
     let span = Span::new(file, e.offset, e.offset + found_len(text, e.offset));
     Diagnostic::at(sources, "parse::syntax", message, span, "unexpected here").help(help)

@@ -107,7 +107,7 @@ impl<'h> Evaluator<'h> {
     /// An evaluator with the builtins and the prelude in scope. `cwd` is the
     /// directory `--expr` paths resolve against and file names are shown
     /// relative to.
-    pub fn new(host: &'h mut dyn Host, cwd: PathBuf) -> Result<Evaluator<'h>, Diagnostic> {
+    pub fn new(host: &'h mut dyn Host, cwd: PathBuf) -> Result<Evaluator<'h>, Box<Diagnostic>> {
         let mut ev = Evaluator {
             host,
             sources: SourceMap::new(),
@@ -135,10 +135,10 @@ impl<'h> Evaluator<'h> {
             PathBuf::from("/"),
         )?;
         let Value::Record(r) = prelude else {
-            return Err(Diagnostic::plain(
+            return Err(Box::new(Diagnostic::plain(
                 "internal::prelude",
                 "the prelude must evaluate to a record",
-            ));
+            )));
         };
         for (k, t) in r.fields.iter() {
             ev.add_global(k, t.clone());
@@ -165,12 +165,12 @@ impl<'h> Evaluator<'h> {
     }
 
     /// Evaluates the recipe file at `path`.
-    pub fn eval_file(&mut self, path: &Path) -> Result<Value, Diagnostic> {
+    pub fn eval_file(&mut self, path: &Path) -> Result<Value, Box<Diagnostic>> {
         let abs = normalize(&self.cwd.join(path));
         let text = self.host.read_file(&abs).map_err(|e| {
             let mut d = Diagnostic::plain("io::read", e.message);
             d.help = e.help;
-            d
+            Box::new(d)
         })?;
         let dir = abs
             .parent()
@@ -188,7 +188,7 @@ impl<'h> Evaluator<'h> {
 
     /// Evaluates source text given directly (`cbuild eval --expr`); relative
     /// paths resolve against the working directory.
-    pub fn eval_expr(&mut self, name: &str, text: &str) -> Result<Value, Diagnostic> {
+    pub fn eval_expr(&mut self, name: &str, text: &str) -> Result<Value, Box<Diagnostic>> {
         let cwd = self.cwd.clone();
         self.eval_text(name.into(), None, Arc::from(text), cwd)
     }
@@ -199,7 +199,7 @@ impl<'h> Evaluator<'h> {
         path: Option<PathBuf>,
         text: Arc<str>,
         dir: PathBuf,
-    ) -> Result<Value, Diagnostic> {
+    ) -> Result<Value, Box<Diagnostic>> {
         let file = self.sources.add(name, path, text.clone());
         self.dirs.push(dir);
         let expr = Rc::new(self.parse_and_resolve(file, &text)?);
@@ -211,11 +211,11 @@ impl<'h> Evaluator<'h> {
             .map_err(|e| self.diagnostic(*e))
     }
 
-    fn parse_and_resolve(&mut self, file: FileId, text: &str) -> Result<Expr, Diagnostic> {
+    fn parse_and_resolve(&mut self, file: FileId, text: &str) -> Result<Expr, Box<Diagnostic>> {
         let expr = crate::parser::parse(file, text)
-            .map_err(|errs| diag::from_parse_errors(&self.sources, file, &errs))?;
+            .map_err(|errs| Box::new(diag::from_parse_errors(&self.sources, file, &errs)))?;
         crate::resolve::resolve(&expr, &self.global_names)
-            .map_err(|errs| diag::from_resolve_errors(&self.sources, &errs))?;
+            .map_err(|errs| Box::new(diag::from_resolve_errors(&self.sources, &errs)))?;
         Ok(expr)
     }
 
@@ -225,19 +225,19 @@ impl<'h> Evaluator<'h> {
 
     /// Evaluates every field and element of `v`, recursively, so that
     /// printing or hashing it cannot fail half-way.
-    pub fn force_value(&mut self, v: &Value) -> Result<(), Diagnostic> {
+    pub fn force_value(&mut self, v: &Value) -> Result<(), Box<Diagnostic>> {
         let span = self.root;
         self.force_deep(v, span).map_err(|e| self.diagnostic(*e))
     }
 
     /// The value of a record field, evaluating it if needed.
-    pub fn force_thunk(&mut self, t: &Thunk) -> Result<Value, Diagnostic> {
+    pub fn force_thunk(&mut self, t: &Thunk) -> Result<Value, Box<Diagnostic>> {
         let span = self.root;
         self.force(t, span).map_err(|e| self.diagnostic(*e))
     }
 
     /// `v` as JSON text with sorted keys (derivations as their `.drv` path).
-    pub fn to_json(&mut self, v: &Value) -> Result<String, Diagnostic> {
+    pub fn to_json(&mut self, v: &Value) -> Result<String, Box<Diagnostic>> {
         let span = self.root;
         let mut out = String::new();
         let mut ctx = ContextBuilder::default();
@@ -264,13 +264,18 @@ impl<'h> Evaluator<'h> {
             span = *call;
         }
         let mut trace: Vec<(Rc<str>, Span, usize)> = Vec::new();
-        for (name, sp) in self.calls.iter().rev() {
-            // The call the error already points into, and the prelude's own
-            // calls, tell the user nothing.
-            let contains = sp.file == span.file && sp.start <= span.start && span.end <= sp.end;
-            if (trace.is_empty() && contains) || sp.file == PRELUDE {
-                continue;
-            }
+        // The prelude's calls, and the innermost call when the error already
+        // points into it, tell the user nothing.
+        let user_calls: Vec<&(Rc<str>, Span)> = self
+            .calls
+            .iter()
+            .rev()
+            .filter(|(_, sp)| sp.file != PRELUDE)
+            .collect();
+        let skip = usize::from(user_calls.first().is_some_and(|(_, sp)| {
+            sp.file == span.file && sp.start <= span.start && span.end <= sp.end
+        }));
+        for (name, sp) in user_calls.iter().skip(skip).copied() {
             if let Some((n, s, count)) = trace.last_mut()
                 && n == name
                 && s == sp
@@ -290,7 +295,7 @@ impl<'h> Evaluator<'h> {
             help: None,
             labels: Vec::new(),
             trace,
-            trace_total: self.calls.len(),
+            trace_total: user_calls.len() - skip,
             nested: None,
         })
     }
@@ -357,10 +362,10 @@ impl<'h> Evaluator<'h> {
     }
 
     /// Renders an error with its source.
-    fn diagnostic(&self, e: EvalError) -> Diagnostic {
+    fn diagnostic(&self, e: EvalError) -> Box<Diagnostic> {
         if let Some(mut d) = e.nested {
             self.add_import_sites(&mut d, e.span.file);
-            return *d;
+            return d;
         }
         let mut d = Diagnostic::at(&self.sources, e.code, e.message, e.span, e.label);
         for (sp, l) in e.labels {
@@ -389,7 +394,7 @@ impl<'h> Evaluator<'h> {
         }
         d.help = if help.is_empty() { None } else { Some(help) };
         self.add_import_sites(&mut d, e.span.file);
-        d
+        Box::new(d)
     }
 
     /// Notes for the chain of imports that led to `file`, so an error in
@@ -421,12 +426,22 @@ impl<'h> Evaluator<'h> {
 
     pub(crate) fn eval(&mut self, e: &Expr, env: &Env) -> EResult<Value> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
+        // Two guards: the depth the language allows, and the stack actually
+        // left on this thread (builtins such as `map` add frames that the
+        // depth does not count).
+        if self.depth > MAX_DEPTH || stack_low() {
             self.depth -= 1;
             return Err(self
                 .error(
                     "eval::too_deep",
-                    format!("evaluation nested more than {MAX_DEPTH} levels deep"),
+                    if self.depth >= MAX_DEPTH {
+                        format!("evaluation nested more than {MAX_DEPTH} levels deep")
+                    } else {
+                        format!(
+                            "evaluation nested too deeply for the stack ({} levels)",
+                            self.depth
+                        )
+                    },
                     self.calls.last().map_or(e.span, |(_, sp)| *sp),
                     "the limit is reached here",
                 )
@@ -687,6 +702,15 @@ impl<'h> Evaluator<'h> {
         match &key.kind {
             KeyKind::Static(k) => Ok(k.clone()),
             KeyKind::Dynamic(parts) => match self.eval_string(parts, env)? {
+                // A key is only a name: a store path in it would lose the
+                // dependency silently.
+                Value::Str(s) if s.context.is_some() => Err(self
+                    .type_error(
+                        key.span,
+                        "a record key cannot refer to store objects",
+                        "this key mentions a store path",
+                    )
+                    .with_help("use the store path as a value, not as a key")),
                 Value::Str(s) => Ok(s.text),
                 _ => unreachable!("eval_string returns a string"),
             },
@@ -1162,6 +1186,15 @@ impl<'h> Evaluator<'h> {
                 "comparing these",
             ));
         }
+        if stack_low() {
+            self.depth -= 1;
+            return Err(self.error(
+                "eval::too_deep",
+                "values nested too deeply to compare",
+                span,
+                "comparing these",
+            ));
+        }
         let r = self.equal_inner(a, b, span);
         self.depth -= 1;
         r
@@ -1215,7 +1248,7 @@ impl<'h> Evaluator<'h> {
     /// Forces every thunk reachable from `v`.
     pub(crate) fn force_deep(&mut self, v: &Value, span: Span) -> EResult<()> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
+        if self.depth > MAX_DEPTH || stack_low() {
             self.depth -= 1;
             return Err(self.error(
                 "eval::too_deep",
@@ -1273,7 +1306,7 @@ impl<'h> Evaluator<'h> {
         ctx: &mut ContextBuilder,
     ) -> EResult<()> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
+        if self.depth > MAX_DEPTH || stack_low() {
             self.depth -= 1;
             return Err(self.error(
                 "eval::too_deep",
@@ -1356,7 +1389,7 @@ impl<'h> Evaluator<'h> {
         Ok(())
     }
 
-    pub(crate) fn from_json(&self, text: &str, span: Span) -> EResult<Value> {
+    pub(crate) fn parse_json(&self, text: &str, span: Span) -> EResult<Value> {
         let parsed: serde_json::Value = serde_json::from_str(text).map_err(|e| {
             self.error(
                 "eval::bad_json",
@@ -1537,6 +1570,15 @@ pub fn normalize(p: &Path) -> PathBuf {
     }
     out
 }
+
+/// Whether the current thread's stack is nearly used up.
+pub(crate) fn stack_low() -> bool {
+    stacker::remaining_stack().is_some_and(|left| left < STACK_RESERVE)
+}
+
+/// Stack kept free below the deepest evaluation frame: enough to build and
+/// render the error.
+const STACK_RESERVE: usize = 256 * 1024;
 
 fn is_identifier(s: &str) -> bool {
     let b = s.as_bytes();

@@ -641,6 +641,12 @@ fn dedent(pieces: Vec<Piece>) -> Vec<StrPart> {
                 let mut segments = t.split('\n').peekable();
                 while let Some(seg) = segments.next() {
                     let line = lines.last_mut().expect("lines is never empty");
+                    // CRLF files: the carriage return belongs to the line
+                    // break, not to the build script.
+                    let seg = match segments.peek() {
+                        Some(_) => seg.strip_suffix('\r').unwrap_or(seg),
+                        None => seg,
+                    };
                     if !seg.is_empty() {
                         line.pieces.push(Piece::Text(seg.to_string()));
                     }

@@ -31,8 +31,8 @@ use std::rc::Rc;
 use nom::Err;
 
 use crate::ast::*;
-use crate::lexer::*;
 use crate::diag::{describe_found, found_len};
+use crate::lexer::*;
 use crate::span::{FileId, Span};
 
 /// Parses a whole file. On failure returns every error found (at least one).
@@ -63,7 +63,7 @@ pub fn parse(file: FileId, text: &str) -> Result<Expr, Vec<PError>> {
 fn nested<'a, T>(i: In<'a>, f: impl FnOnce(In<'a>) -> PResult<'a, T>) -> PResult<'a, T> {
     let state = i.extra;
     let d = state.depth.get() + 1;
-    if d > MAX_NESTING {
+    if d > MAX_NESTING || crate::eval::stack_low() {
         return fail(PError::custom(
             i.location_offset(),
             1,
@@ -404,7 +404,10 @@ fn unclosed(i: &In<'_>, what: &'static str, open: usize) -> PError {
         at,
         found_len(i.extra.text, at),
         "parse::unclosed",
-        format!("expected {what} to close the `{opener}`, found {}", describe_found(i.extra.text, at)),
+        format!(
+            "expected {what} to close the `{opener}`, found {}",
+            describe_found(i.extra.text, at)
+        ),
         format!("expected {what} here"),
         None,
     )

@@ -118,7 +118,11 @@ impl Resolver<'_> {
             });
             return;
         }
-        if self.records.iter().any(|keys| keys.iter().any(|k| &**k == name)) {
+        if self
+            .records
+            .iter()
+            .any(|keys| keys.iter().any(|k| &**k == name))
+        {
             self.errors.push(ResolveError {
                 code: "eval::unknown_variable",
                 message: format!("unknown variable `{name}`"),

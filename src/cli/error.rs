@@ -47,8 +47,8 @@ impl CliError {
     }
 }
 
-impl From<Diagnostic> for CliError {
-    fn from(d: Diagnostic) -> Self {
-        CliError::Recipe(Box::new(d))
+impl From<Box<Diagnostic>> for CliError {
+    fn from(d: Box<Diagnostic>) -> Self {
+        CliError::Recipe(d)
     }
 }
