@@ -25,7 +25,12 @@ pub struct State<'a> {
     pub text: &'a str,
     /// Current nesting depth of expressions, bounded by [`MAX_NESTING`].
     pub depth: Cell<u32>,
+    /// Errors the parser recovered from, reported together at the end.
+    pub errors: std::cell::RefCell<Vec<PError>>,
 }
+
+/// How many errors one parse reports before it stops recovering.
+pub const MAX_ERRORS: usize = 8;
 
 /// Deepest nesting of brackets, sub-expressions and operator chains the parser
 /// accepts. Deeper input is almost certainly generated garbage; refusing it

@@ -25,7 +25,7 @@
 //! arg      = name "=" expr | expr
 //! ```
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use nom::Err;
@@ -41,22 +41,131 @@ pub fn parse(file: FileId, text: &str) -> Result<Expr, Vec<PError>> {
         file,
         text,
         depth: Cell::new(0),
+        errors: RefCell::new(Vec::new()),
     };
     let i = In::new_extra(text, &state);
     let i = ws(i);
-    match expr(i) {
+    let result = match expr(i) {
         Ok((rest, e)) => {
             if rest.fragment().is_empty() {
                 Ok(e)
             } else {
                 let mut err = PError::expected(&rest, "an operator");
                 err.expected.push("end of file");
-                Err(vec![err])
+                Err(err)
             }
         }
-        Err(Err::Error(e)) | Err(Err::Failure(e)) => Err(vec![e]),
-        Err(Err::Incomplete(_)) => Err(vec![PError::expected(&i, "more input")]),
+        Err(Err::Error(e)) | Err(Err::Failure(e)) => Err(e),
+        Err(Err::Incomplete(_)) => Err(PError::expected(&i, "more input")),
+    };
+    let mut errors = state.errors.take();
+    match result {
+        Ok(e) if errors.is_empty() => Ok(e),
+        Ok(_) => Err(errors),
+        // An unclosed bracket after recovered errors is usually one of their
+        // consequences (recovery skipped the closing bracket).
+        Err(e)
+            if !errors.is_empty()
+                && e.custom
+                    .as_ref()
+                    .is_some_and(|c| c.code == "parse::unclosed") =>
+        {
+            Err(errors)
+        }
+        Err(e) => {
+            errors.push(e);
+            Err(errors)
+        }
     }
+}
+
+/// Records `e` and skips to the next item of the list being parsed (after
+/// the next `,` at this level) or to its closing bracket, so that the parse
+/// can report later, independent errors too. `None` when the error cannot be
+/// recovered from (the end of the file, nesting limits, too many errors).
+fn recover<'a>(i: In<'a>, e: PError, close: u8) -> Result<In<'a>, PError> {
+    let state = i.extra;
+    let at_end = e.offset >= state.text.trim_end().len();
+    // Inside a string or at a nesting limit, no place to resume is reliable.
+    let fatal = e.custom.as_ref().is_some_and(|c| {
+        matches!(
+            c.code,
+            "parse::too_deep"
+                | "parse::unclosed"
+                | "parse::bad_escape"
+                | "parse::bad_unicode_escape"
+                | "parse::unterminated_string"
+                | "parse::unterminated_interpolation"
+        )
+    });
+    if at_end || fatal || state.errors.borrow().len() + 1 >= MAX_ERRORS {
+        return Err(e);
+    }
+    let from = e.offset.max(i.location_offset());
+    let bytes = state.text.as_bytes();
+    let mut k = from;
+    let mut depth = 0usize;
+    while k < bytes.len() {
+        match bytes[k] {
+            b'"' => k = skip_string(bytes, k),
+            b'\'' if bytes.get(k + 1) == Some(&b'\'') => k = skip_indented(bytes, k),
+            b'#' => {
+                while k < bytes.len() && bytes[k] != b'\n' {
+                    k += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                k += 1;
+            }
+            c @ (b')' | b']' | b'}') => {
+                if depth == 0 {
+                    if c == close {
+                        break;
+                    }
+                } else {
+                    depth -= 1;
+                }
+                k += 1;
+            }
+            b',' if depth == 0 => {
+                k += 1;
+                break;
+            }
+            _ => k += 1,
+        }
+    }
+    state.errors.borrow_mut().push(e);
+    Ok(ws(advance(i, k - i.location_offset())))
+}
+
+/// The offset after the double-quoted string starting at `k`.
+fn skip_string(b: &[u8], mut k: usize) -> usize {
+    k += 1;
+    while k < b.len() {
+        match b[k] {
+            b'\\' => k += 2,
+            b'"' => return k + 1,
+            _ => k += 1,
+        }
+    }
+    b.len()
+}
+
+/// The offset after the indented string starting at `k`.
+fn skip_indented(b: &[u8], mut k: usize) -> usize {
+    k += 2;
+    while k + 1 < b.len() {
+        if b[k] == b'\'' && b[k + 1] == b'\'' {
+            match b.get(k + 2) {
+                Some(b'\'' | b'$' | b'\\') => k += 3,
+                _ => return k + 2,
+            }
+        } else {
+            k += 1;
+        }
+    }
+    b.len()
 }
 
 /// Guards recursion: fails cleanly past [`MAX_NESTING`] levels.
@@ -429,16 +538,26 @@ fn comma_list<'a, T>(
             return Ok((rest, (items, sp)));
         }
         let eof = i.location_offset() + i.fragment().len();
+        let close_byte = close.as_bytes()[0];
         let (rest, x) = match item(i) {
             Ok(ok) => ok,
             Err(Err::Error(e) | Err::Failure(e)) if e.custom.is_none() && e.offset >= eof => {
                 return fail(unclosed(&advance(i, i.fragment().len()), close_what, open));
             }
-            Err(Err::Error(mut e)) => {
-                if e.offset == i.location_offset() && !e.expected.contains(&close_what) {
+            Err(Err::Error(mut e) | Err::Failure(mut e)) => {
+                if e.custom.is_none()
+                    && e.offset == i.location_offset()
+                    && !e.expected.contains(&close_what)
+                {
                     e.expected.push(close_what);
                 }
-                return fail(e);
+                match recover(i, e, close_byte) {
+                    Ok(next) => {
+                        i = next;
+                        continue;
+                    }
+                    Err(e) => return fail(e),
+                }
             }
             Err(e) => return Err(e),
         };
@@ -456,7 +575,10 @@ fn comma_list<'a, T>(
         }
         let mut e = PError::expected(&i, "`,`");
         e.expected.push(close_what);
-        return fail(e);
+        match recover(i, e, close_byte) {
+            Ok(next) => i = next,
+            Err(e) => return fail(e),
+        }
     }
 }
 
