@@ -96,6 +96,11 @@ pub struct Evaluator<'h> {
     /// Field path of the value `write_json` is at, for its errors.
     json_path: Vec<String>,
     depth_json: u32,
+    /// Frames that may hold values pointing back to themselves (a `let`'s
+    /// bindings close over the `let`): cleared when the evaluator is dropped,
+    /// so reference counting frees them.
+    cyclic: Vec<std::rc::Weak<Frame>>,
+    cyclic_prune_at: usize,
     /// Every parsed file's tree.
     trees: Vec<Rc<Expr>>,
     /// The whole expression of the last file or `--expr` evaluated: errors
@@ -121,6 +126,8 @@ impl<'h> Evaluator<'h> {
             cwd,
             root: Span::new(FileId(0), 0, 0),
             trees: Vec::new(),
+            cyclic: Vec::new(),
+            cyclic_prune_at: 1024,
             json_path: Vec::new(),
             depth_json: 0,
             import_sites: HashMap::new(),
@@ -497,6 +504,7 @@ impl<'h> Evaluator<'h> {
             }
             ExprKind::Let { bindings, body } => {
                 let inner = env.push(bindings.len());
+                self.track_cyclic(&inner);
                 {
                     let frame = inner.frame();
                     for b in bindings {
@@ -577,6 +585,17 @@ impl<'h> Evaluator<'h> {
             }
             ExprKind::Binary(op, a, b) => self.eval_binary(*op, a, b, e.span, env),
         }
+    }
+
+    /// Remembers a frame that may end up in a reference cycle. Frames that
+    /// were freed anyway are pruned whenever the list doubles, so a `let` in
+    /// a function called a million times does not pin a million frames.
+    fn track_cyclic(&mut self, env: &Env) {
+        if self.cyclic.len() >= self.cyclic_prune_at {
+            self.cyclic.retain(|w| w.strong_count() > 0);
+            self.cyclic_prune_at = (self.cyclic.len() * 2).max(1024);
+        }
+        self.cyclic.push(env.weak());
     }
 
     /// A lazy thunk for `expr`, or the value itself when computing it cannot
@@ -886,7 +905,12 @@ impl<'h> Evaluator<'h> {
                     for (p, a) in def.params.iter().zip(bound) {
                         let v = match (a, &p.default) {
                             (Some((v, _)), _) => v,
-                            (None, Some(d)) => self.eval(d, &inner)?,
+                            (None, Some(d)) => {
+                                // A default may be a closure over this very
+                                // frame, stored in it: a cycle.
+                                self.track_cyclic(&inner);
+                                self.eval(d, &inner)?
+                            }
                             (None, None) => unreachable!("bind_args checks required parameters"),
                         };
                         inner.frame().slots.borrow_mut().push(Thunk::Ready(v));
@@ -1569,6 +1593,18 @@ pub fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+impl Drop for Evaluator<'_> {
+    fn drop(&mut self) {
+        for frame in self.cyclic.drain(..) {
+            if let Some(f) = frame.upgrade() {
+                // Moved out first: dropping the values may drop other frames.
+                let slots = std::mem::take(&mut *f.slots.borrow_mut());
+                drop(slots);
+            }
+        }
+    }
 }
 
 /// Whether the current thread's stack is nearly used up.

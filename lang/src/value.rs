@@ -213,6 +213,10 @@ impl Env {
         })))
     }
 
+    pub(crate) fn weak(&self) -> std::rc::Weak<Frame> {
+        Rc::downgrade(self.0.as_ref().expect("a pushed environment has a frame"))
+    }
+
     pub(crate) fn frame(&self) -> &Frame {
         self.0.as_ref().expect("a pushed environment has a frame")
     }
