@@ -25,6 +25,7 @@ pub mod host;
 pub mod lexer;
 pub mod parser;
 pub mod prelude;
+pub mod printer;
 pub mod resolve;
 pub mod span;
 pub mod value;
