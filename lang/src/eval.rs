@@ -432,29 +432,35 @@ impl<'h> Evaluator<'h> {
     // ----- evaluation -----
 
     pub(crate) fn eval(&mut self, e: &Expr, env: &Env) -> EResult<Value> {
+        let at = self.calls.last().map_or(e.span, |(_, sp)| *sp);
+        self.nested(at, "evaluation", |ev| ev.eval_inner(e, env))
+    }
+
+    /// Runs `f` one level deeper. Two guards: the depth the language allows,
+    /// and the stack actually left on this thread (builtins such as `map` add
+    /// frames that the depth does not count).
+    fn nested<T>(
+        &mut self,
+        span: Span,
+        what: &str,
+        f: impl FnOnce(&mut Self) -> EResult<T>,
+    ) -> EResult<T> {
         self.depth += 1;
-        // Two guards: the depth the language allows, and the stack actually
-        // left on this thread (builtins such as `map` add frames that the
-        // depth does not count).
         if self.depth > MAX_DEPTH || stack_low() {
+            let message = if self.depth > MAX_DEPTH {
+                format!("{what} nested more than {MAX_DEPTH} levels deep")
+            } else {
+                format!(
+                    "{what} nested too deeply for the stack ({} levels)",
+                    self.depth
+                )
+            };
             self.depth -= 1;
             return Err(self
-                .error(
-                    "eval::too_deep",
-                    if self.depth >= MAX_DEPTH {
-                        format!("evaluation nested more than {MAX_DEPTH} levels deep")
-                    } else {
-                        format!(
-                            "evaluation nested too deeply for the stack ({} levels)",
-                            self.depth
-                        )
-                    },
-                    self.calls.last().map_or(e.span, |(_, sp)| *sp),
-                    "the limit is reached here",
-                )
+                .error("eval::too_deep", message, span, "the limit is reached here")
                 .with_help("this is usually a function that calls itself without end"));
         }
-        let r = self.eval_inner(e, env);
+        let r = f(self);
         self.depth -= 1;
         r
     }
@@ -1200,28 +1206,7 @@ impl<'h> Evaluator<'h> {
 
     /// Deep equality; functions cannot be compared.
     fn equal(&mut self, a: &Value, b: &Value, span: Span) -> EResult<bool> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            self.depth -= 1;
-            return Err(self.error(
-                "eval::too_deep",
-                format!("values nested more than {MAX_DEPTH} levels deep cannot be compared"),
-                span,
-                "comparing these",
-            ));
-        }
-        if stack_low() {
-            self.depth -= 1;
-            return Err(self.error(
-                "eval::too_deep",
-                "values nested too deeply to compare",
-                span,
-                "comparing these",
-            ));
-        }
-        let r = self.equal_inner(a, b, span);
-        self.depth -= 1;
-        r
+        self.nested(span, "compared values", |ev| ev.equal_inner(a, b, span))
     }
 
     fn equal_inner(&mut self, a: &Value, b: &Value, span: Span) -> EResult<bool> {
@@ -1271,35 +1256,23 @@ impl<'h> Evaluator<'h> {
 
     /// Forces every thunk reachable from `v`.
     pub(crate) fn force_deep(&mut self, v: &Value, span: Span) -> EResult<()> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH || stack_low() {
-            self.depth -= 1;
-            return Err(self.error(
-                "eval::too_deep",
-                format!("value nested more than {MAX_DEPTH} levels deep"),
-                span,
-                "here",
-            ));
-        }
-        let r = (|| {
+        self.nested(span, "value", |ev| {
             match v {
                 Value::List(l) => {
                     for x in l.iter() {
-                        self.force_deep(x, span)?;
+                        ev.force_deep(x, span)?;
                     }
                 }
                 Value::Record(r) => {
                     for t in r.fields.values() {
-                        let x = self.force(t, span)?;
-                        self.force_deep(&x, span)?;
+                        let x = ev.force(t, span)?;
+                        ev.force_deep(&x, span)?;
                     }
                 }
                 _ => {}
             }
             Ok(())
-        })();
-        self.depth -= 1;
-        r
+        })
     }
 
     // ----- JSON -----
@@ -1317,30 +1290,8 @@ impl<'h> Evaluator<'h> {
             self.json_path.clear();
         }
         self.depth_json += 1;
-        let r = self.write_json_guarded(v, span, out, ctx);
+        let r = self.nested(span, "value", |ev| ev.write_json_inner(v, span, out, ctx));
         self.depth_json -= 1;
-        r
-    }
-
-    fn write_json_guarded(
-        &mut self,
-        v: &Value,
-        span: Span,
-        out: &mut String,
-        ctx: &mut ContextBuilder,
-    ) -> EResult<()> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH || stack_low() {
-            self.depth -= 1;
-            return Err(self.error(
-                "eval::too_deep",
-                format!("value nested more than {MAX_DEPTH} levels deep"),
-                span,
-                "here",
-            ));
-        }
-        let r = self.write_json_inner(v, span, out, ctx);
-        self.depth -= 1;
         r
     }
 

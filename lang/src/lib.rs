@@ -42,16 +42,34 @@ pub use value::{ContextElem, Derivation, Record, Str, Value};
 pub const STACK_SIZE: usize = 1 << 30;
 
 /// Runs `f` on a thread with a [`STACK_SIZE`] stack and returns its result.
+/// Where such a thread cannot be made (a tight `ulimit -v`), `f` runs on the
+/// current thread: the evaluator's stack guard still turns deep recursion
+/// into an error, only sooner.
 pub fn with_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match std::thread::Builder::new()
+    let job = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
+    let for_thread = job.clone();
+    let spawned = std::thread::Builder::new()
         .name("cbuild-eval".into())
         .stack_size(STACK_SIZE)
-        .spawn(f)
-    {
+        .spawn(move || {
+            let f = for_thread.lock().ok().and_then(|mut g| g.take());
+            f.map(|f| f())
+        });
+    let ran = match spawned {
         Ok(handle) => match handle.join() {
             Ok(v) => v,
             Err(panic) => std::panic::resume_unwind(panic),
         },
-        Err(_) => panic!("cannot start the evaluation thread"),
+        Err(_) => None,
+    };
+    match ran {
+        Some(v) => v,
+        None => {
+            let f = job.lock().ok().and_then(|mut g| g.take());
+            match f {
+                Some(f) => f(),
+                None => unreachable!("the job runs exactly once"),
+            }
+        }
     }
 }

@@ -106,16 +106,15 @@ impl Resolver<'_> {
             .rev()
             .any(|s| s.index.get(name).is_some_and(|&i| i >= s.visible));
         if later {
-            self.errors.push(ResolveError {
-                code: "eval::unknown_variable",
-                message: format!("`{name}` is used before it is defined"),
+            let help = format!(
+                "a let binding sees only the bindings before it (a function also sees itself); move `{name}` before this use"
+            );
+            self.unknown(
+                format!("`{name}` is used before it is defined"),
                 span,
-                label: "not visible here".into(),
-                other: None,
-                help: Some(format!(
-                    "a let binding sees only the bindings before it (a function also sees itself); move `{name}` before this use"
-                )),
-            });
+                "not visible here",
+                help,
+            );
             return;
         }
         if self
@@ -123,16 +122,15 @@ impl Resolver<'_> {
             .iter()
             .any(|keys| keys.iter().any(|k| &**k == name))
         {
-            self.errors.push(ResolveError {
-                code: "eval::unknown_variable",
-                message: format!("unknown variable `{name}`"),
+            let help = format!(
+                "the fields of a record do not see each other: bind `{name}` with `let` and use it in both places"
+            );
+            self.unknown(
+                format!("unknown variable `{name}`"),
                 span,
-                label: "not defined".into(),
-                other: None,
-                help: Some(format!(
-                    "the fields of a record do not see each other: bind `{name}` with `let` and use it in both places"
-                )),
-            });
+                "not defined",
+                help,
+            );
             return;
         }
         let mut candidates: Vec<&str> = local.clone();
@@ -150,11 +148,20 @@ impl Resolver<'_> {
         } else if help.is_empty() {
             help.push_str("no local names are in scope here; builtins and the prelude are listed in the language reference");
         }
+        self.unknown(
+            format!("unknown variable `{name}`"),
+            span,
+            "not defined",
+            help,
+        );
+    }
+
+    fn unknown(&mut self, message: String, span: Span, label: &str, help: String) {
         self.errors.push(ResolveError {
             code: "eval::unknown_variable",
-            message: format!("unknown variable `{name}`"),
+            message,
             span,
-            label: "not defined".into(),
+            label: label.into(),
             other: None,
             help: Some(help),
         });

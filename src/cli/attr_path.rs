@@ -58,8 +58,8 @@ pub fn select(
         } else {
             format!("`{so_far}`")
         };
-        let fields: Vec<String> = match &v {
-            Value::Record(r) => r.fields.keys().map(|k| k.to_string()).collect(),
+        let r = match &v {
+            Value::Record(r) => r.clone(),
             other => {
                 return Err(CliError::Attr {
                     attr: attr.into(),
@@ -68,7 +68,7 @@ pub fn select(
                 });
             }
         };
-        let Value::Record(r) = &v else { unreachable!() };
+        let fields: Vec<String> = r.fields.keys().map(|k| k.to_string()).collect();
         let Some(t) = r.fields.get(name.as_str()).cloned() else {
             return Err(CliError::Attr {
                 attr: attr.into(),
