@@ -6,3 +6,4 @@
 //! instantiation, builds, export and audit (see DESIGN.md for the layering).
 
 pub mod cli;
+pub mod derivation;
