@@ -7,3 +7,5 @@
 
 pub mod cli;
 pub mod derivation;
+pub mod instantiate;
+pub mod store;

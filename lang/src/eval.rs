@@ -1520,7 +1520,7 @@ fn closure_signature(def: &FnDef, name: &str) -> String {
 }
 
 /// "an int", "a string", "null".
-pub(crate) fn article(type_name: &str) -> String {
+pub fn article(type_name: &str) -> String {
     if type_name == "null" {
         return "null".into();
     }

@@ -32,6 +32,17 @@ pub enum CliError {
     /// A command of the CLI contract that this version does not do yet.
     #[error("`cbuild {0}` is not implemented yet in this version of cbuild")]
     NotImplemented(&'static str),
+    /// The store could not be opened or used.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A target is not a derivation.
+    #[error("{what} is {found}, not a derivation")]
+    NotADerivation {
+        /// The attribute or path.
+        what: String,
+        /// What it is.
+        found: String,
+    },
     /// Writing the result to stdout failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] io::Error),

@@ -1,43 +1,70 @@
-//! `cbuild eval`: evaluate an expression or a recipe file.
+//! `cbuild eval`: evaluate a recipe, write its derivations, print one `.drv`
+//! path per target (or `--json`); with `--expr`, print a value as JSON.
 
-use cbuild_lang::{Evaluator, FsHost, Value};
+use std::path::PathBuf;
+
+use cbuild_lang::Evaluator;
 
 use super::args::{EvalArgs, GlobalArgs};
 use super::error::CliError;
-use super::{Output, attr_path};
+use super::{Output, open_store, targets};
+use crate::instantiate::Instantiator;
 
 /// Runs `cbuild eval`.
-pub fn run(_global: &GlobalArgs, args: EvalArgs, out: &mut Output) -> Result<(), CliError> {
+pub fn run(global: &GlobalArgs, args: EvalArgs, out: &mut Output) -> Result<(), CliError> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let mut store = open_store(global)?;
+    let mut host = Instantiator::new(&mut store, cwd.clone());
     if let Some(expr) = &args.expr {
-        let mut host = FsHost::new("in `cbuild eval --expr`", cwd.clone());
         let mut ev = Evaluator::new(&mut host, cwd)?;
         let v = ev.eval_expr("<expr>", expr)?;
         let json = ev.to_json(&v)?;
         std::mem::forget(v);
         std::mem::forget(ev);
+        host.flush()?;
         return out.line(&json);
     }
-    let file = args.file.unwrap_or_else(|| "recipe.cb".into());
-    let mut host = FsHost::new("in this version of cbuild", cwd.clone());
+    let file = args.file.unwrap_or_else(|| PathBuf::from("recipe.cb"));
+    let shown = file.display().to_string();
     let mut ev = Evaluator::new(&mut host, cwd)?;
     let root = ev.eval_file(&file)?;
-    let shown = file.display().to_string();
-    let targets: Vec<Value> = if args.attrs.is_empty() {
-        vec![root]
-    } else {
-        args.attrs
-            .iter()
-            .map(|a| attr_path::select(&mut ev, &root, a, &shown))
-            .collect::<Result<_, _>>()?
-    };
-    for t in &targets {
-        let json = ev.to_json(t)?;
-        out.line(&json)?;
-    }
-    // The process ends right after this: freeing millions of small values
-    // one by one would cost a fifth of the run on a large recipe.
-    std::mem::forget(targets);
+    let selected = targets::select(&mut ev, &root, &args.attrs, &shown)?;
+    // The process ends soon: freeing every value one by one would cost more
+    // than the evaluation of a large recipe.
+    std::mem::forget(root);
     std::mem::forget(ev);
+    host.flush()?;
+    let dir = host.store().dir().clone();
+    if global.json {
+        let mut items = Vec::new();
+        for t in &selected {
+            let path = dir
+                .parse(&t.drv.drv_path.text)
+                .map_err(crate::store::StoreError::from)?;
+            let Some(made) = host.get(&path) else {
+                continue;
+            };
+            let d = &made.drv;
+            items.push(serde_json::json!({
+                "attr": t.attr,
+                "name": d.name,
+                "version": d.version,
+                "drv_path": dir.path_of(&made.path),
+                "drv_hash": made.hash.to_hex(),
+                "outputs": d.outputs,
+                "input_drvs": d.input_drvs.iter()
+                    .map(|(p, o)| (dir.path_of(p), serde_json::json!(o)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "input_sources": d.input_sources.iter().map(|p| dir.path_of(p)).collect::<Vec<_>>(),
+                "meta": made.meta,
+            }));
+        }
+        out.line(&serde_json::to_string_pretty(&items).unwrap_or_default())?;
+    } else {
+        for t in &selected {
+            out.line(&t.drv.drv_path.text)?;
+        }
+    }
+    std::mem::forget(selected);
     Ok(())
 }

@@ -6,6 +6,9 @@ pub mod args;
 pub mod attr_path;
 pub mod error;
 pub mod eval;
+pub mod show;
+pub mod store_cmd;
+pub mod targets;
 
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
@@ -44,16 +47,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let mut out = Output::stdout();
     let r = match cli.command {
         Command::Eval(a) => eval::run(&cli.global, a, &mut out),
-        Command::ShowDerivation(_) => Err(CliError::NotImplemented("show-derivation")),
+        Command::ShowDerivation(a) => show::run(&cli.global, a, &mut out),
         Command::Realise(_) => Err(CliError::NotImplemented("realise")),
         Command::Log(_) => Err(CliError::NotImplemented("log")),
         Command::Check(_) => Err(CliError::NotImplemented("check")),
         Command::Audit(_) => Err(CliError::NotImplemented("audit")),
         Command::Export(_) => Err(CliError::NotImplemented("export")),
         Command::Gc(_) => Err(CliError::NotImplemented("gc")),
-        Command::Store(_) => Err(CliError::NotImplemented("store")),
+        Command::Store(c) => store_cmd::run(&cli.global, c, &mut out),
     };
     r.and_then(|()| out.flush())
+}
+
+/// Opens the store named by `--store`, `CBUILD_STORE` or the default.
+pub fn open_store(global: &args::GlobalArgs) -> Result<crate::store::Store, CliError> {
+    let root = global
+        .store
+        .clone()
+        .unwrap_or_else(crate::store::default_root);
+    Ok(crate::store::Store::open(&root)?)
 }
 
 /// Prints an error on stderr: recipe errors as a full diagnostic, others as

@@ -243,7 +243,8 @@ pub fn parse(bytes: &[u8]) -> Result<Derivation, ParseError> {
     } else {
         let at = r.at;
         let algo = r.string()?;
-        let algo = HashAlgo::parse(&algo).ok_or_else(|| r.error_at(at, "unknown hash algorithm"))?;
+        let algo =
+            HashAlgo::parse(&algo).ok_or_else(|| r.error_at(at, "unknown hash algorithm"))?;
         r.literal(" ")?;
         let digest = r.hex_token()?;
         if digest.len() != algo.len() {

@@ -142,7 +142,12 @@ impl Derivation {
 
     /// The `.drv` store path, given the hash of this derivation.
     pub fn drv_path(&self, store: &StoreDir, hash: &DrvHash) -> Result<StorePath, StorePathError> {
-        StorePath::compute(store, ObjectKind::Drv, &hash.0, &format!("{}.drv", self.name))
+        StorePath::compute(
+            store,
+            ObjectKind::Drv,
+            &hash.0,
+            &format!("{}.drv", self.name),
+        )
     }
 
     /// The store objects the `.drv` file refers to: input derivations and

@@ -41,7 +41,10 @@ mod tests {
         let h = DrvHash([1; 32]);
         assert_eq!(own_output("out").len(), 33);
         assert_ne!(own_output("out"), own_output("lib"));
-        assert_ne!(input_output(&h, "out"), input_output(&DrvHash([2; 32]), "out"));
+        assert_ne!(
+            input_output(&h, "out"),
+            input_output(&DrvHash([2; 32]), "out")
+        );
         assert_eq!(input_output(&h, "out"), input_output(&h, "out"));
     }
 }

@@ -247,9 +247,21 @@ mod tests {
         let s = StoreDir::new("/s/store/");
         assert_eq!(s.as_str(), "/s/store");
         assert!(s.parse("/s/store/short-x").is_err());
-        assert!(s.parse("/elsewhere/0000000000000000000000000000000a-x").is_err());
-        assert!(s.parse("/s/store/00000000000000000000000000000000-x/bin").is_err());
-        assert!(s.parse("/s/store/0000000000000000000000000000000e-x").is_err());
-        assert!(s.parse("/s/store/00000000000000000000000000000000-x").is_ok());
+        assert!(
+            s.parse("/elsewhere/0000000000000000000000000000000a-x")
+                .is_err()
+        );
+        assert!(
+            s.parse("/s/store/00000000000000000000000000000000-x/bin")
+                .is_err()
+        );
+        assert!(
+            s.parse("/s/store/0000000000000000000000000000000e-x")
+                .is_err()
+        );
+        assert!(
+            s.parse("/s/store/00000000000000000000000000000000-x")
+                .is_ok()
+        );
     }
 }

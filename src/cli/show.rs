@@ -1,0 +1,101 @@
+//! `cbuild show-derivation`: a stored derivation as JSON.
+
+use std::path::PathBuf;
+
+use cbuild_lang::Evaluator;
+
+use super::args::{DrvTarget, GlobalArgs};
+use super::error::CliError;
+use super::{Output, open_store, targets};
+use crate::derivation::{Derivation, StoreDir, StorePath};
+use crate::instantiate::Instantiator;
+use crate::store::Store;
+
+/// Runs `cbuild show-derivation`.
+pub fn run(global: &GlobalArgs, args: DrvTarget, out: &mut Output) -> Result<(), CliError> {
+    let mut store = open_store(global)?;
+    let paths = drv_targets(&mut store, args)?;
+    let mut all = serde_json::Map::new();
+    for p in paths {
+        let (sp, _) = store.parse_valid(&p)?;
+        let drv = store.read_derivation(&sp)?;
+        let (meta, run_inputs) = store
+            .db()
+            .derivation_meta(&sp.base_name())?
+            .unwrap_or_else(|| ("{}".into(), "[]".into()));
+        all.insert(
+            p,
+            derivation_json(store.dir(), &sp, &drv, &meta, &run_inputs),
+        );
+    }
+    out.line(&serde_json::to_string_pretty(&serde_json::Value::Object(all)).unwrap_or_default())
+}
+
+/// The `.drv` paths a command names: `.drv` store paths given directly, or
+/// the targets of a recipe (default `./recipe.cb`) selected with `-A`, whose
+/// derivations are written to the store first.
+pub fn drv_targets(store: &mut Store, args: DrvTarget) -> Result<Vec<String>, CliError> {
+    if let Some(t) = &args.target {
+        let s = t.to_string_lossy();
+        if args.attrs.is_empty() && s.ends_with(".drv") && t.is_absolute() {
+            return Ok(vec![s.into_owned()]);
+        }
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let file = args.target.unwrap_or_else(|| PathBuf::from("recipe.cb"));
+    let shown = file.display().to_string();
+    let mut host = Instantiator::new(store, cwd.clone());
+    let mut ev = Evaluator::new(&mut host, cwd)?;
+    let root = ev.eval_file(&file)?;
+    let selected = targets::select(&mut ev, &root, &args.attrs, &shown)?;
+    std::mem::forget(root);
+    std::mem::forget(ev);
+    host.flush()?;
+    Ok(selected
+        .iter()
+        .map(|t| t.drv.drv_path.text.to_string())
+        .collect())
+}
+
+/// A derivation as `show-derivation` prints it.
+pub fn derivation_json(
+    dir: &StoreDir,
+    path: &StorePath,
+    d: &Derivation,
+    meta: &str,
+    run_inputs: &str,
+) -> serde_json::Value {
+    let full = |p: &StorePath| dir.path_of(p);
+    let run_inputs: Vec<String> = serde_json::from_str::<Vec<String>>(run_inputs)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|b| StorePath::from_base_name(b))
+        .map(|p| full(&p))
+        .collect();
+    serde_json::json!({
+        "drv_path": full(path),
+        "drv_hash": d.drv_hash().to_hex(),
+        "name": d.name,
+        "version": d.version,
+        "system": d.system,
+        "builder": d.builder,
+        "args": d.args,
+        "env": d.env,
+        "outputs": d.outputs,
+        "input_drvs": d.input_drvs.iter().map(|(p, o)| (full(p), serde_json::json!(o))).collect::<serde_json::Map<_, _>>(),
+        "input_sources": d.input_sources.iter().map(full).collect::<Vec<_>>(),
+        "host_tools": d.host_tools.iter().map(|(n, t)| (n.clone(), serde_json::json!({
+            "path": t.path, "resolved": t.resolved, "blake3": t.digest.to_hex(),
+        }))).collect::<serde_json::Map<_, _>>(),
+        "path_inputs": d.path_inputs,
+        "host_inputs": d.host_inputs,
+        "fixed": d.fixed.as_ref().map(|f| serde_json::json!({
+            "algo": f.algo.as_str(),
+            "digest": crate::derivation::hash::hex(&f.digest),
+            "unpack": f.unpack,
+            "url": f.url,
+        })),
+        "meta": serde_json::from_str::<serde_json::Value>(meta).unwrap_or(serde_json::Value::Null),
+        "run_inputs": run_inputs,
+    })
+}

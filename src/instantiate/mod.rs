@@ -1,0 +1,337 @@
+//! Instantiation: the store-backed [`Host`] of the recipe language.
+//!
+//! Evaluating a recipe calls this module to import sources, pin host tools
+//! and turn `derivation { ... }` records into hashed [`Derivation`]s whose
+//! `.drv` files are written to the store at the end of the run. Inputs are
+//! never listed twice: they are collected from the string context of every
+//! hashed attribute. Everything is cached per run (a source used by a
+//! thousand derivations is imported and hashed once), and evaluation never
+//! runs a builder: the only reads are the recorded ones (recipe files,
+//! `read_file`, imported sources, pinned tools).
+
+mod attrs;
+mod tools;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use cbuild_lang::value::{Context, Derivation as LangDrv, Record, Str, Value};
+use cbuild_lang::{ContextElem, Host, HostError};
+
+use crate::derivation::{Derivation, DrvHash, FixedOutput, HashAlgo, StorePath, placeholder};
+use crate::store::import::Filter;
+use crate::store::{PendingDrv, Store, StoreError};
+
+pub use tools::find_on_path;
+
+/// A derivation made during this run, with what `eval --json` and the
+/// database need beside it.
+#[derive(Clone, Debug)]
+pub struct Instantiated {
+    /// Its `.drv` path.
+    pub path: StorePath,
+    /// Its hash.
+    pub hash: DrvHash,
+    /// The derivation.
+    pub drv: Derivation,
+    /// `meta`, as JSON.
+    pub meta: serde_json::Value,
+    /// `run_inputs`, as `.drv` paths.
+    pub run_inputs: Vec<StorePath>,
+}
+
+/// The store-backed host.
+pub struct Instantiator<'s> {
+    store: &'s mut Store,
+    system: String,
+    imports: HashMap<(PathBuf, Filter), StorePath>,
+    tools: tools::Tools,
+    made: Vec<Instantiated>,
+    by_path: HashMap<StorePath, usize>,
+    reads: BTreeSet<PathBuf>,
+    base: PathBuf,
+}
+
+impl<'s> Instantiator<'s> {
+    /// A host writing into `store`; file names in messages are shown relative
+    /// to `base`.
+    pub fn new(store: &'s mut Store, base: PathBuf) -> Instantiator<'s> {
+        Instantiator {
+            store,
+            system: system(),
+            imports: HashMap::new(),
+            tools: tools::Tools::new(std::env::var_os("PATH")),
+            made: Vec::new(),
+            by_path: HashMap::new(),
+            reads: BTreeSet::new(),
+            base,
+        }
+    }
+
+    /// The derivation made with this `.drv` path.
+    pub fn get(&self, path: &StorePath) -> Option<&Instantiated> {
+        self.by_path.get(path).map(|&k| &self.made[k])
+    }
+
+    /// Every file evaluation read, besides imported sources.
+    pub fn reads(&self) -> &BTreeSet<PathBuf> {
+        &self.reads
+    }
+
+    /// Writes every derivation made in this run to the store.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        let pending: Vec<PendingDrv> = self
+            .made
+            .iter()
+            .map(|m| PendingDrv {
+                path: m.path.clone(),
+                bytes: m.drv.to_canonical_bytes(),
+                hash: m.hash,
+                references: m.drv.references().cloned().collect(),
+                meta: m.meta.to_string(),
+                run_inputs: serde_json::Value::from(
+                    m.run_inputs
+                        .iter()
+                        .map(|p| p.base_name())
+                        .collect::<Vec<_>>(),
+                )
+                .to_string(),
+            })
+            .collect();
+        self.store.add_derivations(&pending)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    fn shown(&self, p: &Path) -> String {
+        cbuild_lang::host::shown_path(p, &self.base)
+    }
+
+    fn import(&mut self, path: &Path, filter: Filter) -> Result<Str, HostError> {
+        let key = (path.to_path_buf(), filter);
+        let sp = match self.imports.get(&key) {
+            Some(sp) => sp.clone(),
+            None => {
+                let is_dir = std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false);
+                // Named by content and the recipe's text only: a directory's
+                // own name depends on where the checkout is.
+                let name = if is_dir {
+                    "source".to_string()
+                } else {
+                    path.file_name()
+                        .map(|n| sanitize_name(&n.to_string_lossy()))
+                        .unwrap_or_else(|| "source".into())
+                };
+                let sp = self.store.import(path, &name, &key.1).map_err(|e| {
+                    store_error(&e, &format!("cannot import `{}`", self.shown(path)))
+                })?;
+                self.imports.insert(key, sp.clone());
+                sp
+            }
+        };
+        let full = self.store.dir().path_of(&sp);
+        Ok(with_context(full.clone(), ContextElem::Source(full.into())))
+    }
+}
+
+impl Host for Instantiator<'_> {
+    fn read_file(&mut self, path: &Path) -> Result<String, HostError> {
+        let text = cbuild_lang::host::read_text_file(path, &self.shown(path))?;
+        self.reads.insert(path.to_path_buf());
+        Ok(text)
+    }
+
+    fn import_path(&mut self, path: &Path) -> Result<Str, HostError> {
+        self.import(path, Filter::default())
+    }
+
+    fn source(
+        &mut self,
+        path: &Path,
+        exclude: &[String],
+        gitignore: bool,
+    ) -> Result<Str, HostError> {
+        self.import(
+            path,
+            Filter {
+                exclude: exclude.to_vec(),
+                gitignore,
+            },
+        )
+    }
+
+    fn fetch(&mut self, url: &str, hash: &str, unpack: bool) -> Result<LangDrv, HostError> {
+        let scheme_ok = ["file://", "http://", "https://"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        if !scheme_ok {
+            return Err(HostError::new(format!("`fetch`: unsupported URL `{url}`"))
+                .with_help("URLs start with file://, http:// or https://"));
+        }
+        let fixed = parse_fixed_hash(hash, "fetch")?;
+        let last = url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or(url)
+            .rsplit('/')
+            .find(|s| !s.is_empty())
+            .unwrap_or("download");
+        let drv = Derivation {
+            name: sanitize_name(last),
+            version: None,
+            system: self.system.clone(),
+            builder: "builtin:fetch".into(),
+            args: Vec::new(),
+            env: BTreeMap::from([("out".to_string(), placeholder::own_output("out"))]),
+            outputs: vec!["out".into()],
+            input_drvs: BTreeMap::new(),
+            input_sources: BTreeSet::new(),
+            host_tools: BTreeMap::new(),
+            path_inputs: Vec::new(),
+            host_inputs: Vec::new(),
+            fixed: Some(FixedOutput {
+                unpack,
+                url: url.into(),
+                ..fixed
+            }),
+        };
+        self.finish(
+            drv,
+            serde_json::json!({}),
+            Vec::new(),
+            Value::Null,
+            Value::Null,
+        )
+    }
+
+    fn host_tool(&mut self, name: &str) -> Result<Str, HostError> {
+        let (path, _) = self.tools.pin(name)?;
+        Ok(with_context(path, ContextElem::Tool(name.into())))
+    }
+
+    fn derivation(&mut self, attrs: &Record) -> Result<LangDrv, HostError> {
+        attrs::derivation(self, attrs)
+    }
+}
+
+impl Instantiator<'_> {
+    /// Hashes `drv`, queues its `.drv` file, and returns the language's view
+    /// of it.
+    fn finish(
+        &mut self,
+        drv: Derivation,
+        meta: serde_json::Value,
+        run_inputs: Vec<StorePath>,
+        meta_value: Value,
+        attrs_value: Value,
+    ) -> Result<LangDrv, HostError> {
+        let hash = drv.drv_hash();
+        let path = drv
+            .drv_path(self.store.dir(), &hash)
+            .map_err(|e| HostError::new(e.to_string()))?;
+        let full: Rc<str> = self.store.dir().path_of(&path).into();
+        let outputs = drv
+            .outputs
+            .iter()
+            .map(|o| {
+                let elem = ContextElem::Output {
+                    drv: full.clone(),
+                    output: Rc::from(o.as_str()),
+                };
+                (
+                    Rc::from(o.as_str()),
+                    with_context(placeholder::input_output(&hash, o), elem),
+                )
+            })
+            .collect();
+        let lang = LangDrv {
+            name: drv.name.as_str().into(),
+            version: drv.version.as_deref().map(Rc::from),
+            drv_path: with_context(full.to_string(), ContextElem::Source(full.clone())),
+            outputs,
+            meta: meta_value,
+            attrs: attrs_value,
+            span: None,
+        };
+        if !self.by_path.contains_key(&path) {
+            self.by_path.insert(path.clone(), self.made.len());
+            self.made.push(Instantiated {
+                path,
+                hash,
+                drv,
+                meta,
+                run_inputs,
+            });
+        } else if let Some(&k) = self.by_path.get(&path) {
+            // Same derivation again: the latest meta wins (it is not hashed).
+            self.made[k].meta = meta;
+            self.made[k].run_inputs = run_inputs;
+        }
+        Ok(lang)
+    }
+}
+
+/// `x86_64-linux` and friends.
+pub fn system() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+}
+
+fn with_context(text: String, elem: ContextElem) -> Str {
+    let mut c = Context::new();
+    c.insert(elem);
+    Str::with_context(text, c)
+}
+
+/// A store error as a host error: the headline, then every cause.
+fn store_error(e: &StoreError, what: &str) -> HostError {
+    let mut msg = format!("{what}: {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    HostError::new(msg)
+}
+
+/// Replaces characters a store name may not hold.
+fn sanitize_name(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while out.starts_with('.') {
+        out.remove(0);
+    }
+    out.truncate(200);
+    if out.is_empty() { "source".into() } else { out }
+}
+
+/// Parses `sha256:<hex>` or `blake3:<hex>`.
+fn parse_fixed_hash(hash: &str, what: &str) -> Result<FixedOutput, HostError> {
+    let bad = || {
+        HostError::new(format!("`{what}`: invalid hash `{hash}`"))
+            .with_help("write \"sha256:<64 hex digits>\" or \"blake3:<64 hex digits>\"")
+    };
+    let (algo, hex) = hash.split_once(':').ok_or_else(bad)?;
+    let algo = HashAlgo::parse(algo).ok_or_else(bad)?;
+    let digest = crate::derivation::hash::unhex(&hex.to_ascii_lowercase()).ok_or_else(bad)?;
+    if digest.len() != algo.len() {
+        return Err(bad());
+    }
+    Ok(FixedOutput {
+        algo,
+        digest,
+        unpack: false,
+        url: String::new(),
+    })
+}

@@ -1,0 +1,424 @@
+//! The SQLite database beside the store: which objects are valid, their
+//! digests and references, derivation metadata and realisations.
+//!
+//! The schema is `schema.sql` (migration 1); `PRAGMA user_version` holds the
+//! number of migrations applied. The database runs in WAL mode with a long
+//! busy timeout and takes write locks up front (`BEGIN IMMEDIATE`), so two
+//! cbuild processes on one store wait for each other instead of failing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::StoreError;
+use crate::derivation::{DrvHash, FileDigest, ObjectKind, TreeDigest};
+
+/// The migrations, in order; migration `i` brings `user_version` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// How long a writer waits for another process's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An open store database.
+pub struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A store object as registered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Database id.
+    pub id: i64,
+    /// Base name in the store directory.
+    pub path: String,
+    /// Source, derivation or output.
+    pub kind: ObjectKind,
+    /// Tree digest.
+    pub digest: TreeDigest,
+    /// Bytes of file content.
+    pub size: u64,
+    /// The `.drv` that built it, for outputs.
+    pub deriver: Option<String>,
+    /// When it was registered (unix seconds).
+    pub registered: i64,
+    /// Whether it was built in the sandbox (always true for sources and `.drv`s).
+    pub sandboxed: bool,
+}
+
+/// An object to register.
+#[derive(Clone, Debug)]
+pub struct NewObject {
+    /// Base name.
+    pub path: String,
+    /// Kind.
+    pub kind: ObjectKind,
+    /// Tree digest.
+    pub digest: TreeDigest,
+    /// Bytes of file content.
+    pub size: u64,
+    /// The `.drv` that built it.
+    pub deriver: Option<String>,
+    /// Base names of the objects it refers to; they must be valid already or
+    /// come earlier in the same batch.
+    pub references: Vec<String>,
+    /// For a `.drv`: its hash, meta (JSON) and run inputs (JSON).
+    pub derivation: Option<(DrvHash, String, String)>,
+}
+
+/// Stat data that, when unchanged, lets a file's digest be reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size.
+    pub size: u64,
+    /// Modification time, nanoseconds.
+    pub mtime_ns: i64,
+    /// Status change time, nanoseconds.
+    pub ctime_ns: i64,
+    /// Mode bits.
+    pub mode: u32,
+}
+
+fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` and brings its
+    /// schema up to date.
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        let open_err = |source| StoreError::OpenDb {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        let mut db = Db {
+            conn,
+            path: path.to_path_buf(),
+        };
+        db.configure().map_err(|source| {
+            if is_corrupt(&source) {
+                StoreError::CorruptDb {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            } else {
+                StoreError::OpenDb {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn configure(&mut self) -> rusqlite::Result<()> {
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Reading the schema version first makes a file that is not a
+        // database fail here, with a clear error, rather than later.
+        let _: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if mode != "wal" {
+            return Err(rusqlite::Error::InvalidQuery);
+        }
+        self.conn.execute_batch(
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+        )?;
+        Ok(())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        if is_corrupt(&source) {
+            StoreError::CorruptDb {
+                path: self.path.clone(),
+                source,
+            }
+        } else {
+            StoreError::Db {
+                path: self.path.clone(),
+                source,
+            }
+        }
+    }
+
+    /// The schema version (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .map(|v| v as usize)
+            .map_err(|e| self.err(e))
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::Db {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|source| StoreError::Db {
+                path: self.path.clone(),
+                source,
+            })?;
+        let version = version as usize;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (k, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql)
+                .and_then(|()| tx.execute_batch(&format!("PRAGMA user_version = {}", k + 1)))
+                .map_err(|source| StoreError::Db {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        }
+        tx.commit().map_err(|source| StoreError::Db {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Whether `base` is a registered object.
+    pub fn is_valid(&self, base: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM objects WHERE path = ?1")
+            .and_then(|mut s| s.exists([base]))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The registered object `base`, if any.
+    pub fn object(&self, base: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, path, kind, digest, size, deriver, registered, sandboxed \
+                 FROM objects WHERE path = ?1",
+            )
+            .and_then(|mut s| s.query_row([base], row_to_info).optional())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The base names `id` refers to, sorted.
+    pub fn references(&self, id: i64) -> Result<Vec<String>, StoreError> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT o.path FROM refs r JOIN objects o ON o.id = r.reference \
+                 WHERE r.referrer = ?1 ORDER BY o.path",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = s
+            .query_map([id], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Meta and run inputs of a registered `.drv`.
+    pub fn derivation_meta(&self, base: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT d.meta, d.run_inputs FROM derivations d JOIN objects o ON o.id = d.object \
+                 WHERE o.path = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([base], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Registers `objects` in one transaction. Objects already registered
+    /// are kept (a `.drv`'s meta is updated: it is never hashed, and the
+    /// latest evaluation wins).
+    pub fn register(&mut self, objects: &[NewObject], now: i64) -> Result<(), StoreError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |source| StoreError::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO objects (path, kind, digest, size, deriver, registered) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (path) DO NOTHING",
+                )
+                .map_err(err)?;
+            let mut id_of = tx
+                .prepare_cached("SELECT id FROM objects WHERE path = ?1")
+                .map_err(err)?;
+            let mut add_ref = tx
+                .prepare_cached("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)")
+                .map_err(err)?;
+            let mut add_drv = tx
+                .prepare_cached(
+                    "INSERT INTO derivations (object, drv_hash, meta, run_inputs) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (object) DO UPDATE \
+                     SET meta = excluded.meta, run_inputs = excluded.run_inputs",
+                )
+                .map_err(err)?;
+            for o in objects {
+                let fresh = insert
+                    .execute(params![
+                        o.path,
+                        o.kind.as_str(),
+                        &o.digest.0[..],
+                        o.size as i64,
+                        o.deriver,
+                        now
+                    ])
+                    .map_err(err)?;
+                let id: i64 = id_of.query_row([&o.path], |r| r.get(0)).map_err(err)?;
+                if fresh == 1 {
+                    for r in &o.references {
+                        let rid: Option<i64> = id_of
+                            .query_row([r], |row| row.get(0))
+                            .optional()
+                            .map_err(err)?;
+                        let rid = rid.ok_or_else(|| StoreError::MissingReference {
+                            object: o.path.clone(),
+                            reference: r.clone(),
+                        })?;
+                        add_ref.execute(params![id, rid]).map_err(err)?;
+                    }
+                }
+                if let Some((hash, meta, run_inputs)) = &o.derivation {
+                    add_drv
+                        .execute(params![id, &hash.0[..], meta, run_inputs])
+                        .map_err(err)?;
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Cached file digests for paths under `prefix` (an absolute directory
+    /// path ending in `/`).
+    pub fn file_cache(
+        &self,
+        prefix: &str,
+    ) -> Result<HashMap<String, (FileStat, FileDigest)>, StoreError> {
+        // Paths under the prefix sort between `prefix` and `prefix` with its
+        // last byte incremented ('/' + 1 = '0').
+        let mut upper = prefix.to_string();
+        upper.pop();
+        upper.push('0');
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, digest FROM file_cache \
+                 WHERE path >= ?1 AND path < ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = s
+            .query_map([prefix, &upper], |r| {
+                let digest: Vec<u8> = r.get(7)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    FileStat {
+                        dev: r.get::<_, i64>(1)? as u64,
+                        ino: r.get::<_, i64>(2)? as u64,
+                        size: r.get::<_, i64>(3)? as u64,
+                        mtime_ns: r.get(4)?,
+                        ctime_ns: r.get(5)?,
+                        mode: r.get::<_, i64>(6)? as u32,
+                    },
+                    digest,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (path, stat, digest) = row.map_err(|e| self.err(e))?;
+            if let Ok(d) = <[u8; 32]>::try_from(digest.as_slice()) {
+                out.insert(path, (stat, FileDigest(d)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores file digests in the cache.
+    pub fn update_file_cache(
+        &mut self,
+        rows: &[(String, FileStat, FileDigest)],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |source| StoreError::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        {
+            let mut s = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO file_cache (path, dev, ino, size, mtime_ns, ctime_ns, mode, digest) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err)?;
+            for (p, st, d) in rows {
+                s.execute(params![
+                    p,
+                    st.dev as i64,
+                    st.ino as i64,
+                    st.size as i64,
+                    st.mtime_ns,
+                    st.ctime_ns,
+                    i64::from(st.mode),
+                    &d.0[..]
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+fn row_to_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectInfo> {
+    let kind: String = r.get(2)?;
+    let digest: Vec<u8> = r.get(3)?;
+    let bad =
+        |i| rusqlite::Error::InvalidColumnType(i, "value".into(), rusqlite::types::Type::Blob);
+    Ok(ObjectInfo {
+        id: r.get(0)?,
+        path: r.get(1)?,
+        kind: ObjectKind::parse(&kind).ok_or_else(|| bad(2))?,
+        digest: TreeDigest(digest.as_slice().try_into().map_err(|_| bad(3))?),
+        size: r.get::<_, i64>(4)? as u64,
+        deriver: r.get(5)?,
+        registered: r.get(6)?,
+        sandboxed: r.get::<_, i64>(7)? != 0,
+    })
+}

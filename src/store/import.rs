@@ -1,0 +1,311 @@
+//! Importing paths from outside into the store: `source(path, exclude,
+//! gitignore)` and interpolated path literals.
+//!
+//! A source is addressed by content only: the walk applies the filters, the
+//! tree digest is computed from the file bytes and executable bits, and
+//! nothing of mtimes, owners or the absolute location enters it. When the
+//! resulting path is already valid nothing is copied; a cache of file
+//! digests keyed by stat data lets an unchanged tree be recognised without
+//! reading its files.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use super::db::{FileStat, NewObject};
+use super::tree_hash::{self, Node, Walk, WalkedFile};
+use super::{
+    Store, StoreError, make_writable_recursive, now, set_mtime, set_readonly, sync_dir, sync_fs,
+};
+use crate::derivation::{FileDigest, ObjectKind, StorePath};
+
+/// What to leave out of an imported directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Filter {
+    /// Gitignore-style patterns, relative to the imported directory.
+    pub exclude: Vec<String>,
+    /// Honour `.gitignore` files inside the imported directory.
+    pub gitignore: bool,
+}
+
+/// Files changed less than this long before they are hashed are not cached:
+/// a change within the same timestamp tick would go unnoticed.
+const RACY_NS: i64 = 2_000_000_000;
+
+impl Store {
+    /// Imports `src` under `name`, applying `filter` to a directory. `.git/`
+    /// is always left out. Returns the object's path; nothing is copied when
+    /// it is valid already.
+    pub fn import(
+        &mut self,
+        src: &Path,
+        name: &str,
+        filter: &Filter,
+    ) -> Result<StorePath, StoreError> {
+        let meta = std::fs::symlink_metadata(src).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NoSuchPath {
+                    path: src.to_path_buf(),
+                }
+            } else {
+                StoreError::Read {
+                    path: src.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let walk = if meta.is_dir() {
+            walk_filtered(src, filter)?
+        } else {
+            let mut w = Walk::default();
+            tree_hash::add_entry(&mut w, src, Vec::new(), &meta)?;
+            w
+        };
+        // Digests: from the cache when the stat data is unchanged.
+        let prefix = format!("{}/", src.display());
+        let cache = self.db.file_cache(&prefix).unwrap_or_default();
+        let stats: Vec<Option<FileStat>> = walk
+            .files
+            .par_iter()
+            .map(|f| std::fs::metadata(&f.abs).ok().map(|m| stat_of(&m)))
+            .collect();
+        let fresh: Mutex<Vec<(String, FileStat, FileDigest)>> = Mutex::new(Vec::new());
+        let now_ns = now() as i128 * 1_000_000_000;
+        let node = tree_hash::build_tree(&walk, &|k, f: &WalkedFile| {
+            let key = f.abs.to_string_lossy().into_owned();
+            if let (Some(st), Some((cst, digest))) = (stats[k], cache.get(&key))
+                && st == *cst
+            {
+                return Ok((*digest, st.size));
+            }
+            let (digest, size) = tree_hash::hash_file(&f.abs)?;
+            if let Some(st) = stats[k]
+                && (now_ns - i128::from(st.mtime_ns.max(st.ctime_ns))) > i128::from(RACY_NS)
+            {
+                fresh.lock().map(|mut v| v.push((key, st, digest))).ok();
+            }
+            Ok((digest, size))
+        })?;
+        let fresh = fresh.into_inner().unwrap_or_default();
+        // A failing cache update costs speed next time, never correctness.
+        let _ = self.db.update_file_cache(&fresh);
+
+        let digest = node.tree_digest();
+        let path = StorePath::compute(self.dir(), ObjectKind::Source, &digest.0, name)?;
+        if self.is_valid(&path)? {
+            return Ok(path);
+        }
+        let tmp = self.scratch_path("import");
+        copy_tree(&walk, src, &tmp, &stats)?;
+        // The copy must be what was hashed.
+        let copied = tree_hash::hash_tree(&tmp)?;
+        if copied.tree_digest() != digest {
+            make_writable_recursive(&tmp);
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(StoreError::Changed {
+                path: src.to_path_buf(),
+            });
+        }
+        self.commit_object(&tmp, &path, &node, ObjectKind::Source, Vec::new(), None)?;
+        Ok(path)
+    }
+
+    /// Moves a complete, normalised tree at `tmp` to `path` and registers it.
+    pub(crate) fn commit_object(
+        &mut self,
+        tmp: &Path,
+        path: &StorePath,
+        node: &Node,
+        kind: ObjectKind,
+        references: Vec<String>,
+        deriver: Option<String>,
+    ) -> Result<(), StoreError> {
+        sync_fs(tmp)?;
+        let dest = self.real_path(path);
+        if self.is_valid(path)? {
+            // Another process won the race: its object is the same content.
+            make_writable_recursive(tmp);
+            let _ = std::fs::remove_dir_all(tmp).or_else(|_| std::fs::remove_file(tmp));
+            return Ok(());
+        }
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            // An unregistered leftover of an interrupted import.
+            make_writable_recursive(&dest);
+            let _ = std::fs::remove_dir_all(&dest).or_else(|_| std::fs::remove_file(&dest));
+        }
+        std::fs::rename(tmp, &dest).map_err(|source| StoreError::Write {
+            path: dest.clone(),
+            source,
+        })?;
+        sync_dir(self.dir().as_str().as_ref())?;
+        self.db.register(
+            &[NewObject {
+                path: path.base_name(),
+                kind,
+                digest: node.tree_digest(),
+                size: node.size(),
+                deriver,
+                references,
+                derivation: None,
+            }],
+            now(),
+        )
+    }
+}
+
+fn stat_of(m: &std::fs::Metadata) -> FileStat {
+    FileStat {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        mode: m.mode(),
+    }
+}
+
+/// Walks `root` applying the filter; entries come out in sorted order.
+fn walk_filtered(root: &Path, filter: &Filter) -> Result<Walk, StoreError> {
+    let mut overrides = ignore::overrides::OverrideBuilder::new(root);
+    for pat in &filter.exclude {
+        overrides
+            .add(&format!("!{pat}"))
+            .map_err(|e| StoreError::Read {
+                path: root.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+    }
+    let overrides = overrides.build().map_err(|e| StoreError::Read {
+        path: root.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut builder = ignore::WalkBuilder::new(root);
+    builder
+        .standard_filters(false)
+        .hidden(false)
+        .parents(false)
+        .git_ignore(filter.gitignore)
+        .require_git(false)
+        .overrides(overrides)
+        .follow_links(false)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .filter_entry(|e| e.file_name() != ".git");
+    let mut walk = Walk {
+        root_is_dir: true,
+        ..Walk::default()
+    };
+    for entry in builder.build() {
+        let entry = entry.map_err(|e| StoreError::Read {
+            path: root.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        if entry.depth() == 0 {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(entry.path()).map_err(|source| StoreError::Read {
+            path: entry.path().to_path_buf(),
+            source,
+        })?;
+        let rel = tree_hash::relative(root, entry.path());
+        tree_hash::add_entry(&mut walk, entry.path(), rel, &meta)?;
+    }
+    Ok(walk)
+}
+
+/// Copies what the walk found from `src` to `dest`, normalised: files 0444
+/// or 0555, directories 0555, every mtime the store's.
+fn copy_tree(
+    walk: &Walk,
+    src: &Path,
+    dest: &Path,
+    stats: &[Option<FileStat>],
+) -> Result<(), StoreError> {
+    let write_err = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StoreError::Write { path: p, source }
+    };
+    let join = |base: &Path, rel: &[Vec<u8>]| -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let mut p = base.to_path_buf();
+        for c in rel {
+            p.push(std::ffi::OsStr::from_bytes(c));
+        }
+        p
+    };
+    if !walk.root_is_dir {
+        if let Some(f) = walk.files.first() {
+            std::fs::copy(&f.abs, dest).map_err(write_err(dest))?;
+            set_readonly(dest, f.executable)?;
+        } else if let Some((_, target)) = walk.symlinks.first() {
+            use std::os::unix::ffi::OsStrExt;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), dest)
+                .map_err(write_err(dest))?;
+            set_mtime(dest)?;
+        }
+        let _ = src;
+        return Ok(());
+    }
+    std::fs::create_dir(dest).map_err(write_err(dest))?;
+    for d in &walk.dirs {
+        let p = join(dest, d);
+        std::fs::create_dir_all(&p).map_err(write_err(&p))?;
+    }
+    walk.files.par_iter().enumerate().try_for_each(|(k, f)| {
+        let to = join(dest, &f.rel);
+        std::fs::copy(&f.abs, &to).map_err(write_err(&to))?;
+        // The source must not have changed between hashing and copying.
+        let after = std::fs::metadata(&f.abs).ok().map(|m| stat_of(&m));
+        if after != stats[k] {
+            return Err(StoreError::Changed {
+                path: f.abs.clone(),
+            });
+        }
+        set_readonly(&to, f.executable)
+    })?;
+    for (rel, target) in &walk.symlinks {
+        use std::os::unix::ffi::OsStrExt;
+        let p = join(dest, rel);
+        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p)
+            .map_err(write_err(&p))?;
+        set_mtime(&p)?;
+    }
+    // Directories last, deepest first: adding entries changes their mtime.
+    let mut dirs: Vec<&Vec<Vec<u8>>> = walk.dirs.iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    for d in dirs.into_iter().chain(std::iter::once(&Vec::new())) {
+        let p = join(dest, d);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o555))
+            .map_err(write_err(&p))?;
+        set_mtime(&p)?;
+    }
+    Ok(())
+}
+
+/// Digests of files by path, for tests and verification.
+pub fn file_digests(node: &Node) -> HashMap<Vec<u8>, FileDigest> {
+    let mut out = HashMap::new();
+    fn go(prefix: Vec<u8>, n: &Node, out: &mut HashMap<Vec<u8>, FileDigest>) {
+        match n {
+            Node::File { digest, .. } => {
+                out.insert(prefix, *digest);
+            }
+            Node::Symlink { .. } => {}
+            Node::Dir(entries) => {
+                for (name, child) in entries {
+                    let mut p = prefix.clone();
+                    if !p.is_empty() {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(name);
+                    go(p, child, out);
+                }
+            }
+        }
+    }
+    go(Vec::new(), node, &mut out);
+    out
+}

@@ -1,0 +1,507 @@
+//! The store: a directory of immutable, content-addressed objects and the
+//! database that says which of them are valid.
+//!
+//! Layout under the store root (see `store-format.md`): `store/` (objects),
+//! `db.sqlite` (WAL), `logs/`, `roots/`, `tmp/`, `locks/`. An object becomes
+//! valid only once its files are complete, synced, renamed into `store/` and
+//! registered in one transaction; a crash at any point leaves either nothing
+//! or a valid object, and leftovers in `tmp/` are removed by the next process
+//! that opens the store.
+
+pub mod db;
+pub mod import;
+pub mod tree_hash;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::derivation::{Derivation, DrvHash, ObjectKind, StoreDir, StorePath, StorePathError};
+pub use db::{Db, NewObject, ObjectInfo};
+
+/// Everything that can go wrong in the store, naming the path concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store root exists and is not a directory.
+    #[error("the store root {path} is not a directory")]
+    NotADirectory {
+        /// The root.
+        path: PathBuf,
+    },
+    /// A store directory could not be created or written.
+    #[error("cannot create or write the store directory {path}")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error("cannot open the store database {path}")]
+    OpenDb {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database file is not a (healthy) SQLite database.
+    #[error("the store database {path} is corrupt or not a cbuild database")]
+    CorruptDb {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer cbuild.
+    #[error(
+        "the store database {path} has schema version {found}; this cbuild knows versions up to {known}"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: usize,
+        /// Ours.
+        known: usize,
+    },
+    /// A database operation failed.
+    #[error("store database error in {path}")]
+    Db {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Reading a file failed.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a file failed.
+    #[error("cannot write {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A device, fifo or socket in a tree to import.
+    #[error(
+        "{path} is a device, fifo or socket; only files, directories and symlinks can be stored"
+    )]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file changed while it was imported.
+    #[error("{path} changed while it was being imported; try again")]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A path to import does not exist.
+    #[error("{path} does not exist")]
+    NoSuchPath {
+        /// The path.
+        path: PathBuf,
+    },
+    /// An object refers to one that is not registered.
+    #[error("store object {object} refers to {reference}, which is not in the store")]
+    MissingReference {
+        /// The referrer.
+        object: String,
+        /// The missing reference.
+        reference: String,
+    },
+    /// A path is not a valid store path.
+    #[error(transparent)]
+    Path(#[from] StorePathError),
+    /// A path names no registered object.
+    #[error("{path} is not a valid object in the store {store}")]
+    NotValid {
+        /// The path.
+        path: String,
+        /// The store directory.
+        store: String,
+    },
+    /// A `.drv` file in the store does not parse.
+    #[error("the derivation {path} is corrupt: {source}")]
+    CorruptDrv {
+        /// The `.drv` path.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: crate::derivation::canonical::ParseError,
+    },
+}
+
+/// An open store.
+pub struct Store {
+    root: PathBuf,
+    dir: StoreDir,
+    db: Db,
+    /// This process's scratch directory under `tmp/`, held by a lock.
+    scratch: PathBuf,
+    _scratch_lock: File,
+    counter: AtomicU64,
+}
+
+/// The store root when none is given: `$XDG_DATA_HOME/cbuild`, else
+/// `~/.local/share/cbuild`.
+pub fn default_root() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("cbuild");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    home.join(".local/share/cbuild")
+}
+
+impl Store {
+    /// Opens the store at `root`, creating it on first use.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let root = absolute(root);
+        match std::fs::metadata(&root) {
+            Ok(m) if !m.is_dir() => return Err(StoreError::NotADirectory { path: root }),
+            _ => {}
+        }
+        for sub in ["", "store", "logs", "roots", "tmp", "locks"] {
+            let p = root.join(sub);
+            std::fs::create_dir_all(&p).map_err(|source| StoreError::Create {
+                path: p.clone(),
+                source,
+            })?;
+            let m = std::fs::metadata(&p).map_err(|source| StoreError::Create {
+                path: p.clone(),
+                source,
+            })?;
+            if !m.is_dir() {
+                return Err(StoreError::NotADirectory { path: p });
+            }
+        }
+        let db = Db::open(&root.join("db.sqlite"))?;
+        let store_dir = root.join("store");
+        let dir = StoreDir::new(store_dir.to_string_lossy().into_owned());
+        clean_stale_scratch(&root.join("tmp"));
+        let (scratch, lock) = make_scratch(&root.join("tmp"))?;
+        Ok(Store {
+            root,
+            dir,
+            db,
+            scratch,
+            _scratch_lock: lock,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The store directory (`<root>/store`).
+    pub fn dir(&self) -> &StoreDir {
+        &self.dir
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The database, for writing.
+    pub fn db_mut(&mut self) -> &mut Db {
+        &mut self.db
+    }
+
+    /// The file system path of an object.
+    pub fn real_path(&self, p: &StorePath) -> PathBuf {
+        PathBuf::from(self.dir.path_of(p))
+    }
+
+    /// A fresh path under this process's scratch directory.
+    pub fn scratch_path(&self, hint: &str) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.scratch.join(format!("{n}-{hint}"))
+    }
+
+    /// Whether `p` is registered.
+    pub fn is_valid(&self, p: &StorePath) -> Result<bool, StoreError> {
+        self.db.is_valid(&p.base_name())
+    }
+
+    /// Parses a full path and checks that it is a registered object.
+    pub fn parse_valid(&self, path: &str) -> Result<(StorePath, ObjectInfo), StoreError> {
+        let p = self.dir.parse(path)?;
+        match self.db.object(&p.base_name())? {
+            Some(info) => Ok((p, info)),
+            None => Err(StoreError::NotValid {
+                path: path.into(),
+                store: self.dir.as_str().into(),
+            }),
+        }
+    }
+
+    /// Reads and parses a registered `.drv`.
+    pub fn read_derivation(&self, p: &StorePath) -> Result<Derivation, StoreError> {
+        let path = self.real_path(p);
+        let bytes = std::fs::read(&path).map_err(|source| StoreError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        crate::derivation::canonical::parse(&bytes)
+            .map_err(|source| StoreError::CorruptDrv { path, source })
+    }
+
+    /// Writes `.drv` files and registers them, in order (each one's inputs
+    /// before it). Those already valid are skipped; the rest are written to
+    /// scratch files, synced with one `syncfs`, renamed into place and
+    /// registered in one transaction.
+    pub fn add_derivations(&mut self, drvs: &[PendingDrv]) -> Result<(), StoreError> {
+        let mut todo = Vec::new();
+        for d in drvs {
+            if !self.db.is_valid(&d.path.base_name())? {
+                todo.push(d);
+            }
+        }
+        let mut written = Vec::with_capacity(todo.len());
+        for d in &todo {
+            let tmp = self.scratch_path("drv");
+            write_file(&tmp, &d.bytes)?;
+            set_readonly(&tmp, false)?;
+            written.push(tmp);
+        }
+        if !todo.is_empty() {
+            sync_fs(&self.scratch)?;
+        }
+        let mut objects = Vec::with_capacity(todo.len());
+        for (d, tmp) in todo.iter().zip(written) {
+            let dest = self.real_path(&d.path);
+            std::fs::rename(&tmp, &dest)
+                .map_err(|source| StoreError::Write { path: dest, source })?;
+            objects.push(NewObject {
+                path: d.path.base_name(),
+                kind: ObjectKind::Drv,
+                digest: tree_hash::Node::File {
+                    executable: false,
+                    digest: crate::derivation::FileDigest(d.hash.0),
+                    size: d.bytes.len() as u64,
+                }
+                .tree_digest(),
+                size: d.bytes.len() as u64,
+                deriver: None,
+                references: d.references.iter().map(StorePath::base_name).collect(),
+                derivation: Some((d.hash, d.meta.clone(), d.run_inputs.clone())),
+            });
+        }
+        // Meta of derivations that were already valid is refreshed too.
+        for d in drvs
+            .iter()
+            .filter(|d| !todo.iter().any(|t| t.path == d.path))
+        {
+            objects.push(NewObject {
+                path: d.path.base_name(),
+                kind: ObjectKind::Drv,
+                digest: crate::derivation::TreeDigest([0; 32]),
+                size: 0,
+                deriver: None,
+                references: Vec::new(),
+                derivation: Some((d.hash, d.meta.clone(), d.run_inputs.clone())),
+            });
+        }
+        if !todo.is_empty() {
+            sync_dir(self.dir.as_str().as_ref())?;
+        }
+        self.db.register(&objects, now())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Leftovers of a crash are removed by the next process instead.
+        make_writable_recursive(&self.scratch);
+        let _ = std::fs::remove_dir_all(&self.scratch);
+        let _ = std::fs::remove_file(self.scratch.with_extension("lock"));
+    }
+}
+
+/// A `.drv` to write: its path, canonical bytes and hash, the objects it
+/// refers to, and what the database keeps beside it.
+#[derive(Clone, Debug)]
+pub struct PendingDrv {
+    /// Its store path.
+    pub path: StorePath,
+    /// The canonical bytes.
+    pub bytes: Vec<u8>,
+    /// BLAKE3 of the bytes.
+    pub hash: DrvHash,
+    /// Input derivations and sources.
+    pub references: Vec<StorePath>,
+    /// Meta, as JSON.
+    pub meta: String,
+    /// Run inputs, as a JSON array of `.drv` base names.
+    pub run_inputs: String,
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(p)
+    };
+    cbuild_lang::eval::normalize(&abs)
+}
+
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut f = File::create(path).map_err(|source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    f.write_all(bytes).map_err(|source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Makes a file read-only (0444, or 0555 when executable) with the fixed
+/// store mtime.
+pub(crate) fn set_readonly(path: &Path, executable: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if executable { 0o555 } else { 0o444 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        StoreError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    set_mtime(path)
+}
+
+/// The mtime of every store file: one second after the epoch, as Nix.
+pub const STORE_MTIME: i64 = 1;
+
+/// Sets the fixed store mtime without following a symlink.
+pub(crate) fn set_mtime(path: &Path) -> Result<(), StoreError> {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(STORE_MTIME, 0);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| StoreError::Write {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Flushes the file system holding `path` to disk (one `syncfs` for a whole
+/// object instead of one `fsync` per file).
+pub(crate) fn sync_fs(path: &Path) -> Result<(), StoreError> {
+    let f = File::open(path).map_err(|source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    nix::unistd::syncfs(&f).map_err(|e| StoreError::Write {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Makes a rename in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let f = File::open(dir).map_err(|source| StoreError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    f.sync_all().map_err(|source| StoreError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates this process's scratch directory, locked for its lifetime.
+fn make_scratch(tmp: &Path) -> Result<(PathBuf, File), StoreError> {
+    let mut n = 0u32;
+    loop {
+        let dir = tmp.join(format!("{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                let lock_path = dir.with_extension("lock");
+                let lock = File::create(&lock_path).map_err(|source| StoreError::Create {
+                    path: lock_path.clone(),
+                    source,
+                })?;
+                lock.lock().map_err(|source| StoreError::Create {
+                    path: lock_path,
+                    source,
+                })?;
+                return Ok((dir, lock));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(source) => return Err(StoreError::Create { path: dir, source }),
+        }
+    }
+}
+
+/// Removes scratch directories whose process is gone (their lock is free).
+fn clean_stale_scratch(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "lock") {
+            continue;
+        }
+        let lock_path = p.with_extension("lock");
+        let free = File::options()
+            .write(true)
+            .open(&lock_path)
+            .map(|f| f.try_lock().is_ok())
+            .unwrap_or(true);
+        if free {
+            make_writable_recursive(&p);
+            let _ = std::fs::remove_dir_all(&p);
+            let _ = std::fs::remove_file(&lock_path);
+        }
+    }
+}
+
+/// Adds the owner write bit everywhere under `p`, so it can be deleted.
+pub(crate) fn make_writable_recursive(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in walkdir::WalkDir::new(p)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        if e.file_type().is_dir() || e.file_type().is_file() {
+            if let Ok(m) = e.metadata() {
+                let mode = m.permissions().mode() | 0o700;
+                let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode));
+            }
+        }
+    }
+}
