@@ -58,18 +58,33 @@ pub fn select(
         } else {
             format!("`{so_far}`")
         };
-        let r = match &v {
-            Value::Record(r) => r.clone(),
+        let (fields, found): (Vec<String>, Option<Value>) = match &v {
+            Value::Record(r) => (
+                r.fields.keys().map(|k| k.to_string()).collect(),
+                match r.fields.get(name.as_str()) {
+                    Some(t) => Some(ev.force_thunk(t)?),
+                    None => None,
+                },
+            ),
+            Value::Derivation(d) => (
+                cbuild_lang::Derivation::FIELDS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                d.field(name),
+            ),
             other => {
                 return Err(CliError::Attr {
                     attr: attr.into(),
                     file: file.into(),
-                    reason: format!("{here} is a {}, not a record", other.type_name()),
+                    reason: format!(
+                        "{here} is {}, not a record",
+                        cbuild_lang::eval::article(other.type_name())
+                    ),
                 });
             }
         };
-        let fields: Vec<String> = r.fields.keys().map(|k| k.to_string()).collect();
-        let Some(t) = r.fields.get(name.as_str()).cloned() else {
+        let Some(found) = found else {
             return Err(CliError::Attr {
                 attr: attr.into(),
                 file: file.into(),
@@ -83,7 +98,7 @@ pub fn select(
                 ),
             });
         };
-        v = ev.force_thunk(&t)?;
+        v = found;
     }
     Ok(v)
 }

@@ -29,6 +29,11 @@ pub fn run(global: &GlobalArgs, args: EvalArgs, out: &mut Output) -> Result<(), 
     let mut ev = Evaluator::new(&mut host, cwd)?;
     let root = ev.eval_file(&file)?;
     let selected = targets::select(&mut ev, &root, &args.attrs, &shown)?;
+    if selected.is_empty() && !global.quiet {
+        eprintln!(
+            "note: {shown} holds no derivation; `cbuild eval --expr 'import(./{shown})'` prints its value"
+        );
+    }
     // The process ends soon: freeing every value one by one would cost more
     // than the evaluation of a large recipe.
     std::mem::forget(root);
