@@ -10,7 +10,10 @@ use std::fmt;
 use super::base32;
 
 /// Longest name a store object may have.
-pub const MAX_NAME_LEN: usize = 200;
+pub const MAX_NAME_LEN: usize = 211;
+
+/// Longest derivation name: room is left for `.drv`.
+pub const MAX_DRV_NAME_LEN: usize = 200;
 
 /// Length of the hash part.
 pub const HASH_LEN: usize = 32;
@@ -146,7 +149,7 @@ impl fmt::Display for StorePath {
     }
 }
 
-/// Checks a store object name: `[A-Za-z0-9+._-]`, 1 to 200 characters, not
+/// Checks a store object name: `[A-Za-z0-9+._-]`, 1 to 211 characters, not
 /// starting with `.`.
 pub fn validate_name(name: &str) -> Result<(), StorePathError> {
     let bad = |reason| {
@@ -159,7 +162,7 @@ pub fn validate_name(name: &str) -> Result<(), StorePathError> {
         return bad("it is empty");
     }
     if name.len() > MAX_NAME_LEN {
-        return bad("it is longer than 200 characters");
+        return bad("it is longer than 211 characters");
     }
     if name.starts_with('.') {
         return bad("it starts with `.`");
@@ -240,10 +243,10 @@ mod tests {
 
     #[test]
     fn names_and_paths_are_validated() {
-        for bad in ["", ".x", "a/b", "a b", &"x".repeat(201)] {
+        for bad in ["", ".x", "a/b", "a b", &"x".repeat(212)] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
-        validate_name(&"x".repeat(200)).unwrap();
+        validate_name(&"x".repeat(211)).unwrap();
         let s = StoreDir::new("/s/store/");
         assert_eq!(s.as_str(), "/s/store");
         assert!(s.parse("/s/store/short-x").is_err());

@@ -331,7 +331,14 @@ fn type_err(what: &str, want: &str, got: &Value) -> HostError {
 /// Derivation names: `[A-Za-z0-9+._-]`, 1 to 200 characters, not starting
 /// with `.`.
 fn validate_drv_name(name: &str) -> Result<(), HostError> {
-    crate::derivation::store_path::validate_name(name).map_err(|e| {
+    use crate::derivation::store_path::{MAX_DRV_NAME_LEN, validate_name};
+    if name.len() > MAX_DRV_NAME_LEN {
+        return Err(HostError::new(format!(
+            "`name` of `derivation` is {} characters long; the limit is {MAX_DRV_NAME_LEN}",
+            name.len()
+        )));
+    }
+    validate_name(name).map_err(|e| {
         HostError::new(format!("`name` of `derivation`: {e}")).with_help(
             "names use letters, digits and `+ . _ -`, 1 to 200 characters, not starting with `.`",
         )

@@ -1,4 +1,5 @@
 //! Integration tests: the real `cbuild` binary on real recipes.
 
 mod cli;
+mod format;
 mod support;
