@@ -10,7 +10,10 @@ pub const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
 /// Encodes `bytes`; the length must be a multiple of 5 bytes.
 pub fn encode(bytes: &[u8]) -> String {
-    debug_assert!(bytes.len() % 5 == 0, "base32 input is whole 40-bit groups");
+    debug_assert!(
+        bytes.len().is_multiple_of(5),
+        "base32 input is whole 40-bit groups"
+    );
     let mut out = String::with_capacity(bytes.len() * 8 / 5);
     for chunk in bytes.chunks(5) {
         let mut v: u64 = 0;
@@ -27,7 +30,7 @@ pub fn encode(bytes: &[u8]) -> String {
 /// Decodes what [`encode`] wrote; `None` on a foreign character or a length
 /// that is not a multiple of 8.
 pub fn decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 8 != 0 {
+    if !text.len().is_multiple_of(8) {
         return None;
     }
     let mut out = Vec::with_capacity(text.len() * 5 / 8);

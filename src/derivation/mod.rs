@@ -124,7 +124,7 @@ impl HashAlgo {
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         32
     }
 }

@@ -325,7 +325,7 @@ fn parse_fixed_hash(hash: &str, what: &str) -> Result<FixedOutput, HostError> {
     let (algo, hex) = hash.split_once(':').ok_or_else(bad)?;
     let algo = HashAlgo::parse(algo).ok_or_else(bad)?;
     let digest = crate::derivation::hash::unhex(&hex.to_ascii_lowercase()).ok_or_else(bad)?;
-    if digest.len() != algo.len() {
+    if digest.len() != algo.digest_len() {
         return Err(bad());
     }
     Ok(FixedOutput {

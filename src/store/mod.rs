@@ -497,11 +497,11 @@ pub(crate) fn make_writable_recursive(p: &Path) {
         .into_iter()
         .flatten()
     {
-        if e.file_type().is_dir() || e.file_type().is_file() {
-            if let Ok(m) = e.metadata() {
-                let mode = m.permissions().mode() | 0o700;
-                let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode));
-            }
+        if (e.file_type().is_dir() || e.file_type().is_file())
+            && let Ok(m) = e.metadata()
+        {
+            let mode = m.permissions().mode() | 0o700;
+            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode));
         }
     }
 }

@@ -149,12 +149,13 @@ pub struct Walk {
     pub root_is_dir: bool,
 }
 
-/// Hashes the files of a walk in parallel and assembles the tree. `digest_of`
-/// may answer from a cache; it gets the file's index in `walk.files`.
-pub fn build_tree(
-    walk: &Walk,
-    digest_of: &(dyn Fn(usize, &WalkedFile) -> Result<(FileDigest, u64), StoreError> + Sync),
-) -> Result<Node, StoreError> {
+/// Gives a walked file's digest and size, possibly from a cache; it gets the
+/// file's index in the walk.
+pub type DigestOf<'a> =
+    dyn Fn(usize, &WalkedFile) -> Result<(FileDigest, u64), StoreError> + Sync + 'a;
+
+/// Hashes the files of a walk in parallel and assembles the tree.
+pub fn build_tree(walk: &Walk, digest_of: &DigestOf<'_>) -> Result<Node, StoreError> {
     let digests: Vec<(FileDigest, u64)> = walk
         .files
         .par_iter()

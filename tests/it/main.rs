@@ -1,5 +1,8 @@
 //! Integration tests: the real `cbuild` binary on real recipes.
 
 mod cli;
+mod examples;
 mod format;
+mod hashing;
+mod store;
 mod support;

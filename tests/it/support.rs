@@ -35,15 +35,36 @@ impl Project {
 
     /// Runs `cbuild ARGS` in the project directory with a private store.
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(cbuild_bin())
-            .args(args)
-            .current_dir(self.path())
-            .env("CBUILD_STORE", self.path().join(".store"))
+        self.run_env(args, &[])
+    }
+
+    /// Runs `cbuild ARGS` with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.run_in(self.path(), args, env)
+    }
+
+    /// Runs `cbuild ARGS` in `dir` with this project's store.
+    pub fn run_in(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(cbuild_bin());
+        cmd.args(args)
+            .current_dir(dir)
+            .env("CBUILD_STORE", self.store())
             .env("NO_COLOR", "1")
-            .env("COLUMNS", "80")
-            .output()
-            .expect("run cbuild");
-        Run(out)
+            .env("COLUMNS", "80");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run(cmd.output().expect("run cbuild"))
+    }
+
+    /// The project's private store root.
+    pub fn store(&self) -> std::path::PathBuf {
+        self.path().join(".store")
+    }
+
+    /// Reads a file of the project.
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path().join(name)).expect("read")
     }
 }
 

@@ -1,0 +1,265 @@
+//! The store on disk: its layout, its database, atomic imports, and every
+//! kind of bad input ending with exit 2, a message naming the path, and a
+//! store left valid.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::support::{Project, cbuild_bin};
+
+const RECIPE: &str = r#"let src = source(./src) in
+{ hello = derivation { name = "hello", script = "cp ${src}/a $out" } }"#;
+
+fn project() -> Project {
+    Project::new()
+        .file("recipe.cb", RECIPE)
+        .file("src/a", "a\n")
+}
+
+/// Queries the database independently of cbuild, with Python's sqlite3.
+fn sqlite(db: &std::path::Path, sql: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print('\\n'.join('|'.join(map(str,r)) for r in c.execute(sys.argv[2])))",
+        ])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_new_store_has_its_layout_schema_and_read_only_objects() {
+    let p = project();
+    let drv = p.run(&["eval", "-A", "hello"]).ok().stdout();
+    let root = p.store();
+    for d in ["store", "logs", "roots", "tmp", "locks"] {
+        assert!(root.join(d).is_dir(), "{d}/ missing");
+    }
+    let db = root.join("db.sqlite");
+    assert_eq!(sqlite(&db, "PRAGMA user_version"), "1");
+    assert_eq!(sqlite(&db, "PRAGMA journal_mode"), "wal");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT kind, count(*) FROM objects GROUP BY kind ORDER BY kind"
+        ),
+        "drv|1\nsource|1"
+    );
+    // The .drv refers to the imported source, and the source is read-only
+    // with the store mtime.
+    let info = p
+        .run(&["store", "path-info", drv.trim(), "--json"])
+        .ok()
+        .stdout();
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let src = v["references"][0].as_str().unwrap().to_string();
+    assert!(src.ends_with("-source"), "{v}");
+    let m = std::fs::metadata(format!("{src}/a")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o444);
+    assert_eq!(
+        std::fs::metadata(&src).unwrap().permissions().mode() & 0o777,
+        0o555
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(m.mtime(), 1);
+    // Nothing is left in tmp/ after the process ends.
+    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    // path-info of the closure lists both objects.
+    let closure = p
+        .run(&["store", "path-info", drv.trim(), "--closure", "--json"])
+        .ok()
+        .stdout();
+    let v: serde_json::Value = serde_json::from_str(&closure).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_second_eval_writes_nothing_new_and_the_same_source_is_shared() {
+    let p = project();
+    p.run(&["eval"]).ok();
+    let db = p.store().join("db.sqlite");
+    let count = sqlite(&db, "SELECT count(*) FROM objects");
+    p.run(&["eval"]).ok();
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM objects"), count);
+}
+
+#[test]
+fn stale_scratch_directories_are_removed_by_the_next_process() {
+    let p = project();
+    p.run(&["eval"]).ok();
+    let stale = p.store().join("tmp/999999-0");
+    std::fs::create_dir_all(stale.join("half-written")).unwrap();
+    std::fs::write(stale.join("half-written/f"), "x").unwrap();
+    std::fs::set_permissions(
+        stale.join("half-written"),
+        std::fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    p.run(&["eval"]).ok();
+    assert!(
+        !stale.exists(),
+        "the stale scratch directory is still there"
+    );
+}
+
+#[test]
+fn concurrent_evaluations_share_the_store_without_failing() {
+    let p = project();
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            Command::new(cbuild_bin())
+                .args(["eval"])
+                .current_dir(p.path())
+                .env("CBUILD_STORE", p.store())
+                .output()
+        })
+        .collect();
+    let mut outs = Vec::new();
+    for c in children {
+        let out = c.expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outs.push(out.stdout);
+    }
+    assert!(outs.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn bad_recipes_name_the_path_and_leave_the_store_valid() {
+    let p = project();
+    p.run(&["eval"]).ok();
+    let db = p.store().join("db.sqlite");
+    let before = sqlite(&db, "SELECT path FROM objects ORDER BY path");
+    for (recipe, expect) in [
+        ("source(./nope)", "nope does not exist"),
+        (
+            "host_tool(\"no-such-tool-xyz\")",
+            "host tool `no-such-tool-xyz` is not on PATH",
+        ),
+        ("host_tool(\"/bin/sh\")", "`/bin/sh` is not a program name"),
+        (
+            r#"derivation { name = "a/b", builder = "/bin/true" }"#,
+            "invalid name `a/b`",
+        ),
+        (
+            r#"derivation { name = "x", builder = "/bin/true", scirpt = "" }"#,
+            "did you mean `script`?",
+        ),
+        (
+            r#"derivation { name = "x" }"#,
+            "needs a `script` or a `builder`",
+        ),
+        (
+            r#"derivation { name = "x", builder = "/bin/true", env = { A = [1] } }"#,
+            "`env.A` must be a string",
+        ),
+        (
+            r#"derivation { name = "x", builder = "/bin/true", fixed_hash = "md5:00" }"#,
+            "invalid hash `md5:00`",
+        ),
+        (
+            r#"fetch("ftp://x/y.tar", "sha256:00")"#,
+            "unsupported URL `ftp://x/y.tar`",
+        ),
+    ] {
+        let p2 = Project::new().file("bad.cb", recipe);
+        let r = p2.run_in(
+            p2.path(),
+            &["eval", "bad.cb"],
+            &[("CBUILD_STORE", p.store().to_str().unwrap())],
+        );
+        let r = r.fails_with(2);
+        assert!(r.stderr().contains(expect), "{recipe}: {}", r.stderr());
+        assert!(
+            r.stderr().contains("bad.cb:1:"),
+            "{recipe}: no location in {}",
+            r.stderr()
+        );
+    }
+    assert_eq!(
+        sqlite(&db, "SELECT path FROM objects ORDER BY path"),
+        before
+    );
+}
+
+#[test]
+fn unusable_stores_exit_2_naming_the_path() {
+    let p = project();
+    // A file where the store should be.
+    std::fs::write(p.path().join("a-file"), "x").unwrap();
+    let r = p.run(&["--store", "a-file", "eval"]).fails_with(2);
+    assert!(
+        r.stderr().contains("a-file is not a directory"),
+        "{}",
+        r.stderr()
+    );
+    // A place that cannot be created.
+    let r = p
+        .run(&["--store", "/proc/1/cbuild-store", "eval"])
+        .fails_with(2);
+    assert!(
+        r.stderr().contains("/proc/1/cbuild-store"),
+        "{}",
+        r.stderr()
+    );
+    // A corrupt database is reported, and not touched.
+    p.run(&["eval"]).ok();
+    let db = p.store().join("db.sqlite");
+    let _ = std::fs::remove_file(p.store().join("db.sqlite-wal"));
+    let _ = std::fs::remove_file(p.store().join("db.sqlite-shm"));
+    std::fs::write(&db, vec![0x42u8; 8192]).unwrap();
+    let r = p.run(&["eval"]).fails_with(2);
+    assert!(
+        r.stderr()
+            .contains("db.sqlite is corrupt or not a cbuild database"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), vec![0x42u8; 8192]);
+}
+
+#[test]
+fn path_info_of_a_path_not_in_the_store_names_it() {
+    let p = project();
+    p.run(&["eval"]).ok();
+    let fake = format!(
+        "{}/store/00000000000000000000000000000000-x",
+        p.store().display()
+    );
+    let r = p.run(&["store", "path-info", &fake]).fails_with(2);
+    assert!(
+        r.stderr().contains("is not a valid object"),
+        "{}",
+        r.stderr()
+    );
+    let r = p.run(&["store", "path-info", "/etc/passwd"]).fails_with(2);
+    assert!(r.stderr().contains("/etc/passwd"), "{}", r.stderr());
+    let r = p.run(&["show-derivation", "/nowhere/x.drv"]).fails_with(2);
+    assert!(r.stderr().contains("/nowhere/x.drv"), "{}", r.stderr());
+}
+
+#[test]
+fn show_derivation_prints_the_stored_derivation() {
+    let p = project();
+    let drv = p.run(&["eval", "-A", "hello"]).ok().stdout();
+    let by_path = p.run(&["show-derivation", drv.trim()]).ok().stdout();
+    let by_attr = p.run(&["show-derivation", "-A", "hello"]).ok().stdout();
+    assert_eq!(by_path, by_attr);
+    let v: serde_json::Value = serde_json::from_str(&by_path).unwrap();
+    let d = &v[drv.trim()];
+    assert_eq!(d["name"], "hello");
+    assert_eq!(d["outputs"], serde_json::json!(["out"]));
+    assert!(d["host_tools"]["sh"]["blake3"].as_str().unwrap().len() == 64);
+    assert!(d["args"][2].as_str().unwrap().contains("-source/a $out"));
+}
