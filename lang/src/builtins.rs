@@ -190,6 +190,9 @@ impl Evaluator<'_> {
                     .derivation(&rec)
                     .map_err(|e| self.host_error(e, call))?;
                 d.span = Some(call);
+                // The attributes as given: the evaluator's own record, not a
+                // copy the host would have to make.
+                d.attrs = v.clone();
                 Ok(Value::Derivation(Rc::new(d)))
             }
             Builtin::Source => {

@@ -60,7 +60,8 @@ pub trait Host {
     fn host_tool(&mut self, name: &str) -> Result<Str, HostError>;
 
     /// `derivation(attrs)`: `attrs` is fully evaluated (every field forced,
-    /// deeply), so [`Record::get_forced`] answers for every field.
+    /// deeply), so [`Record::get_forced`] answers for every field. The
+    /// evaluator fills the result's `attrs` and `span` itself.
     fn derivation(&mut self, attrs: &Record) -> Result<Derivation, HostError>;
 
     /// `trace(msg, value)`: shows a message; by default on stderr.

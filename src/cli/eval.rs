@@ -21,7 +21,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs, out: &mut Output) -> Result<(), 
         let json = ev.to_json(&v)?;
         std::mem::forget(v);
         std::mem::forget(ev);
-        host.flush()?;
+        host.flush(&[])?;
         return out.line(&json);
     }
     let file = args.file.unwrap_or_else(|| PathBuf::from("recipe.cb"));
@@ -38,8 +38,13 @@ pub fn run(global: &GlobalArgs, args: EvalArgs, out: &mut Output) -> Result<(), 
     // than the evaluation of a large recipe.
     std::mem::forget(root);
     std::mem::forget(ev);
-    host.flush()?;
     let dir = host.store().dir().clone();
+    let target_paths = selected
+        .iter()
+        .map(|t| dir.parse(&t.drv.drv_path.text))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(crate::store::StoreError::from)?;
+    host.flush(&target_paths)?;
     if global.json {
         let mut items = Vec::new();
         for t in &selected {
@@ -71,5 +76,8 @@ pub fn run(global: &GlobalArgs, args: EvalArgs, out: &mut Output) -> Result<(), 
         }
     }
     std::mem::forget(selected);
+    // Freeing every derivation of a large recipe one by one costs more than
+    // the process's exit.
+    std::mem::forget(host);
     Ok(())
 }

@@ -50,11 +50,20 @@ pub fn drv_targets(store: &mut Store, args: DrvTarget) -> Result<Vec<String>, Cl
     let selected = targets::select(&mut ev, &root, &args.attrs, &shown)?;
     std::mem::forget(root);
     std::mem::forget(ev);
-    host.flush()?;
-    Ok(selected
+    let paths: Vec<String> = selected
         .iter()
         .map(|t| t.drv.drv_path.text.to_string())
-        .collect())
+        .collect();
+    let sps = paths
+        .iter()
+        .map(|p| store_dir_parse(host.store().dir(), p))
+        .collect::<Result<Vec<_>, _>>()?;
+    host.flush(&sps)?;
+    Ok(paths)
+}
+
+fn store_dir_parse(dir: &StoreDir, p: &str) -> Result<StorePath, CliError> {
+    Ok(dir.parse(p).map_err(crate::store::StoreError::from)?)
 }
 
 /// A derivation as `show-derivation` prints it.

@@ -67,7 +67,8 @@ pub fn write(d: &Derivation) -> Vec<u8> {
     w.count("input-drvs", d.input_drvs.len());
     for (p, outs) in &d.input_drvs {
         w.string(&p.base_name());
-        w.raw(&format!(" {}", outs.len()));
+        w.raw(" ");
+        w.number(outs.len());
         for o in outs {
             w.raw(" ");
             w.string(o);
@@ -86,7 +87,9 @@ pub fn write(d: &Derivation) -> Vec<u8> {
         w.string(&t.path);
         w.raw(" ");
         w.string(&t.resolved);
-        w.raw(&format!(" {}\n", t.digest.to_hex()));
+        w.raw(" ");
+        w.raw(&t.digest.to_hex());
+        w.raw("\n");
     }
     w.list("path-inputs", &d.path_inputs);
     w.list("host-inputs", &d.host_inputs);
@@ -109,8 +112,22 @@ impl Writer {
     fn raw(&mut self, s: &str) {
         self.0.extend_from_slice(s.as_bytes());
     }
+    fn number(&mut self, n: usize) {
+        let mut digits = [0u8; 20];
+        let mut k = digits.len();
+        let mut n = n;
+        loop {
+            k -= 1;
+            digits[k] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.0.extend_from_slice(&digits[k..]);
+    }
     fn string(&mut self, s: &str) {
-        self.raw(&s.len().to_string());
+        self.number(s.len());
         self.0.push(b':');
         self.0.extend_from_slice(s.as_bytes());
     }
@@ -121,7 +138,10 @@ impl Writer {
         self.raw("\n");
     }
     fn count(&mut self, key: &str, n: usize) {
-        self.raw(&format!("{key} {n}\n"));
+        self.raw(key);
+        self.raw(" ");
+        self.number(n);
+        self.raw("\n");
     }
     fn list(&mut self, key: &str, items: &[String]) {
         self.count(key, items.len());

@@ -35,6 +35,8 @@ pub struct Instantiated {
     pub hash: DrvHash,
     /// The derivation.
     pub drv: Derivation,
+    /// Its canonical bytes (the `.drv` file), kept from hashing.
+    pub bytes: Vec<u8>,
     /// `meta`, as JSON.
     pub meta: serde_json::Value,
     /// `run_inputs`, as `.drv` paths.
@@ -79,14 +81,15 @@ impl<'s> Instantiator<'s> {
         &self.reads
     }
 
-    /// Writes every derivation made in this run to the store.
-    pub fn flush(&mut self) -> Result<(), StoreError> {
+    /// Registers every derivation made in this run, writing the `.drv`
+    /// files of `targets`.
+    pub fn flush(&mut self, targets: &[StorePath]) -> Result<(), StoreError> {
         let pending: Vec<PendingDrv> = self
             .made
-            .iter()
+            .iter_mut()
             .map(|m| PendingDrv {
                 path: m.path.clone(),
-                bytes: m.drv.to_canonical_bytes(),
+                bytes: std::mem::take(&mut m.bytes),
                 hash: m.hash,
                 references: m.drv.references().cloned().collect(),
                 meta: m.meta.to_string(),
@@ -99,7 +102,7 @@ impl<'s> Instantiator<'s> {
                 .to_string(),
             })
             .collect();
-        self.store.add_derivations(&pending)
+        self.store.add_derivations(&pending, targets)
     }
 
     /// The store.
@@ -229,7 +232,8 @@ impl Instantiator<'_> {
         meta_value: Value,
         attrs_value: Value,
     ) -> Result<LangDrv, HostError> {
-        let hash = drv.drv_hash();
+        let bytes = drv.to_canonical_bytes();
+        let hash = DrvHash(*blake3::hash(&bytes).as_bytes());
         let path = drv
             .drv_path(self.store.dir(), &hash)
             .map_err(|e| HostError::new(e.to_string()))?;
@@ -263,6 +267,7 @@ impl Instantiator<'_> {
                 path,
                 hash,
                 drv,
+                bytes,
                 meta,
                 run_inputs,
             });

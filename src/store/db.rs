@@ -64,8 +64,21 @@ pub struct NewObject {
     /// Base names of the objects it refers to; they must be valid already or
     /// come earlier in the same batch.
     pub references: Vec<String>,
-    /// For a `.drv`: its hash, meta (JSON) and run inputs (JSON).
-    pub derivation: Option<(DrvHash, String, String)>,
+    /// For a `.drv`: its hash, content, meta (JSON) and run inputs (JSON).
+    pub derivation: Option<NewDerivation>,
+}
+
+/// What the `derivations` table keeps of a `.drv`.
+#[derive(Clone, Debug)]
+pub struct NewDerivation {
+    /// BLAKE3 of the content.
+    pub hash: DrvHash,
+    /// The canonical bytes.
+    pub content: Vec<u8>,
+    /// Meta, JSON.
+    pub meta: String,
+    /// Run inputs, JSON array of base names.
+    pub run_inputs: String,
 }
 
 /// Stat data that, when unchanged, lets a file's digest be reused.
@@ -248,6 +261,44 @@ impl Db {
             .map_err(|e| self.err(e))
     }
 
+    /// Meta and run inputs of those of `bases` that are registered `.drv`s,
+    /// in a few queries rather than one per path.
+    pub fn derivation_metas(
+        &self,
+        bases: &[String],
+    ) -> Result<HashMap<String, (String, String)>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in bases.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
+                "SELECT o.path, d.meta, d.run_inputs FROM derivations d JOIN objects o ON o.id = d.object \
+                 WHERE o.path IN ({marks})"
+            );
+            let mut s = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+            let rows = s
+                .query_map(rusqlite::params_from_iter(chunk.iter()), |r| {
+                    Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?)))
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                out.insert(k, v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The content of a registered `.drv`.
+    pub fn derivation_content(&self, base: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT d.content FROM derivations d JOIN objects o ON o.id = d.object \
+                 WHERE o.path = ?1",
+            )
+            .and_then(|mut s| s.query_row([base], |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))
+    }
+
     /// Registers `objects` in one transaction. Objects already registered
     /// are kept (a `.drv`'s meta is updated: it is never hashed, and the
     /// latest evaluation wins).
@@ -279,8 +330,8 @@ impl Db {
                 .map_err(err)?;
             let mut add_drv = tx
                 .prepare_cached(
-                    "INSERT INTO derivations (object, drv_hash, meta, run_inputs) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (object) DO UPDATE \
+                    "INSERT INTO derivations (object, drv_hash, content, meta, run_inputs) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (object) DO UPDATE \
                      SET meta = excluded.meta, run_inputs = excluded.run_inputs",
                 )
                 .map_err(err)?;
@@ -309,9 +360,9 @@ impl Db {
                         add_ref.execute(params![id, rid]).map_err(err)?;
                     }
                 }
-                if let Some((hash, meta, run_inputs)) = &o.derivation {
+                if let Some(d) = &o.derivation {
                     add_drv
-                        .execute(params![id, &hash.0[..], meta, run_inputs])
+                        .execute(params![id, &d.hash.0[..], d.content, d.meta, d.run_inputs])
                         .map_err(err)?;
                 }
             }

@@ -262,74 +262,95 @@ impl Store {
             .map_err(|source| StoreError::CorruptDrv { path, source })
     }
 
-    /// Writes `.drv` files and registers them, in order (each one's inputs
-    /// before it). Those already valid are skipped; the rest are written to
-    /// scratch files, synced with one `syncfs`, renamed into place and
-    /// registered in one transaction.
-    pub fn add_derivations(&mut self, drvs: &[PendingDrv]) -> Result<(), StoreError> {
-        let mut todo = Vec::new();
+    /// Registers derivations, in order (each one's inputs before it), in
+    /// one transaction: their content goes into the database, which is the
+    /// source of truth. Files in `store/` are written for `materialize` only
+    /// (the targets a user is shown); the others are written when a command
+    /// needs them ([`Store::materialize_drv`]). Creating a file costs far more
+    /// than a database row on some file systems (0.1 ms and more per inode
+    /// here), so a 10,000-derivation evaluation must not create 10,000.
+    /// Derivations already valid are skipped (their meta is refreshed when it
+    /// changed).
+    pub fn add_derivations(
+        &mut self,
+        drvs: &[PendingDrv],
+        materialize: &[StorePath],
+    ) -> Result<(), StoreError> {
+        let known = self
+            .db
+            .derivation_metas(&drvs.iter().map(|d| d.path.base_name()).collect::<Vec<_>>())?;
+        let mut objects = Vec::new();
         for d in drvs {
-            if !self.db.is_valid(&d.path.base_name())? {
-                todo.push(d);
-            }
-        }
-        let mut written = Vec::with_capacity(todo.len());
-        for d in &todo {
-            let tmp = self.scratch_path("drv");
-            write_file(&tmp, &d.bytes)?;
-            set_readonly(&tmp, false)?;
-            written.push(tmp);
-        }
-        if !todo.is_empty() {
-            sync_fs(&self.scratch)?;
-        }
-        let mut objects = Vec::with_capacity(todo.len());
-        for (d, tmp) in todo.iter().zip(written) {
-            let dest = self.real_path(&d.path);
-            std::fs::rename(&tmp, &dest)
-                .map_err(|source| StoreError::Write { path: dest, source })?;
+            let fresh = match known.get(&d.path.base_name()) {
+                None => true,
+                Some((meta, run)) if *meta != d.meta || *run != d.run_inputs => false,
+                Some(_) => continue,
+            };
             objects.push(NewObject {
                 path: d.path.base_name(),
                 kind: ObjectKind::Drv,
-                digest: tree_hash::Node::File {
-                    executable: false,
-                    digest: crate::derivation::FileDigest(d.hash.0),
-                    size: d.bytes.len() as u64,
-                }
-                .tree_digest(),
+                digest: drv_tree_digest(&d.hash, d.bytes.len()),
                 size: d.bytes.len() as u64,
                 deriver: None,
-                references: d.references.iter().map(StorePath::base_name).collect(),
-                derivation: Some((d.hash, d.meta.clone(), d.run_inputs.clone())),
+                references: if fresh {
+                    d.references.iter().map(StorePath::base_name).collect()
+                } else {
+                    Vec::new()
+                },
+                derivation: Some(db::NewDerivation {
+                    hash: d.hash,
+                    content: d.bytes.clone(),
+                    meta: d.meta.clone(),
+                    run_inputs: d.run_inputs.clone(),
+                }),
             });
         }
-        // Meta of derivations that were already valid is refreshed too.
-        for d in drvs
-            .iter()
-            .filter(|d| !todo.iter().any(|t| t.path == d.path))
-        {
-            objects.push(NewObject {
-                path: d.path.base_name(),
-                kind: ObjectKind::Drv,
-                digest: crate::derivation::TreeDigest([0; 32]),
-                size: 0,
-                deriver: None,
-                references: Vec::new(),
-                derivation: Some((d.hash, d.meta.clone(), d.run_inputs.clone())),
-            });
+        self.db.register(&objects, now())?;
+        for p in materialize {
+            self.materialize_drv(p)?;
         }
-        if !todo.is_empty() {
-            sync_dir(self.dir.as_str().as_ref())?;
+        Ok(())
+    }
+
+    /// Writes the file of a registered `.drv` into `store/` unless it is
+    /// there already: scratch file, flushed, renamed into place.
+    pub fn materialize_drv(&self, p: &StorePath) -> Result<PathBuf, StoreError> {
+        let dest = self.real_path(p);
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            return Ok(dest);
         }
-        self.db.register(&objects, now())
+        let bytes =
+            self.db
+                .derivation_content(&p.base_name())?
+                .ok_or_else(|| StoreError::NotValid {
+                    path: dest.to_string_lossy().into_owned(),
+                    store: self.dir.as_str().into(),
+                })?;
+        let tmp = self.scratch_path("drv");
+        write_file(&tmp, &bytes)?;
+        set_readonly(&tmp, false)?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|source| StoreError::Write {
+                path: tmp.clone(),
+                source,
+            })?;
+        std::fs::rename(&tmp, &dest).map_err(|source| StoreError::Write {
+            path: dest.clone(),
+            source,
+        })?;
+        Ok(dest)
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // Leftovers of a crash are removed by the next process instead.
-        make_writable_recursive(&self.scratch);
-        let _ = std::fs::remove_dir_all(&self.scratch);
+        // Normally empty: everything in it was renamed into the store or
+        // removed. Leftovers of a crash are removed by the next process.
+        if std::fs::remove_dir(&self.scratch).is_err() {
+            make_writable_recursive(&self.scratch);
+            let _ = std::fs::remove_dir_all(&self.scratch);
+        }
         let _ = std::fs::remove_file(self.scratch.with_extension("lock"));
     }
 }
@@ -350,6 +371,17 @@ pub struct PendingDrv {
     pub meta: String,
     /// Run inputs, as a JSON array of `.drv` base names.
     pub run_inputs: String,
+}
+
+/// The tree digest of a `.drv` object: a non-executable file whose content
+/// digest is the derivation hash.
+pub fn drv_tree_digest(hash: &DrvHash, size: usize) -> crate::derivation::TreeDigest {
+    tree_hash::Node::File {
+        executable: false,
+        digest: crate::derivation::FileDigest(hash.0),
+        size: size as u64,
+    }
+    .tree_digest()
 }
 
 /// Seconds since the epoch.

@@ -24,12 +24,15 @@ CREATE TABLE refs (
 ) WITHOUT ROWID;
 CREATE INDEX refs_by_reference ON refs(reference);
 
--- What the database knows of a .drv object beyond its file: the hash of its
--- canonical form, and the parts of a recipe that never enter a hash.
+-- A .drv object's content and what the database knows beside it. The
+-- content here is the source of truth: the file in store/ is written when a
+-- command needs it (targets of `cbuild eval`, builds, show-derivation) and
+-- must then equal it byte for byte.
 CREATE TABLE derivations (
   object     INTEGER PRIMARY KEY REFERENCES objects(id) ON DELETE CASCADE,
-  drv_hash   BLOB    NOT NULL UNIQUE,    -- BLAKE3 of the .drv file
-  meta       TEXT    NOT NULL,           -- JSON object
+  drv_hash   BLOB    NOT NULL UNIQUE,    -- BLAKE3 of the content
+  content    BLOB    NOT NULL,           -- the canonical serialisation
+  meta       TEXT    NOT NULL,           -- JSON object, never hashed
   run_inputs TEXT    NOT NULL            -- JSON array of .drv base names
 );
 

@@ -1,0 +1,48 @@
+"""Shared helpers for the benchmarks: timing child processes with their peak
+memory, medians, and the Nix peer's configuration."""
+import os, shutil, statistics, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+DEFAULT_CBUILD = os.path.join(REPO, "target", "release", "cbuild")
+NIX_CONF = os.path.join(REPO, "..", "shared", "peers", "nix", "nix.conf")
+
+
+def run(cmd, env=None, cwd=None, stdout=subprocess.DEVNULL):
+    """Runs cmd; returns (wall seconds, peak RSS MiB, stdout text or None)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd=cwd)
+    out = proc.stdout.read().decode() if stdout == subprocess.PIPE else None
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{err[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, out
+
+
+def summary(name, walls, rss=None, per=None):
+    med = statistics.median(walls)
+    line = f"{name}: median {med * 1000:.1f} ms (min {min(walls) * 1000:.1f}, max {max(walls) * 1000:.1f}, {len(walls)} runs)"
+    if per:
+        line += f", {med * 1e6 / per:.0f} us/drv"
+    if rss:
+        line += f", peak RSS {max(rss):.0f} MiB"
+    print(line, flush=True)
+    return med
+
+
+def nix_env():
+    """Environment for the daemonless Nix peer, or None if Nix is missing."""
+    if not shutil.which("nix-instantiate"):
+        return None
+    conf_dir = tempfile.mkdtemp(prefix="cbuild-bench-nixconf-")
+    src = NIX_CONF if os.path.exists(NIX_CONF) else None
+    with open(os.path.join(conf_dir, "nix.conf"), "w") as f:
+        if src:
+            f.write(open(src).read())
+        else:
+            f.write("build-users-group =\nsandbox = false\nsubstituters =\n")
+    env = dict(os.environ, NIX_CONF_DIR=conf_dir, NIX_USER_CONF_FILES=os.path.join(conf_dir, "nix.conf"))
+    return env
