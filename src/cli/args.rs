@@ -193,6 +193,15 @@ pub struct GcArgs {
 /// `cbuild store ...`
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
+    /// Import a file or directory into the store as a source object and print its path.
+    Add {
+        /// The file or directory.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// The object's name [default: the file's name, `source` for a directory].
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
     /// Re-hash every registered store object and check references and the database.
     Verify,
     /// Size, content digest, references, deriver and registration time of a store object.

@@ -9,6 +9,25 @@ use crate::store::Store;
 pub fn run(global: &GlobalArgs, cmd: StoreCommand, out: &mut Output) -> Result<(), CliError> {
     match cmd {
         StoreCommand::Verify => Err(CliError::NotImplemented("store verify")),
+        StoreCommand::Add { path, name } => {
+            let mut store = open_store(global)?;
+            let abs = cbuild_lang::eval::normalize(
+                &std::env::current_dir()
+                    .map(|d| d.join(&path))
+                    .unwrap_or(path.clone()),
+            );
+            let is_dir = std::fs::metadata(&abs).map(|m| m.is_dir()).unwrap_or(false);
+            let name = name.unwrap_or_else(|| {
+                if is_dir {
+                    "source".into()
+                } else {
+                    abs.file_name()
+                        .map_or("source".into(), |n| n.to_string_lossy().into_owned())
+                }
+            });
+            let p = store.import(&abs, &name, &crate::store::import::Filter::default())?;
+            out.line(&store.dir().path_of(&p))
+        }
         StoreCommand::PathInfo { path, closure } => {
             let store = open_store(global)?;
             let text = path.to_string_lossy().into_owned();

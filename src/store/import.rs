@@ -8,8 +8,7 @@
 //! digests keyed by stat data lets an unchanged tree be recognised without
 //! reading its files.
 
-use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -17,9 +16,7 @@ use rayon::prelude::*;
 
 use super::db::{FileStat, NewObject};
 use super::tree_hash::{self, Node, Walk, WalkedFile};
-use super::{
-    Store, StoreError, make_writable_recursive, now, set_mtime, set_readonly, sync_dir, sync_fs,
-};
+use super::{Store, StoreError, make_writable_recursive, now, set_mtime, sync_dir, sync_fs};
 use crate::derivation::{FileDigest, ObjectKind, StorePath};
 
 /// What to leave out of an imported directory.
@@ -99,15 +96,13 @@ impl Store {
             return Ok(path);
         }
         let tmp = self.scratch_path("import");
-        copy_tree(&walk, src, &tmp, &stats)?;
-        // The copy must be what was hashed.
-        let copied = tree_hash::hash_tree(&tmp)?;
-        if copied.tree_digest() != digest {
+        // Each file's stat data is compared before hashing and after copying,
+        // so the copy is what was hashed (a file changed meanwhile fails the
+        // import rather than storing content under another content's name).
+        if let Err(e) = copy_tree(&walk, &tmp, &stats) {
             make_writable_recursive(&tmp);
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(StoreError::Changed {
-                path: src.to_path_buf(),
-            });
+            let _ = std::fs::remove_dir_all(&tmp).or_else(|_| std::fs::remove_file(&tmp));
+            return Err(e);
         }
         self.commit_object(&tmp, &path, &node, ObjectKind::Source, Vec::new(), None)?;
         Ok(path)
@@ -215,37 +210,55 @@ fn walk_filtered(root: &Path, filter: &Filter) -> Result<Walk, StoreError> {
     Ok(walk)
 }
 
-/// Copies what the walk found from `src` to `dest`, normalised: files 0444
-/// or 0555, directories 0555, every mtime the store's.
-fn copy_tree(
-    walk: &Walk,
-    src: &Path,
-    dest: &Path,
-    stats: &[Option<FileStat>],
-) -> Result<(), StoreError> {
+/// Copies what the walk found to `dest`, normalised: files 0444 or 0555
+/// (created so, and given the store mtime through their open descriptor),
+/// directories 0555, every mtime the store's.
+fn copy_tree(walk: &Walk, dest: &Path, stats: &[Option<FileStat>]) -> Result<(), StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
     let write_err = |p: &Path| {
         let p = p.to_path_buf();
         move |source| StoreError::Write { path: p, source }
     };
     let join = |base: &Path, rel: &[Vec<u8>]| -> PathBuf {
-        use std::os::unix::ffi::OsStrExt;
         let mut p = base.to_path_buf();
         for c in rel {
             p.push(std::ffi::OsStr::from_bytes(c));
         }
         p
     };
+    let copy_file = |k: usize, f: &WalkedFile, to: &Path| -> Result<(), StoreError> {
+        let read_err = |source| StoreError::Read {
+            path: f.abs.clone(),
+            source,
+        };
+        let mut from = std::fs::File::open(&f.abs).map_err(read_err)?;
+        let mut out = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(if f.executable { 0o555 } else { 0o444 })
+            .open(to)
+            .map_err(write_err(to))?;
+        std::io::copy(&mut from, &mut out).map_err(write_err(to))?;
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(super::STORE_MTIME as u64);
+        out.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+            .map_err(write_err(to))?;
+        let after = from.metadata().ok().map(|m| stat_of(&m));
+        if after != stats[k] {
+            return Err(StoreError::Changed {
+                path: f.abs.clone(),
+            });
+        }
+        Ok(())
+    };
     if !walk.root_is_dir {
         if let Some(f) = walk.files.first() {
-            std::fs::copy(&f.abs, dest).map_err(write_err(dest))?;
-            set_readonly(dest, f.executable)?;
+            copy_file(0, f, dest)?;
         } else if let Some((_, target)) = walk.symlinks.first() {
-            use std::os::unix::ffi::OsStrExt;
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), dest)
                 .map_err(write_err(dest))?;
             set_mtime(dest)?;
         }
-        let _ = src;
         return Ok(());
     }
     std::fs::create_dir(dest).map_err(write_err(dest))?;
@@ -253,20 +266,11 @@ fn copy_tree(
         let p = join(dest, d);
         std::fs::create_dir_all(&p).map_err(write_err(&p))?;
     }
-    walk.files.par_iter().enumerate().try_for_each(|(k, f)| {
-        let to = join(dest, &f.rel);
-        std::fs::copy(&f.abs, &to).map_err(write_err(&to))?;
-        // The source must not have changed between hashing and copying.
-        let after = std::fs::metadata(&f.abs).ok().map(|m| stat_of(&m));
-        if after != stats[k] {
-            return Err(StoreError::Changed {
-                path: f.abs.clone(),
-            });
-        }
-        set_readonly(&to, f.executable)
-    })?;
+    walk.files
+        .par_iter()
+        .enumerate()
+        .try_for_each(|(k, f)| copy_file(k, f, &join(dest, &f.rel)))?;
     for (rel, target) in &walk.symlinks {
-        use std::os::unix::ffi::OsStrExt;
         let p = join(dest, rel);
         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p)
             .map_err(write_err(&p))?;
@@ -277,35 +281,9 @@ fn copy_tree(
     dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
     for d in dirs.into_iter().chain(std::iter::once(&Vec::new())) {
         let p = join(dest, d);
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o555))
             .map_err(write_err(&p))?;
         set_mtime(&p)?;
     }
     Ok(())
-}
-
-/// Digests of files by path, for tests and verification.
-pub fn file_digests(node: &Node) -> HashMap<Vec<u8>, FileDigest> {
-    let mut out = HashMap::new();
-    fn go(prefix: Vec<u8>, n: &Node, out: &mut HashMap<Vec<u8>, FileDigest>) {
-        match n {
-            Node::File { digest, .. } => {
-                out.insert(prefix, *digest);
-            }
-            Node::Symlink { .. } => {}
-            Node::Dir(entries) => {
-                for (name, child) in entries {
-                    let mut p = prefix.clone();
-                    if !p.is_empty() {
-                        p.push(b'/');
-                    }
-                    p.extend_from_slice(name);
-                    go(p, child, out);
-                }
-            }
-        }
-    }
-    go(Vec::new(), node, &mut out);
-    out
 }
