@@ -306,6 +306,62 @@ impl Db {
         if objects.is_empty() {
             return Ok(());
         }
+        let mut missing: Option<(String, String)> = None;
+        self.write(|tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO objects (path, kind, digest, size, deriver, registered) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (path) DO NOTHING",
+            )?;
+            let mut id_of = tx.prepare_cached("SELECT id FROM objects WHERE path = ?1")?;
+            let mut add_ref = tx.prepare_cached(
+                "INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)",
+            )?;
+            let mut add_drv = tx.prepare_cached(
+                "INSERT INTO derivations (object, drv_hash, content, meta, run_inputs) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (object) DO UPDATE \
+                 SET meta = excluded.meta, run_inputs = excluded.run_inputs",
+            )?;
+            for o in objects {
+                let fresh = insert.execute(params![
+                    o.path,
+                    o.kind.as_str(),
+                    &o.digest.0[..],
+                    o.size as i64,
+                    o.deriver,
+                    now
+                ])?;
+                let id: i64 = id_of.query_row([&o.path], |r| r.get(0))?;
+                if fresh == 1 {
+                    for r in &o.references {
+                        let Some(rid) = id_of
+                            .query_row([r], |row| row.get::<_, i64>(0))
+                            .optional()?
+                        else {
+                            missing = Some((o.path.clone(), r.clone()));
+                            // Rolls the whole transaction back.
+                            return Err(rusqlite::Error::QueryReturnedNoRows);
+                        };
+                        add_ref.execute(params![id, rid])?;
+                    }
+                }
+                if let Some(d) = &o.derivation {
+                    add_drv.execute(params![id, &d.hash.0[..], d.content, d.meta, d.run_inputs])?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| match missing.take() {
+            Some((object, reference)) => StoreError::MissingReference { object, reference },
+            None => e,
+        })
+    }
+
+    /// Runs `f` in a write transaction taken up front (`BEGIN IMMEDIATE`),
+    /// committed when it succeeds and rolled back otherwise.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Db {
             path: path.clone(),
@@ -315,59 +371,9 @@ impl Db {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO objects (path, kind, digest, size, deriver, registered) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (path) DO NOTHING",
-                )
-                .map_err(err)?;
-            let mut id_of = tx
-                .prepare_cached("SELECT id FROM objects WHERE path = ?1")
-                .map_err(err)?;
-            let mut add_ref = tx
-                .prepare_cached("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)")
-                .map_err(err)?;
-            let mut add_drv = tx
-                .prepare_cached(
-                    "INSERT INTO derivations (object, drv_hash, content, meta, run_inputs) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (object) DO UPDATE \
-                     SET meta = excluded.meta, run_inputs = excluded.run_inputs",
-                )
-                .map_err(err)?;
-            for o in objects {
-                let fresh = insert
-                    .execute(params![
-                        o.path,
-                        o.kind.as_str(),
-                        &o.digest.0[..],
-                        o.size as i64,
-                        o.deriver,
-                        now
-                    ])
-                    .map_err(err)?;
-                let id: i64 = id_of.query_row([&o.path], |r| r.get(0)).map_err(err)?;
-                if fresh == 1 {
-                    for r in &o.references {
-                        let rid: Option<i64> = id_of
-                            .query_row([r], |row| row.get(0))
-                            .optional()
-                            .map_err(err)?;
-                        let rid = rid.ok_or_else(|| StoreError::MissingReference {
-                            object: o.path.clone(),
-                            reference: r.clone(),
-                        })?;
-                        add_ref.execute(params![id, rid]).map_err(err)?;
-                    }
-                }
-                if let Some(d) = &o.derivation {
-                    add_drv
-                        .execute(params![id, &d.hash.0[..], d.content, d.meta, d.run_inputs])
-                        .map_err(err)?;
-                }
-            }
-        }
-        tx.commit().map_err(err)
+        let v = f(&tx).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(v)
     }
 
     /// Cached file digests for paths under `prefix` (an absolute directory
@@ -423,22 +429,11 @@ impl Db {
         if rows.is_empty() {
             return Ok(());
         }
-        let path = self.path.clone();
-        let err = |source| StoreError::Db {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        {
-            let mut s = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO file_cache (path, dev, ino, size, mtime_ns, ctime_ns, mode, digest) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(err)?;
+        self.write(|tx| {
+            let mut s = tx.prepare_cached(
+                "INSERT OR REPLACE INTO file_cache (path, dev, ino, size, mtime_ns, ctime_ns, mode, digest) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
             for (p, st, d) in rows {
                 s.execute(params![
                     p,
@@ -449,11 +444,10 @@ impl Db {
                     st.ctime_ns,
                     i64::from(st.mode),
                     &d.0[..]
-                ])
-                .map_err(err)?;
+                ])?;
             }
-        }
-        tx.commit().map_err(err)
+            Ok(())
+        })
     }
 }
 
