@@ -194,3 +194,95 @@ fn evaluation_never_runs_a_builder() {
     p.run(&["eval"]).ok();
     assert!(!m.exists(), "evaluation ran the builder");
 }
+
+#[test]
+fn evaluation_reads_only_what_it_records() {
+    // Every file of the project that evaluation opens is a recipe, a
+    // read_file target or part of an imported source: nothing else can
+    // influence a hash without being recorded.
+    let Ok(strace) = which("strace") else {
+        panic!("strace is needed for this test (.ci/setup installs it)");
+    };
+    let p = Project::new()
+        .file(
+            "recipe.cb",
+            r#"let
+                 lib = import(./lib.cb),
+                 src = source(./src),
+                 note = read_file(./note.txt),
+               in derivation { name = "x", script = "cat ${src}/a ${lib.file}; echo ${note}" }"#,
+        )
+        .file("lib.cb", "{ file = \"${./data.txt}\" }")
+        .file("data.txt", "d")
+        .file("note.txt", "n")
+        .file("src/a", "a")
+        .file("unrelated.txt", "never read")
+        .file("other.cb", "{ never = 1 }");
+    let log = p.path().join("strace.log");
+    let out = std::process::Command::new(strace)
+        .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"])
+        .arg(&log)
+        .arg(crate::support::cbuild_bin())
+        .args(["eval", "recipe.cb"])
+        .current_dir(p.path())
+        .env("CBUILD_STORE", p.store())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let root = p.path().canonicalize().unwrap();
+    let store = p.store();
+    let mut opened: Vec<String> = text
+        .lines()
+        .filter(|l| !l.contains("ENOENT"))
+        .filter_map(|l| l.split('"').nth(1))
+        .map(|f| {
+            let abs = if f.starts_with('/') {
+                std::path::PathBuf::from(f)
+            } else {
+                root.join(f)
+            };
+            abs.to_string_lossy().into_owned()
+        })
+        .filter(|f| {
+            f.starts_with(&*root.to_string_lossy()) && !f.starts_with(&*store.to_string_lossy())
+        })
+        .map(|f| {
+            f[root.to_string_lossy().len()..]
+                .trim_start_matches('/')
+                .to_string()
+        })
+        .collect();
+    opened.sort();
+    opened.dedup();
+    let allowed = [
+        "",
+        "recipe.cb",
+        "lib.cb",
+        "data.txt",
+        "note.txt",
+        "src",
+        "src/a",
+    ];
+    for f in &opened {
+        assert!(
+            allowed.contains(&f.as_str()),
+            "evaluation opened {f:?}; all: {opened:?}"
+        );
+    }
+    assert!(opened.contains(&"recipe.cb".to_string()), "{opened:?}");
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .ok_or(())
+}
