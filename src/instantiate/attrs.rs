@@ -244,13 +244,7 @@ pub(super) fn derivation(
         host_inputs,
         fixed,
     };
-    inst.finish(
-        drv,
-        meta,
-        run_inputs,
-        meta_value,
-        Value::Record(std::rc::Rc::new(attrs.clone())),
-    )
+    inst.finish(drv, meta, run_inputs, meta_value, Value::Null)
 }
 
 impl Inputs {

@@ -321,6 +321,8 @@ impl Db {
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (object) DO UPDATE \
                  SET meta = excluded.meta, run_inputs = excluded.run_inputs",
             )?;
+            // Ids of the objects of this batch: references mostly point at them.
+            let mut ids: HashMap<&str, i64> = HashMap::with_capacity(objects.len());
             for o in objects {
                 let fresh = insert.execute(params![
                     o.path,
@@ -330,13 +332,21 @@ impl Db {
                     o.deriver,
                     now
                 ])?;
-                let id: i64 = id_of.query_row([&o.path], |r| r.get(0))?;
+                let id: i64 = if fresh == 1 {
+                    tx.last_insert_rowid()
+                } else {
+                    id_of.query_row([&o.path], |r| r.get(0))?
+                };
+                ids.insert(&o.path, id);
                 if fresh == 1 {
                     for r in &o.references {
-                        let Some(rid) = id_of
-                            .query_row([r], |row| row.get::<_, i64>(0))
-                            .optional()?
-                        else {
+                        let known = match ids.get(r.as_str()) {
+                            Some(&rid) => Some(rid),
+                            None => id_of
+                                .query_row([r], |row| row.get::<_, i64>(0))
+                                .optional()?,
+                        };
+                        let Some(rid) = known else {
                             missing = Some((o.path.clone(), r.clone()));
                             // Rolls the whole transaction back.
                             return Err(rusqlite::Error::QueryReturnedNoRows);
