@@ -26,6 +26,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs, out: &mut Output) -> Result<(), 
     }
     let file = args.file.unwrap_or_else(|| PathBuf::from("recipe.cb"));
     let shown = file.display().to_string();
+    let started = std::time::Instant::now();
     let mut ev = Evaluator::new(&mut host, cwd)?;
     let root = ev.eval_file(&file)?;
     let selected = targets::select(&mut ev, &root, &args.attrs, &shown)?;
@@ -44,7 +45,16 @@ pub fn run(global: &GlobalArgs, args: EvalArgs, out: &mut Output) -> Result<(), 
         .map(|t| dir.parse(&t.drv.drv_path.text))
         .collect::<Result<Vec<_>, _>>()
         .map_err(crate::store::StoreError::from)?;
+    let evaluated = started.elapsed();
     host.flush(&target_paths)?;
+    if global.verbose > 0 {
+        eprintln!(
+            "evaluated {shown} in {:.1} ms ({} derivations); registered them in {:.1} ms",
+            evaluated.as_secs_f64() * 1e3,
+            host.made_count(),
+            (started.elapsed() - evaluated).as_secs_f64() * 1e3
+        );
+    }
     if global.json {
         let mut items = Vec::new();
         for t in &selected {

@@ -76,6 +76,11 @@ impl<'s> Instantiator<'s> {
         self.by_path.get(path).map(|&k| &self.made[k])
     }
 
+    /// How many distinct derivations this run made.
+    pub fn made_count(&self) -> usize {
+        self.made.len()
+    }
+
     /// Every file evaluation read, besides imported sources.
     pub fn reads(&self) -> &BTreeSet<PathBuf> {
         &self.reads

@@ -137,6 +137,13 @@ impl Db {
 
     fn configure(&mut self) -> rusqlite::Result<()> {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Closing would otherwise copy the whole write-ahead log into the
+        // database and sync it, for every short-lived cbuild process; the log
+        // is durable as it is and is checkpointed once it passes 64 MiB.
+        self.conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         // Reading the schema version first makes a file that is not a
         // database fail here, with a clear error, rather than later.
         let _: i64 = self
@@ -149,7 +156,7 @@ impl Db {
             return Err(rusqlite::Error::InvalidQuery);
         }
         self.conn.execute_batch(
-            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384;",
         )?;
         Ok(())
     }
