@@ -16,13 +16,16 @@ pub fn run(global: &GlobalArgs, cmd: StoreCommand, out: &mut Output) -> Result<(
                     .map(|d| d.join(&path))
                     .unwrap_or(path.clone()),
             );
-            let is_dir = std::fs::metadata(&abs).map(|m| m.is_dir()).unwrap_or(false);
+            let is_dir = std::fs::symlink_metadata(&abs)
+                .map(|m| m.is_dir())
+                .unwrap_or(false);
             let name = name.unwrap_or_else(|| {
                 if is_dir {
                     "source".into()
                 } else {
-                    abs.file_name()
-                        .map_or("source".into(), |n| n.to_string_lossy().into_owned())
+                    abs.file_name().map_or("source".into(), |n| {
+                        crate::instantiate::sanitize_name(&n.to_string_lossy())
+                    })
                 }
             });
             let p = store.import(&abs, &name, &crate::store::import::Filter::default())?;

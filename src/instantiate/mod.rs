@@ -124,7 +124,10 @@ impl<'s> Instantiator<'s> {
         let sp = match self.imports.get(&key) {
             Some(sp) => sp.clone(),
             None => {
-                let is_dir = std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false);
+                // Not following a symlink: it is stored as a symlink.
+                let is_dir = std::fs::symlink_metadata(path)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false);
                 // Named by content and the recipe's text only: a directory's
                 // own name depends on where the checkout is.
                 let name = if is_dir {
@@ -308,7 +311,7 @@ fn store_error(e: &StoreError, what: &str) -> HostError {
 }
 
 /// Replaces characters a store name may not hold.
-fn sanitize_name(s: &str) -> String {
+pub fn sanitize_name(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| {

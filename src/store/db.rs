@@ -153,7 +153,12 @@ impl Db {
             .conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if mode != "wal" {
-            return Err(rusqlite::Error::InvalidQuery);
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!(
+                    "write-ahead logging is not available (journal mode is {mode})"
+                )),
+            ));
         }
         self.conn.execute_batch(
             "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384;",
@@ -184,38 +189,30 @@ impl Db {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| StoreError::Db {
-                path: self.path.clone(),
-                source: e,
-            })?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|source| StoreError::Db {
-                path: self.path.clone(),
-                source,
-            })?;
-        let version = version as usize;
-        if version > MIGRATIONS.len() {
-            return Err(StoreError::NewerSchema {
-                path: self.path.clone(),
-                found: version,
+        // Reading the version takes no write lock: a store that is up to
+        // date never waits for a writer here.
+        if self.schema_version()? == MIGRATIONS.len() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        self.write(|tx| {
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let version = version as usize;
+            if version > MIGRATIONS.len() {
+                return Ok(Some(version));
+            }
+            for (k, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+                tx.execute_batch(sql)?;
+                tx.execute_batch(&format!("PRAGMA user_version = {}", k + 1))?;
+            }
+            Ok(None)
+        })?
+        .map_or(Ok(()), |found| {
+            Err(StoreError::NewerSchema {
+                path,
+                found,
                 known: MIGRATIONS.len(),
-            });
-        }
-        for (k, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            tx.execute_batch(sql)
-                .and_then(|()| tx.execute_batch(&format!("PRAGMA user_version = {}", k + 1)))
-                .map_err(|source| StoreError::Db {
-                    path: self.path.clone(),
-                    source,
-                })?;
-        }
-        tx.commit().map_err(|source| StoreError::Db {
-            path: self.path.clone(),
-            source,
+            })
         })
     }
 

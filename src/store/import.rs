@@ -62,7 +62,11 @@ impl Store {
             w
         };
         // Digests: from the cache when the stat data is unchanged.
-        let prefix = format!("{}/", src.display());
+        let prefix = if walk.root_is_dir {
+            format!("{}/", src.display())
+        } else {
+            src.display().to_string()
+        };
         let cache = self.db.file_cache(&prefix).unwrap_or_default();
         let stats: Vec<Option<FileStat>> = walk
             .files
@@ -118,21 +122,28 @@ impl Store {
         references: Vec<String>,
         deriver: Option<String>,
     ) -> Result<(), StoreError> {
-        sync_fs(tmp)?;
+        // Flush through the scratch directory: `tmp` itself may be a
+        // symlink to anything.
+        sync_fs(self.scratch_dir())?;
         let dest = self.real_path(path);
+        let discard = |p: &Path| {
+            make_writable_recursive(p);
+            let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
+        };
+        let _lock = super::lock_object(self.root(), path)?;
         if self.is_valid(path)? {
-            // Another process won the race: its object is the same content.
-            make_writable_recursive(tmp);
-            let _ = std::fs::remove_dir_all(tmp).or_else(|_| std::fs::remove_file(tmp));
+            // Another process got there first: its object has the same content.
+            discard(tmp);
             return Ok(());
         }
         if std::fs::symlink_metadata(&dest).is_ok() {
-            // An unregistered leftover of an interrupted import.
-            make_writable_recursive(&dest);
-            let _ = std::fs::remove_dir_all(&dest).or_else(|_| std::fs::remove_file(&dest));
+            // An unregistered leftover of an interrupted import (nobody else
+            // can be registering it: we hold its lock).
+            discard(&dest);
         }
-        std::fs::rename(tmp, &dest).map_err(|source| StoreError::Write {
-            path: dest.clone(),
+        std::fs::rename(tmp, &dest).map_err(|source| StoreError::Rename {
+            from: tmp.to_path_buf(),
+            to: dest.clone(),
             source,
         })?;
         sync_dir(self.dir().as_str().as_ref())?;
@@ -152,30 +163,33 @@ impl Store {
 }
 
 fn stat_of(m: &std::fs::Metadata) -> FileStat {
+    // Saturating: a file dated after 2262 must not overflow.
+    let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
     FileStat {
         dev: m.dev(),
         ino: m.ino(),
         size: m.size(),
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+        ctime_ns: ns(m.ctime(), m.ctime_nsec()),
         mode: m.mode(),
     }
 }
 
 /// Walks `root` applying the filter; entries come out in sorted order.
 fn walk_filtered(root: &Path, filter: &Filter) -> Result<Walk, StoreError> {
-    let mut overrides = ignore::overrides::OverrideBuilder::new(root);
+    // `exclude` is gitignore syntax, `!` negations included.
+    let mut excludes = ignore::gitignore::GitignoreBuilder::new(root);
     for pat in &filter.exclude {
-        overrides
-            .add(&format!("!{pat}"))
-            .map_err(|e| StoreError::Read {
-                path: root.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
+        excludes
+            .add_line(None, pat)
+            .map_err(|e| StoreError::BadPattern {
+                pattern: pat.clone(),
+                reason: e.to_string(),
             })?;
     }
-    let overrides = overrides.build().map_err(|e| StoreError::Read {
-        path: root.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+    let excludes = excludes.build().map_err(|e| StoreError::BadPattern {
+        pattern: filter.exclude.join(" "),
+        reason: e.to_string(),
     })?;
     let mut builder = ignore::WalkBuilder::new(root);
     builder
@@ -184,10 +198,17 @@ fn walk_filtered(root: &Path, filter: &Filter) -> Result<Walk, StoreError> {
         .parents(false)
         .git_ignore(filter.gitignore)
         .require_git(false)
-        .overrides(overrides)
         .follow_links(false)
         .sort_by_file_name(|a, b| a.cmp(b))
-        .filter_entry(|e| e.file_name() != ".git");
+        .filter_entry(move |e| {
+            e.file_name() != ".git"
+                && !excludes
+                    .matched_path_or_any_parents(
+                        e.path(),
+                        e.file_type().is_some_and(|t| t.is_dir()),
+                    )
+                    .is_ignore()
+        });
     let mut walk = Walk {
         root_is_dir: true,
         ..Walk::default()
@@ -240,6 +261,13 @@ fn copy_tree(walk: &Walk, dest: &Path, stats: &[Option<FileStat>]) -> Result<(),
             .open(to)
             .map_err(write_err(to))?;
         std::io::copy(&mut from, &mut out).map_err(write_err(to))?;
+        // The mode given at creation is masked by the umask; the store's is not.
+        out.set_permissions(std::fs::Permissions::from_mode(if f.executable {
+            0o555
+        } else {
+            0o444
+        }))
+        .map_err(write_err(to))?;
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(super::STORE_MTIME as u64);
         out.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
             .map_err(write_err(to))?;

@@ -109,6 +109,31 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// The store root is not valid UTF-8 (store paths are strings).
+    #[error("the store root {path} is not valid UTF-8; choose another directory")]
+    NotUtf8 {
+        /// The root.
+        path: PathBuf,
+    },
+    /// An `exclude` pattern is not valid gitignore syntax.
+    #[error("invalid exclude pattern `{pattern}`: {reason}")]
+    BadPattern {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Renaming a finished object into the store failed.
+    #[error("cannot move {from} to {to}")]
+    Rename {
+        /// The scratch path.
+        from: PathBuf,
+        /// The store path.
+        to: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A path to import does not exist.
     #[error("{path} does not exist")]
     NoSuchPath {
@@ -188,9 +213,12 @@ impl Store {
                 return Err(StoreError::NotADirectory { path: p });
             }
         }
-        let db = Db::open(&root.join("db.sqlite"))?;
         let store_dir = root.join("store");
-        let dir = StoreDir::new(store_dir.to_string_lossy().into_owned());
+        let Some(store_str) = store_dir.to_str() else {
+            return Err(StoreError::NotUtf8 { path: root });
+        };
+        let dir = StoreDir::new(store_str.to_string());
+        let db = Db::open(&root.join("db.sqlite"))?;
         clean_stale_scratch(&root.join("tmp"));
         let (scratch, lock) = make_scratch(&root.join("tmp"))?;
         Ok(Store {
@@ -228,6 +256,11 @@ impl Store {
         PathBuf::from(self.dir.path_of(p))
     }
 
+    /// This process's scratch directory.
+    pub fn scratch_dir(&self) -> &Path {
+        &self.scratch
+    }
+
     /// A fresh path under this process's scratch directory.
     pub fn scratch_path(&self, hint: &str) -> PathBuf {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
@@ -254,10 +287,13 @@ impl Store {
     /// Reads and parses a registered `.drv`.
     pub fn read_derivation(&self, p: &StorePath) -> Result<Derivation, StoreError> {
         let path = self.real_path(p);
-        let bytes = std::fs::read(&path).map_err(|source| StoreError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes =
+            self.db
+                .derivation_content(&p.base_name())?
+                .ok_or_else(|| StoreError::NotValid {
+                    path: path.to_string_lossy().into_owned(),
+                    store: self.dir.as_str().into(),
+                })?;
         crate::derivation::canonical::parse(&bytes)
             .map_err(|source| StoreError::CorruptDrv { path, source })
     }
@@ -335,8 +371,9 @@ impl Store {
                 path: tmp.clone(),
                 source,
             })?;
-        std::fs::rename(&tmp, &dest).map_err(|source| StoreError::Write {
-            path: dest.clone(),
+        std::fs::rename(&tmp, &dest).map_err(|source| StoreError::Rename {
+            from: tmp.clone(),
+            to: dest.clone(),
             source,
         })?;
         Ok(dest)
@@ -473,52 +510,96 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     })
 }
 
-/// Creates this process's scratch directory, locked for its lifetime.
+/// Creates this process's scratch directory, locked for its lifetime. The
+/// lock file comes first (created exclusively, locked, and checked to still
+/// be the file at its path), the directory second, so a cleaner never sees a
+/// live directory without a held lock.
 fn make_scratch(tmp: &Path) -> Result<(PathBuf, File), StoreError> {
+    use std::os::unix::fs::MetadataExt;
     let mut n = 0u32;
     loop {
         let dir = tmp.join(format!("{}-{n}", std::process::id()));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {
-                let lock_path = dir.with_extension("lock");
-                let lock = File::create(&lock_path).map_err(|source| StoreError::Create {
-                    path: lock_path.clone(),
-                    source,
-                })?;
-                lock.lock().map_err(|source| StoreError::Create {
+        let lock_path = dir.with_extension("lock");
+        let create_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Create { path, source }
+        };
+        let lock = match File::options()
+            .write(true)
+            .create_new(true)
+            .open(&lock_path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => {
+                n += 1;
+                continue;
+            }
+            Err(source) => {
+                return Err(StoreError::Create {
                     path: lock_path,
                     source,
-                })?;
-                return Ok((dir, lock));
+                });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
-            Err(source) => return Err(StoreError::Create { path: dir, source }),
+        };
+        lock.lock().map_err(create_err(&lock_path))?;
+        // A cleaner may have taken the file between its creation and our lock.
+        let ours = lock.metadata().map_err(create_err(&lock_path))?;
+        match std::fs::metadata(&lock_path) {
+            Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => {}
+            _ => continue,
         }
+        std::fs::create_dir(&dir).map_err(create_err(&dir))?;
+        return Ok((dir, lock));
     }
 }
 
-/// Removes scratch directories whose process is gone (their lock is free).
+/// Removes scratch directories whose process is gone: their lock file can be
+/// locked. The lock is held while they are deleted.
 fn clean_stale_scratch(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return;
     };
     for e in entries.flatten() {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "lock") {
+        let lock_path = e.path();
+        if lock_path.extension().is_none_or(|x| x != "lock") {
+            // A directory is made after its lock file and removed before it,
+            // so one without a lock file is a crash's leftover.
+            if !lock_path.with_extension("lock").exists() {
+                make_writable_recursive(&lock_path);
+                let _ = std::fs::remove_dir_all(&lock_path);
+            }
             continue;
         }
-        let lock_path = p.with_extension("lock");
-        let free = File::options()
-            .write(true)
-            .open(&lock_path)
-            .map(|f| f.try_lock().is_ok())
-            .unwrap_or(true);
-        if free {
-            make_writable_recursive(&p);
-            let _ = std::fs::remove_dir_all(&p);
-            let _ = std::fs::remove_file(&lock_path);
+        let Ok(lock) = File::options().write(true).open(&lock_path) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue;
         }
+        let dir = lock_path.with_extension("");
+        make_writable_recursive(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&lock_path);
     }
+}
+
+/// An exclusive lock on `locks/<hash part>.lock`, held while an object is
+/// moved into `store/` and registered, so that two processes never replace
+/// each other's half-registered object.
+pub(crate) fn lock_object(root: &Path, p: &StorePath) -> Result<File, StoreError> {
+    let path = root.join("locks").join(format!("{}.lock", p.hash_part()));
+    let f = File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| StoreError::Create {
+            path: path.clone(),
+            source,
+        })?;
+    f.lock()
+        .map_err(|source| StoreError::Create { path, source })?;
+    Ok(f)
 }
 
 /// Adds the owner write bit everywhere under `p`, so it can be deleted.

@@ -103,7 +103,16 @@ fn stale_scratch_directories_are_removed_by_the_next_process() {
         std::fs::Permissions::from_mode(0o555),
     )
     .unwrap();
+    // And one whose lock file is left behind but free.
+    let stale2 = p.store().join("tmp/999998-0");
+    std::fs::create_dir_all(&stale2).unwrap();
+    std::fs::write(p.store().join("tmp/999998-0.lock"), "").unwrap();
     p.run(&["eval"]).ok();
+    assert!(
+        !stale2.exists(),
+        "the stale locked scratch directory is still there"
+    );
+    assert!(!p.store().join("tmp/999998-0.lock").exists());
     assert!(
         !stale.exists(),
         "the stale scratch directory is still there"
@@ -262,4 +271,179 @@ fn show_derivation_prints_the_stored_derivation() {
     assert_eq!(d["outputs"], serde_json::json!(["out"]));
     assert!(d["host_tools"]["sh"]["blake3"].as_str().unwrap().len() == 64);
     assert!(d["args"][2].as_str().unwrap().contains("-source/a $out"));
+}
+
+#[test]
+fn concurrent_imports_of_one_source_register_one_complete_object() {
+    // Several processes importing the same new tree at once: each must
+    // succeed, and the registered object must be complete.
+    let p = Project::new().file(
+        "recipe.cb",
+        "derivation { name = \"x\", script = \"cat ${source(./big)}/f0\" }",
+    );
+    for k in 0..1500 {
+        std::fs::create_dir_all(p.path().join(format!("big/d{}", k % 30))).unwrap();
+        std::fs::write(
+            p.path().join(format!("big/d{}/f{k}", k % 30)),
+            format!("{k}"),
+        )
+        .unwrap();
+    }
+    std::fs::write(p.path().join("big/f0"), "0").unwrap();
+    for round in 0..4 {
+        let store = p.path().join(format!("store-{round}"));
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(cbuild_bin())
+                    .args(["eval"])
+                    .current_dir(p.path())
+                    .env("CBUILD_STORE", &store)
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(
+                c.wait().unwrap().success(),
+                "round {round}: an import failed"
+            );
+        }
+        let src = std::fs::read_dir(store.join("store"))
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with("-source"))
+            .unwrap()
+            .path();
+        let n = walkdir_count(&src);
+        assert_eq!(n, 1501, "round {round}: the object has {n} files");
+    }
+}
+
+fn walkdir_count(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            n += walkdir_count(&e.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn concurrent_processes_keep_their_scratch_directories() {
+    let p = project();
+    p.run(&["eval"]).ok();
+    for f in 0..8 {
+        std::fs::write(p.path().join(format!("file{f}")), format!("{f}")).unwrap();
+    }
+    for round in 0..5 {
+        let children: Vec<_> = (0..8)
+            .map(|f| {
+                Command::new(cbuild_bin())
+                    .args(["store", "add", &format!("file{f}")])
+                    .current_dir(p.path())
+                    .env("CBUILD_STORE", p.store())
+                    .output()
+            })
+            .collect();
+        for c in children {
+            let out = c.unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn non_target_derivations_are_shown_from_the_database() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let a = derivation { name = "a", builder = "/bin/true" } in
+           derivation { name = "b", builder = "/bin/true", args = ["${a}"] }"#,
+    );
+    let b = p.run(&["eval"]).ok().stdout();
+    let v: serde_json::Value =
+        serde_json::from_str(&p.run(&["show-derivation", b.trim()]).ok().stdout()).unwrap();
+    let a = v[b.trim()]["input_drvs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    assert!(
+        !std::path::Path::new(&a).exists(),
+        "only printed targets get a file"
+    );
+    let shown = p.run(&["show-derivation", &a]).ok().stdout();
+    assert!(shown.contains("\"name\": \"a\""), "{shown}");
+}
+
+#[test]
+fn symlinks_import_as_symlinks_and_files_get_store_modes_whatever_the_umask() {
+    use std::os::unix::fs::MetadataExt;
+    let p = Project::new().file("real", "r").file("dir/x", "x");
+    std::os::unix::fs::symlink("real", p.path().join("lnk")).unwrap();
+    std::os::unix::fs::symlink("dir", p.path().join("dirlink")).unwrap();
+    for (what, name) in [("lnk", "-lnk"), ("dirlink", "-dirlink")] {
+        let out = p.run(&["store", "add", what]).ok().stdout();
+        assert!(out.trim().ends_with(name), "{what}: {out}");
+        assert!(
+            std::fs::symlink_metadata(out.trim())
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 077 && {} store add dir",
+            cbuild_bin().display()
+        ))
+        .current_dir(p.path())
+        .env("CBUILD_STORE", p.store())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let obj = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        std::fs::metadata(format!("{obj}/x")).unwrap().mode() & 0o777,
+        0o444
+    );
+}
+
+#[test]
+fn exclude_patterns_follow_gitignore_syntax() {
+    let p = Project::new()
+        .file("s/a.o", "a")
+        .file("s/sub/b.o", "b")
+        .file("s/keep.c", "c")
+        .file(
+            "recipe.cb",
+            r#"derivation { name = "x", script = "cat ${source(./s, exclude = ["*.o", "!sub/b.o"])}/keep.c" }"#,
+        );
+    let drv = p.run(&["eval"]).ok().stdout();
+    let v: serde_json::Value =
+        serde_json::from_str(&p.run(&["show-derivation", drv.trim()]).ok().stdout()).unwrap();
+    let src = v[drv.trim()]["input_sources"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!std::path::Path::new(&format!("{src}/a.o")).exists());
+    assert!(
+        std::path::Path::new(&format!("{src}/sub/b.o")).exists(),
+        "the negation was ignored"
+    );
+    assert!(std::path::Path::new(&format!("{src}/keep.c")).exists());
 }
