@@ -6,8 +6,8 @@
 //! `store-format.md` ("Tree digest"), and `encode_entry` is the only code
 //! that writes it.
 //!
-//! Files hash in parallel (rayon), large files with BLAKE3's own threads
-//! over a memory map.
+//! Files hash in parallel (rayon), each read once with BLAKE3's SIMD
+//! implementation.
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
@@ -17,10 +17,6 @@ use rayon::prelude::*;
 
 use super::StoreError;
 use crate::derivation::{FileDigest, TreeDigest};
-
-/// Files at least this large are hashed over a memory map with BLAKE3's
-/// multi-threaded tree mode.
-const MMAP_THRESHOLD: u64 = 1 << 20;
 
 /// Domain separation for directory digests.
 pub const DIR_DOMAIN: &[u8] = b"cbuild-dir-v1\0";
@@ -106,21 +102,19 @@ pub fn encode_entry(buf: &mut Vec<u8>, name: &[u8], (kind, digest): (u8, [u8; 32
     buf.extend_from_slice(&digest);
 }
 
-/// BLAKE3 of a file's content, and its length.
+/// BLAKE3 of a file's content, and its length. Files are read, never
+/// memory-mapped: a file truncated while it is hashed must give an error, not
+/// a SIGBUS.
 pub fn hash_file(path: &Path) -> Result<(FileDigest, u64), StoreError> {
     let read_err = |source| StoreError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
+    let file = std::fs::File::open(path).map_err(read_err)?;
     let mut h = blake3::Hasher::new();
-    if meta.len() >= MMAP_THRESHOLD {
-        h.update_mmap_rayon(path).map_err(read_err)?;
-    } else {
-        let bytes = std::fs::read(path).map_err(read_err)?;
-        h.update(&bytes);
-    }
-    Ok((FileDigest(*h.finalize().as_bytes()), meta.len()))
+    h.update_reader(&file).map_err(read_err)?;
+    let len = h.count();
+    Ok((FileDigest(*h.finalize().as_bytes()), len))
 }
 
 /// A file found while walking a tree, before it is hashed.
