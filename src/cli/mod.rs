@@ -20,6 +20,10 @@ use error::CliError;
 
 /// Parses the command line, runs the command and returns the exit code.
 pub fn main() -> ExitCode {
+    // The sandbox helper must run before anything starts a thread.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "__sandbox") {
+        crate::build::sandbox::linux::helper_main();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -4,5 +4,6 @@ mod cli;
 mod examples;
 mod format;
 mod hashing;
+mod sandbox;
 mod store;
 mod support;

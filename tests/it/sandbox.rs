@@ -1,0 +1,158 @@
+//! The build sandbox, run for real: what a build can and cannot reach.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+
+use cbuild::build::sandbox::linux::run;
+use cbuild::build::sandbox::{Bind, SandboxSpec};
+
+use crate::support::cbuild_bin;
+
+/// Runs `script` with the host's `/usr`, `/bin`, `/lib*` read-only, plus
+/// `binds`; returns (exit code, log, build dir).
+fn sandboxed(script: &str, binds: Vec<Bind>) -> (i32, String, tempfile::TempDir) {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let build = tempfile::tempdir().unwrap();
+    std::fs::create_dir(&root).unwrap();
+    let mut all = Vec::new();
+    for d in [
+        "/usr",
+        "/bin",
+        "/lib",
+        "/lib64",
+        "/lib32",
+        "/etc/alternatives",
+    ] {
+        if Path::new(d).exists() {
+            all.push(Bind {
+                source: d.into(),
+                target: d.into(),
+                writable: false,
+            });
+        }
+    }
+    all.extend(binds);
+    let spec = SandboxSpec {
+        root: root.to_string_lossy().into(),
+        binds: all,
+        build_dir: build.path().to_string_lossy().into(),
+        program: "/bin/sh".into(),
+        args: vec!["-eu".into(), "-c".into(), script.into()],
+        env: vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("HOME".into(), "/homeless-shelter".into()),
+        ],
+        network: false,
+    };
+    let log_path = work.path().join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let status = run(&cbuild_bin(), &spec, log).unwrap();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    (status.code().unwrap_or(-1), text, build)
+}
+
+#[test]
+fn a_build_runs_as_the_build_user_in_its_own_world() {
+    let (code, log, build) = sandboxed(
+        "id -u; id -g; hostname; pwd; echo made > /build/out; ls /; cat /etc/passwd | head -2; echo $$",
+        Vec::new(),
+    );
+    assert_eq!(code, 0, "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(&lines[..4], ["1000", "100", "localhost", "/build"], "{log}");
+    assert_eq!(
+        std::fs::read_to_string(build.path().join("out")).unwrap(),
+        "made\n"
+    );
+    assert!(
+        !log.contains("root\n") || log.contains("root:x:0:0"),
+        "{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l == "home"),
+        "the host's /home is visible: {log}"
+    );
+    assert_eq!(
+        lines.last().unwrap().trim(),
+        "1",
+        "the builder is not pid 1: {log}"
+    );
+}
+
+#[test]
+fn the_host_network_is_out_of_reach_but_loopback_works() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "python3 -c '
+import socket
+try:
+    socket.create_connection((\"127.0.0.1\", {port}), timeout=2)
+    print(\"CONNECTED\")
+except OSError as e:
+    print(\"refused\", e)
+s = socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(1)
+c = socket.create_connection(s.getsockname(), timeout=2)
+print(\"loopback ok\")
+'"
+    );
+    let (code, log, _b) = sandboxed(&script, Vec::new());
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("refused") && !log.contains("CONNECTED"),
+        "{log}"
+    );
+    assert!(log.contains("loopback ok"), "{log}");
+    let mut buf = [0u8; 1];
+    match listener.accept() {
+        Ok((mut s, _)) => panic!("the listener heard something: {:?}", s.read(&mut buf)),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    }
+}
+
+#[test]
+fn host_tmp_home_and_undeclared_paths_are_invisible_and_inputs_read_only() {
+    let secret = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+    std::fs::write(secret.path(), "secret").unwrap();
+    let input = tempfile::tempdir().unwrap();
+    std::fs::write(input.path().join("data"), "input").unwrap();
+    let script = format!(
+        "cat {} && echo LEAK-TMP || true; ls /root && echo LEAK-HOME || true; \
+         cat /input/data; echo x > /input/data && echo WROTE-INPUT || true; \
+         touch /tmp/private && echo tmp-writable",
+        secret.path().display()
+    );
+    let (code, log, _b) = sandboxed(
+        &script,
+        vec![Bind {
+            source: input.path().to_string_lossy().into(),
+            target: "/input".into(),
+            writable: false,
+        }],
+    );
+    assert_eq!(code, 0, "{log}");
+    for leak in ["LEAK-TMP", "LEAK-HOME", "WROTE-INPUT"] {
+        assert!(!log.contains(leak), "{leak}: {log}");
+    }
+    assert!(
+        log.contains("input") && log.contains("tmp-writable"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(input.path().join("data")).unwrap(),
+        "input"
+    );
+}
+
+#[test]
+fn a_failing_builder_s_status_comes_back() {
+    let (code, log, _b) = sandboxed("echo about to fail; exit 7", Vec::new());
+    assert_eq!(code, 7, "{log}");
+    // The builder is pid 1 of its namespace, which ignores signals it does
+    // not handle; a child killed by a signal shows as 128 + its number.
+    let (code, log, _b) = sandboxed("sh -c 'kill -KILL $$'", Vec::new());
+    assert_eq!(code, 128 + 9, "{log}");
+}
