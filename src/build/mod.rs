@@ -1,5 +1,8 @@
-//! Building derivations. For now: the sandbox that runs one build in fresh
-//! Linux namespaces (issue 3/7 adds the scheduler, output normalisation and
-//! registration on top).
+//! Building derivations. So far: the sandbox that runs one build in fresh
+//! Linux namespaces, output normalisation and reference scanning (issue 3/7
+//! adds hashing modulo self-references, registration, realisations and the
+//! scheduler on top).
 
+pub mod normalise;
+pub mod refscan;
 pub mod sandbox;
