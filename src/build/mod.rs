@@ -3,6 +3,7 @@
 //! adds hashing modulo self-references, registration, realisations and the
 //! scheduler on top).
 
+pub mod ca;
 pub mod normalise;
 pub mod refscan;
 pub mod sandbox;
