@@ -5,5 +5,6 @@
 
 pub mod ca;
 pub mod normalise;
+pub mod realise;
 pub mod refscan;
 pub mod sandbox;

@@ -43,6 +43,9 @@ pub enum CliError {
         /// What it is.
         found: String,
     },
+    /// A build failed.
+    #[error("{0}")]
+    Build(Box<crate::build::realise::BuildError>),
     /// Writing the result to stdout failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] io::Error),
@@ -51,8 +54,17 @@ pub enum CliError {
 impl CliError {
     /// The exit code: 2 when the command could not run, 0 for a closed pipe.
     pub fn exit_code(&self) -> u8 {
+        use crate::build::realise::BuildError;
         match self {
             CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+            CliError::Build(b)
+                if matches!(
+                    **b,
+                    BuildError::Failed { .. } | BuildError::MissingOutput { .. }
+                ) =>
+            {
+                1
+            }
             _ => 2,
         }
     }

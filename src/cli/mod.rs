@@ -6,6 +6,7 @@ pub mod args;
 pub mod attr_path;
 pub mod error;
 pub mod eval;
+pub mod realise;
 pub mod show;
 pub mod store_cmd;
 pub mod targets;
@@ -52,7 +53,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let r = match cli.command {
         Command::Eval(a) => eval::run(&cli.global, a, &mut out),
         Command::ShowDerivation(a) => show::run(&cli.global, a, &mut out),
-        Command::Realise(_) => Err(CliError::NotImplemented("realise")),
+        Command::Realise(a) => realise::run(&cli.global, a, &mut out),
         Command::Log(_) => Err(CliError::NotImplemented("log")),
         Command::Check(_) => Err(CliError::NotImplemented("check")),
         Command::Audit(_) => Err(CliError::NotImplemented("audit")),

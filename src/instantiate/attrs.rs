@@ -265,6 +265,11 @@ impl Inputs {
                         HostError::new(format!("internal error: host tool `{name}` was not pinned"))
                     })?;
                     self.tools.insert(name.to_string(), pin.clone());
+                    // A compiler runs the assembler and linker it was built
+                    // with: they are pinned with it.
+                    for (companion, pin) in inst.tools.companions(name) {
+                        self.tools.insert(companion.clone(), pin.clone());
+                    }
                 }
             }
         }

@@ -15,13 +15,27 @@ use crate::store::tree_hash::hash_file;
 pub(super) struct Tools {
     path: Option<OsString>,
     pinned: HashMap<String, (String, HostTool)>,
+    companions: HashMap<String, Vec<(String, HostTool)>>,
 }
+
+/// Compilers, and the programs they run by name from `PATH`.
+const COMPANIONS: [(&str, &[&str]); 8] = [
+    ("cc", &["as", "ld"]),
+    ("gcc", &["as", "ld"]),
+    ("c++", &["as", "ld"]),
+    ("g++", &["as", "ld"]),
+    ("gfortran", &["as", "ld"]),
+    ("clang", &["as", "ld"]),
+    ("clang++", &["as", "ld"]),
+    ("go", &["as", "ld"]),
+];
 
 impl Tools {
     pub(super) fn new(path: Option<OsString>) -> Tools {
         Tools {
             path,
             pinned: HashMap::new(),
+            companions: HashMap::new(),
         }
     }
 
@@ -61,7 +75,23 @@ impl Tools {
         };
         let entry = (pin.path.clone(), pin);
         self.pinned.insert(name.to_string(), entry.clone());
+        if let Some((_, names)) = COMPANIONS.iter().find(|(n, _)| *n == name) {
+            let mut found = Vec::new();
+            for c in *names {
+                // A companion that is missing is the compiler's problem at
+                // build time, not an evaluation error.
+                if let Ok((_, pin)) = self.pin(c) {
+                    found.push((c.to_string(), pin));
+                }
+            }
+            self.companions.insert(name.to_string(), found);
+        }
         Ok(entry)
+    }
+
+    /// The programs pinned along with `name`.
+    pub(super) fn companions(&self, name: &str) -> &[(String, HostTool)] {
+        self.companions.get(name).map_or(&[], Vec::as_slice)
     }
 
     /// A tool pinned earlier in this run.

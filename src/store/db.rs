@@ -292,6 +292,38 @@ impl Db {
         Ok(out)
     }
 
+    /// The object realising `output` of the derivation (or resolved
+    /// derivation) whose hash is `key`.
+    pub fn realisation(&self, key: &DrvHash, output: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT o.path FROM realisations r JOIN objects o ON o.id = r.object \
+                 WHERE r.key = ?1 AND r.output = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![&key.0[..], output], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records that `output` of `key` is the registered object `path`.
+    pub fn add_realisation(
+        &mut self,
+        key: &DrvHash,
+        output: &str,
+        path: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO realisations (key, output, object) \
+                 SELECT ?1, ?2, id FROM objects WHERE path = ?3",
+                params![&key.0[..], output, path],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// The content of a registered `.drv`.
     pub fn derivation_content(&self, base: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn

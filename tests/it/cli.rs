@@ -218,8 +218,7 @@ fn help_lists_every_command_of_the_contract() {
 fn unimplemented_commands_say_so_and_exit_2() {
     let p = Project::new();
     for args in [
-        &["realise", "recipe.cb", "-A", "hello"][..],
-        &["check", "-A", "x", "--rounds", "2"],
+        &["check", "-A", "x", "--rounds", "2"][..],
         &["audit", "--closure"],
         &["export", "--conda", "-A", "x", "--channel", "ch"],
         &["gc", "--dry-run"],

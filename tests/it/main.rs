@@ -4,6 +4,7 @@ mod cli;
 mod examples;
 mod format;
 mod hashing;
+mod realise;
 mod sandbox;
 mod store;
 mod support;

@@ -153,10 +153,6 @@ fn assemble(spec: &SandboxSpec) -> Result<(), String> {
     )
     .map_err(|e| m(&format!("mount a tmpfs on {}", root.display()), e))?;
     let inside = |p: &str| root.join(p.trim_start_matches('/'));
-    for b in &spec.binds {
-        bind(&b.source, &inside(&b.target), b.writable)?;
-    }
-    bind(&spec.build_dir, &inside("/build"), true)?;
     let proc_dir = inside("/proc");
     mkdir(&proc_dir)?;
     mount(
@@ -217,6 +213,12 @@ fn assemble(spec: &SandboxSpec) -> Result<(), String> {
     ] {
         std::fs::write(etc.join(name), text).map_err(|e| format!("write /etc/{name}: {e}"))?;
     }
+    // Binds last: a store under /tmp (or anywhere) must land on top of the
+    // sandbox's own /tmp, /dev and /etc, not under them.
+    for b in &spec.binds {
+        bind(&b.source, &inside(&b.target), b.writable)?;
+    }
+    bind(&spec.build_dir, &inside("/build"), true)?;
     sethostname("localhost").map_err(|e| m("set the hostname", e))?;
     if !spec.network {
         loopback_up().map_err(|e| format!("bring up loopback: {e}"))?;

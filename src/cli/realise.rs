@@ -1,0 +1,132 @@
+//! `cbuild realise`: build what is missing, print the outputs.
+
+use std::path::PathBuf;
+
+use super::args::{DrvTarget, GlobalArgs, RealiseArgs};
+use super::error::CliError;
+use super::{Output, open_store, show};
+use crate::build::realise::realise;
+
+/// Runs `cbuild realise`.
+pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(), CliError> {
+    let mut store = open_store(global)?;
+    let drv_paths: Vec<String> = if !args.targets.is_empty()
+        && args.attrs.is_empty()
+        && args
+            .targets
+            .iter()
+            .all(|t| t.is_absolute() && t.to_string_lossy().ends_with(".drv"))
+    {
+        args.targets
+            .iter()
+            .map(|t| t.to_string_lossy().into_owned())
+            .collect()
+    } else {
+        show::drv_targets(
+            &mut store,
+            DrvTarget {
+                target: args.targets.first().cloned(),
+                attrs: args.attrs.clone(),
+            },
+        )?
+    };
+    let mut targets = Vec::new();
+    for p in &drv_paths {
+        let (sp, _) = store.parse_valid(p)?;
+        targets.push(sp);
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
+    let outcome = realise(&mut store, &exe, &targets).map_err(|e| CliError::Build(Box::new(e)))?;
+    let dir = store.dir().clone();
+    let mut first_links = Vec::new();
+    for t in &targets {
+        for (k, (_, p)) in outcome.outputs.get(t).into_iter().flatten().enumerate() {
+            if k == 0 {
+                first_links.push(dir.path_of(p));
+            }
+        }
+    }
+    if let Some(link) = &args.out_link {
+        make_links(&store, link, &targets, &outcome)?;
+    }
+    if global.json {
+        let outputs: serde_json::Map<String, serde_json::Value> = targets
+            .iter()
+            .zip(&drv_paths)
+            .map(|(t, shown)| {
+                let m: serde_json::Map<String, serde_json::Value> = outcome
+                    .outputs
+                    .get(t)
+                    .into_iter()
+                    .flatten()
+                    .map(|(o, p)| (o.clone(), dir.path_of(p).into()))
+                    .collect();
+                (shown.clone(), serde_json::Value::Object(m))
+            })
+            .collect();
+        let list = |v: &[crate::derivation::StorePath]| {
+            v.iter().map(|p| dir.path_of(p)).collect::<Vec<_>>()
+        };
+        out.line(
+            &serde_json::to_string_pretty(&serde_json::json!({
+                "outputs": outputs,
+                "built": list(&outcome.built),
+                "cached": list(&outcome.cached),
+                "failed": Vec::<String>::new(),
+            }))
+            .unwrap_or_default(),
+        )
+    } else {
+        for t in &targets {
+            for (_, p) in outcome.outputs.get(t).into_iter().flatten() {
+                out.line(&dir.path_of(p))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `-o LINK`: a symlink to each target's first output (`LINK-<output>` for
+/// the others), each registered as a GC root under `roots/`.
+fn make_links(
+    store: &crate::store::Store,
+    link: &std::path::Path,
+    targets: &[crate::derivation::StorePath],
+    outcome: &crate::build::realise::Outcome,
+) -> Result<(), CliError> {
+    let abs = std::env::current_dir()
+        .map(|d| d.join(link))
+        .unwrap_or(link.to_path_buf());
+    let abs = cbuild_lang::eval::normalize(&abs);
+    let mut k = 0;
+    for t in targets {
+        for (i, (o, p)) in outcome.outputs.get(t).into_iter().flatten().enumerate() {
+            let name = if k == 0 && i == 0 {
+                abs.clone()
+            } else {
+                PathBuf::from(format!("{}-{o}", abs.display()))
+            };
+            k += 1;
+            let _ = std::fs::remove_file(&name);
+            std::os::unix::fs::symlink(store.dir().path_of(p), &name).map_err(|source| {
+                crate::store::StoreError::Write {
+                    path: name.clone(),
+                    source,
+                }
+            })?;
+            let root = store.root().join("roots").join(
+                blake3::hash(name.as_os_str().as_encoded_bytes())
+                    .to_hex()
+                    .to_string(),
+            );
+            let _ = std::fs::remove_file(&root);
+            std::os::unix::fs::symlink(&name, &root).map_err(|source| {
+                crate::store::StoreError::Write {
+                    path: root.clone(),
+                    source,
+                }
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `cbuild realise`, for real: sandboxed builds into the store, reuse, and
+//! early cutoff.
+
+use std::path::Path;
+
+use crate::support::Project;
+
+fn greet() -> Project {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/greet");
+    let mut p = Project::new();
+    for f in ["recipe.cb", "greet.c", "greet.h", "hello.c"] {
+        p = p.file(f, std::fs::read(dir.join(f)).unwrap());
+    }
+    // The test's store lives in the project: keep it out of the source.
+    p.file(".gitignore", ".store/\n")
+}
+
+fn json(p: &Project, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    serde_json::from_str(&p.run(&a).ok().stdout()).unwrap()
+}
+
+#[test]
+fn a_library_and_a_program_linking_it_build_run_and_are_reused() {
+    let p = greet();
+    let first = json(&p, &["realise", "recipe.cb", "-A", "hello"]);
+    assert_eq!(first["built"].as_array().unwrap().len(), 2, "{first}");
+    let out = first["outputs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()["out"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = std::process::Command::new(format!("{out}/bin/hello"))
+        .arg("you")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "hello, you\n");
+    // The output is read-only, with the store mtime.
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(format!("{out}/bin/hello")).unwrap();
+    assert_eq!((m.mode() & 0o777, m.mtime()), (0o555, 1));
+    let again = json(&p, &["realise", "recipe.cb", "-A", "hello"]);
+    assert_eq!(again["built"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["cached"].as_array().unwrap().len(), 2, "{again}");
+}
+
+#[test]
+fn a_comment_upstream_rebuilds_it_and_cuts_off_its_dependents() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let
+             cat = host_tool("cat"),
+             a = derivation { name = "a", script = "echo data > $out # v1" },
+             b = derivation { name = "b", build_inputs = [cat], script = "cat ${a} > $out; echo b >> $out" },
+             c = derivation { name = "c", build_inputs = [cat], script = "cat ${b} > $out" },
+           in c"#,
+    );
+    let first = json(&p, &["realise"]);
+    assert_eq!(first["built"].as_array().unwrap().len(), 3, "{first}");
+    let text = std::fs::read_to_string(p.path().join("recipe.cb")).unwrap();
+    std::fs::write(p.path().join("recipe.cb"), text.replace("# v1", "# v2")).unwrap();
+    let second = json(&p, &["realise"]);
+    let built: Vec<&str> = second["built"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(built.len(), 1, "only `a` runs again: {second}");
+    assert!(built[0].ends_with("-a.drv"), "{second}");
+    assert_eq!(second["cached"].as_array().unwrap().len(), 2, "{second}");
+    // The same bytes came out, so the outputs are the same objects.
+    let out = |v: &serde_json::Value| {
+        v["outputs"].as_object().unwrap().values().next().unwrap()["out"].clone()
+    };
+    assert_eq!(out(&first), out(&second));
+}
+
+#[test]
+fn a_failing_build_exits_1_with_its_log_tail_and_leaves_nothing() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"derivation { name = "bad", script = "echo compiling; echo 'error: it broke' >&2; exit 3" }"#,
+    );
+    let r = p.run(&["realise"]).fails_with(1);
+    assert!(r.stderr().contains("error: it broke"), "{}", r.stderr());
+    assert!(r.stderr().contains("exit code 3"), "{}", r.stderr());
+    let outputs = std::fs::read_dir(p.store().join("store"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".drv"))
+        .count();
+    assert_eq!(outputs, 0, "a failed build left something in the store");
+}
