@@ -100,6 +100,9 @@ pub fn realise(
         }
         let resolved = resolve(store, d, &drvs, &out.outputs)?;
         let rhash = resolved.drv_hash();
+        // One builder per derivation across processes: whoever holds the
+        // lock builds, the others find it realised when they get it.
+        let _lock = crate::store::lock_object(store.root(), &p)?;
         let paths = match realised(store, &rhash, &resolved)? {
             Some(paths) => {
                 out.cached.push(p.clone());
@@ -407,11 +410,13 @@ fn build_in(
         source,
     })?;
     let status = run(exe, &spec, log)?;
+    let log_tail = tail(&log_path, 25);
+    compress_log(&log_path)?;
     if !status.success() {
         return Err(BuildError::Failed {
             drv: shown,
             code: status.code().unwrap_or(-1),
-            tail: tail(&log_path, 25),
+            tail: log_tail,
         });
     }
     // Each output: normalised, hashed modulo self-references, rewritten to
@@ -461,6 +466,35 @@ fn build_in(
         outputs.push((o.clone(), final_path));
     }
     Ok(outputs)
+}
+
+/// Replaces `logs/<drv>.log` by `logs/<drv>.log.zst`.
+fn compress_log(plain: &Path) -> Result<(), BuildError> {
+    let zst = plain.with_extension("log.zst");
+    let err = |source| StoreError::Write {
+        path: zst.clone(),
+        source,
+    };
+    let input = std::fs::File::open(plain).map_err(err)?;
+    let output = std::fs::File::create(&zst).map_err(err)?;
+    zstd::stream::copy_encode(input, output, 3).map_err(err)?;
+    std::fs::remove_file(plain).map_err(err)?;
+    Ok(())
+}
+
+/// The stored log of the last build of `drv`, if there is one.
+pub fn read_log(store: &Store, drv: &StorePath) -> Result<Option<Vec<u8>>, StoreError> {
+    let path = store
+        .root()
+        .join("logs")
+        .join(format!("{}.log.zst", drv.base_name()));
+    match std::fs::File::open(&path) {
+        Ok(f) => zstd::stream::decode_all(f)
+            .map(Some)
+            .map_err(|source| StoreError::Read { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Read { path, source }),
+    }
 }
 
 /// The last `n` lines of a log.

@@ -43,6 +43,9 @@ pub enum CliError {
         /// What it is.
         found: String,
     },
+    /// No build log is stored for a derivation.
+    #[error("no build log for {0}: it was never built in this store (it may have been reused)")]
+    NoLog(String),
     /// A build failed.
     #[error("{0}")]
     Build(Box<crate::build::realise::BuildError>),

@@ -54,7 +54,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Eval(a) => eval::run(&cli.global, a, &mut out),
         Command::ShowDerivation(a) => show::run(&cli.global, a, &mut out),
         Command::Realise(a) => realise::run(&cli.global, a, &mut out),
-        Command::Log(_) => Err(CliError::NotImplemented("log")),
+        Command::Log(a) => log_cmd(&cli.global, a, &mut out),
         Command::Check(_) => Err(CliError::NotImplemented("check")),
         Command::Audit(_) => Err(CliError::NotImplemented("audit")),
         Command::Export(_) => Err(CliError::NotImplemented("export")),
@@ -62,6 +62,23 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Store(c) => store_cmd::run(&cli.global, c, &mut out),
     };
     r.and_then(|()| out.flush())
+}
+
+/// `cbuild log`: the stored log of the last build of each target.
+fn log_cmd(
+    global: &args::GlobalArgs,
+    a: args::DrvTarget,
+    out: &mut Output,
+) -> Result<(), CliError> {
+    let mut store = open_store(global)?;
+    for p in show::drv_targets(&mut store, a)? {
+        let (sp, _) = store.parse_valid(&p)?;
+        match crate::build::realise::read_log(&store, &sp)? {
+            Some(bytes) => out.line(String::from_utf8_lossy(&bytes).trim_end_matches('\n'))?,
+            None => return Err(CliError::NoLog(p)),
+        }
+    }
+    Ok(())
 }
 
 /// Opens the store named by `--store`, `CBUILD_STORE` or the default.

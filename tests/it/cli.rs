@@ -223,7 +223,6 @@ fn unimplemented_commands_say_so_and_exit_2() {
         &["export", "--conda", "-A", "x", "--channel", "ch"],
         &["gc", "--dry-run"],
         &["store", "verify"],
-        &["log", "x.drv"],
     ] {
         let r = p.run(args).fails_with(2);
         assert!(

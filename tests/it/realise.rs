@@ -96,4 +96,76 @@ fn a_failing_build_exits_1_with_its_log_tail_and_leaves_nothing() {
         .filter(|e| !e.file_name().to_string_lossy().ends_with(".drv"))
         .count();
     assert_eq!(outputs, 0, "a failed build left something in the store");
+    // The whole log is kept, compressed, and `cbuild log` prints it.
+    let log = p.run(&["log"]).ok().stdout();
+    assert_eq!(log, "compiling\nerror: it broke\n");
+    let logs: Vec<String> = std::fs::read_dir(p.store().join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        logs.len() == 1 && logs[0].ends_with(".drv.log.zst"),
+        "{logs:?}"
+    );
+    let r = Project::new()
+        .file(
+            "recipe.cb",
+            r#"derivation { name = "never", builder = "/bin/true" }"#,
+        )
+        .run(&["log"])
+        .fails_with(2);
+    assert!(r.stderr().contains("no build log"), "{}", r.stderr());
+}
+
+#[test]
+fn two_processes_on_overlapping_dags_build_each_derivation_once() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let
+             mk = fn(n, deps) => derivation {
+               name = n,
+               script = "sleep 0.2; echo ${n} ${join(" ", deps)} > $out",
+               build_inputs = [host_tool("sleep")],
+             },
+             a = mk("a", []),
+             b = mk("b", [a]),
+             c = mk("c", [a]),
+             d = mk("d", [b, c]),
+           in { left = b, right = d }"#,
+    );
+    let spawn = |attr: &str| {
+        std::process::Command::new(crate::support::cbuild_bin())
+            .args(["realise", "-A", attr, "--json"])
+            .current_dir(p.path())
+            .env("CBUILD_STORE", p.store())
+            .output()
+            .unwrap()
+    };
+    let (one, two) = std::thread::scope(|s| {
+        let x = s.spawn(|| spawn("left"));
+        let y = s.spawn(|| spawn("right"));
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    let mut built = Vec::new();
+    for out in [one, two] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        built.extend(
+            v["built"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string()),
+        );
+    }
+    built.sort();
+    let n = built.len();
+    built.dedup();
+    assert_eq!(n, built.len(), "a derivation was built twice: {built:?}");
+    assert_eq!(n, 4, "{built:?}");
 }
