@@ -351,9 +351,29 @@ fn build_in(
             path.push(format!("{p}/bin"));
         }
     }
-    // Every pinned host tool, under the name it was asked for.
+    // Every pinned host tool, under the name it was asked for. A tool that
+    // lives outside the toolchain layer is bound in by itself (its resolved
+    // file, read-only, at its own path).
+    let layer = [
+        "/usr/",
+        "/bin/",
+        "/lib/",
+        "/lib64/",
+        "/lib32/",
+        "/etc/alternatives/",
+    ];
     for (name, tool) in &d.host_tools {
-        let _ = std::os::unix::fs::symlink(&tool.path, path_dir.join(name));
+        let target = if layer.iter().any(|l| tool.path.starts_with(l)) {
+            tool.path.clone()
+        } else {
+            binds.push(Bind {
+                source: tool.resolved.clone(),
+                target: tool.resolved.clone(),
+                writable: false,
+            });
+            tool.resolved.clone()
+        };
+        let _ = std::os::unix::fs::symlink(&target, path_dir.join(name));
     }
     binds.push(Bind {
         source: path_dir.to_string_lossy().into(),

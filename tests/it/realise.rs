@@ -169,3 +169,60 @@ fn two_processes_on_overlapping_dags_build_each_derivation_once() {
     assert_eq!(n, built.len(), "a derivation was built twice: {built:?}");
     assert_eq!(n, 4, "{built:?}");
 }
+
+#[test]
+fn builds_are_hermetic_and_outputs_normalised() {
+    let secret = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+    std::fs::write(secret.path(), "host secret").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let recipe = format!(
+        r##"let
+             cat = host_tool("cat"), chmod = host_tool("chmod"), mkdir = host_tool("mkdir"),
+             bash = host_tool("bash"),
+           in {{
+             undeclared = derivation {{ name = "u", script = "ls / > $out" }},
+             host_tmp = derivation {{ name = "t", build_inputs = [cat], script = "cat {secret} > $out" }},
+             network = derivation {{
+               name = "n", build_inputs = [bash],
+               script = "bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' > $out",
+             }},
+             control = derivation {{
+               name = "ok", build_inputs = [mkdir, chmod],
+               script = ''
+                 mkdir -p $out/bin
+                 echo "#!/bin/sh" > $out/bin/me
+                 echo "echo $out" >> $out/bin/me
+                 chmod 4755 $out/bin/me
+               '',
+             }},
+           }}"##,
+        secret = secret.path().display()
+    );
+    let p = Project::new().file("recipe.cb", recipe);
+    for (attr, expect) in [
+        ("undeclared", "ls: not found"),
+        ("host_tmp", "No such file or directory"),
+        ("network", "Connection refused"),
+    ] {
+        let r = p.run(&["realise", "-A", attr]).fails_with(1);
+        assert!(r.stderr().contains(expect), "{attr}: {}", r.stderr());
+    }
+    assert!(
+        listener.accept().is_err(),
+        "the host listener heard a connection"
+    );
+    let out = p.run(&["realise", "-A", "control"]).ok().stdout();
+    let out = out.trim();
+    use std::os::unix::fs::MetadataExt;
+    let me = format!("{out}/bin/me");
+    assert_eq!(
+        std::fs::metadata(&me).unwrap().mode() & 0o7777,
+        0o555,
+        "setuid must be stripped"
+    );
+    // The script wrote its scratch $out; the output names its final path.
+    let text = std::fs::read_to_string(&me).unwrap();
+    assert!(text.contains(&format!("echo {out}\n")), "{text}");
+}
