@@ -42,13 +42,9 @@ pub fn normalise(root: &Path) -> Result<(), NormaliseError> {
         .contents_first(true)
         .into_iter()
         .collect::<Result<_, _>>()
-        .map_err(|e| NormaliseError::Io {
-            path: e
-                .path()
-                .map_or_else(|| root.to_path_buf(), Path::to_path_buf),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("walk failed")),
+        .map_err(|e| {
+            let (path, source) = crate::store::walk_error(root, e);
+            NormaliseError::Io { path, source }
         })?;
     for e in entries.iter().filter(|e| e.file_type().is_dir()) {
         std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755))
@@ -101,19 +97,9 @@ fn break_link(path: &Path) -> Result<(), NormaliseError> {
 }
 
 fn set_store_mtime(path: &Path) -> Result<(), NormaliseError> {
-    use nix::sys::stat::{UtimensatFlags, utimensat};
-    use nix::sys::time::TimeSpec;
-    let t = TimeSpec::new(crate::store::STORE_MTIME, 0);
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &t,
-        &t,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(|e| NormaliseError::Io {
+    crate::store::set_store_mtime(path).map_err(|source| NormaliseError::Io {
         path: path.to_path_buf(),
-        source: e.into(),
+        source,
     })
 }
 

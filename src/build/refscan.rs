@@ -32,13 +32,9 @@ pub fn scan(root: &Path, hash_parts: &[String]) -> Result<BTreeSet<usize>, ScanE
         .follow_links(false)
         .into_iter()
         .collect::<Result<_, _>>()
-        .map_err(|e| ScanError {
-            path: e
-                .path()
-                .map_or_else(|| root.to_path_buf(), Path::to_path_buf),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("walk failed")),
+        .map_err(|e| {
+            let (path, source) = crate::store::walk_error(root, e);
+            ScanError { path, source }
         })?;
     let found = entries
         .par_iter()

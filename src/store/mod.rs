@@ -469,6 +469,14 @@ pub const STORE_MTIME: i64 = 1;
 
 /// Sets the fixed store mtime without following a symlink.
 pub(crate) fn set_mtime(path: &Path) -> Result<(), StoreError> {
+    set_store_mtime(path).map_err(|source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Gives `path` (not following a symlink) the store's mtime.
+pub fn set_store_mtime(path: &Path) -> std::io::Result<()> {
     use nix::sys::stat::{UtimensatFlags, utimensat};
     use nix::sys::time::TimeSpec;
     let t = TimeSpec::new(STORE_MTIME, 0);
@@ -479,10 +487,19 @@ pub(crate) fn set_mtime(path: &Path) -> Result<(), StoreError> {
         &t,
         UtimensatFlags::NoFollowSymlink,
     )
-    .map_err(|e| StoreError::Write {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })
+    .map_err(Into::into)
+}
+
+/// A walkdir error as the path it concerns and an IO error.
+pub fn walk_error(root: &Path, e: walkdir::Error) -> (PathBuf, std::io::Error) {
+    let path = e
+        .path()
+        .map_or_else(|| root.to_path_buf(), Path::to_path_buf);
+    (
+        path,
+        e.into_io_error()
+            .unwrap_or_else(|| std::io::Error::other("walk failed")),
+    )
 }
 
 /// Flushes the file system holding `path` to disk (one `syncfs` for a whole

@@ -226,13 +226,9 @@ pub fn walk_object(root: &Path) -> Result<Walk, StoreError> {
     }
     walk.root_is_dir = true;
     for entry in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
-        let entry = entry.map_err(|e| StoreError::Read {
-            path: e
-                .path()
-                .map_or_else(|| root.to_path_buf(), Path::to_path_buf),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("walk failed")),
+        let entry = entry.map_err(|e| {
+            let (path, source) = super::walk_error(root, e);
+            StoreError::Read { path, source }
         })?;
         let rel = relative(root, entry.path());
         let meta = entry.metadata().map_err(|e| StoreError::Read {
