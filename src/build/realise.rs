@@ -20,6 +20,7 @@ use crate::build::ca;
 use crate::build::normalise::{NormaliseError, normalise};
 use crate::build::refscan::{ScanError, scan};
 use crate::build::sandbox::linux::{SandboxError, run};
+use crate::build::sandbox::spec::{host_toolchain_binds, in_host_toolchain};
 use crate::build::sandbox::{Bind, SandboxSpec};
 use crate::derivation::{Derivation, DrvHash, ObjectKind, StorePath, base32, placeholder};
 use crate::store::{Store, StoreError, make_writable_recursive};
@@ -85,14 +86,14 @@ pub fn realise(
 ) -> Result<Outcome, BuildError> {
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
-    let mut drvs: HashMap<StorePath, Derivation> = HashMap::new();
+    let mut drvs: HashMap<StorePath, (Derivation, DrvHash)> = HashMap::new();
     for t in targets {
         visit(store, t, &mut seen, &mut order, &mut drvs)?;
     }
     let mut out = Outcome::default();
     for p in order {
-        let d = &drvs[&p];
-        let hash = d.drv_hash();
+        let (d, hash) = &drvs[&p];
+        let hash = *hash;
         if let Some(paths) = realised(store, &hash, d)? {
             out.outputs.insert(p.clone(), paths);
             out.cached.push(p);
@@ -131,7 +132,7 @@ fn visit(
     p: &StorePath,
     seen: &mut BTreeSet<StorePath>,
     order: &mut Vec<StorePath>,
-    drvs: &mut HashMap<StorePath, Derivation>,
+    drvs: &mut HashMap<StorePath, (Derivation, DrvHash)>,
 ) -> Result<(), BuildError> {
     if !seen.insert(p.clone()) {
         return Ok(());
@@ -140,7 +141,8 @@ fn visit(
     for input in d.input_drvs.keys() {
         visit(store, input, seen, order, drvs)?;
     }
-    drvs.insert(p.clone(), d);
+    let hash = d.drv_hash();
+    drvs.insert(p.clone(), (d, hash));
     order.push(p.clone());
     Ok(())
 }
@@ -168,13 +170,13 @@ fn realised(
 fn resolve(
     store: &Store,
     d: &Derivation,
-    drvs: &HashMap<StorePath, Derivation>,
+    drvs: &HashMap<StorePath, (Derivation, DrvHash)>,
     outputs: &BTreeMap<StorePath, Vec<(String, StorePath)>>,
 ) -> Result<Derivation, BuildError> {
     let mut subst: Vec<(String, String)> = Vec::new();
     let mut sources = d.input_sources.clone();
     for (input, outs) in &d.input_drvs {
-        let ihash = drvs[input].drv_hash();
+        let ihash = drvs[input].1;
         for o in outs {
             if let Some((_, sp)) = outputs[input].iter().find(|(name, _)| name == o) {
                 subst.push((
@@ -200,24 +202,6 @@ fn resolve(
         host_inputs: d.host_inputs.iter().map(r).collect(),
         ..d.clone()
     })
-}
-
-/// The closure of `roots` over references, as base names.
-fn closure(
-    store: &Store,
-    roots: impl Iterator<Item = String>,
-) -> Result<BTreeSet<String>, BuildError> {
-    let mut seen = BTreeSet::new();
-    let mut todo: Vec<String> = roots.collect();
-    while let Some(b) = todo.pop() {
-        if !seen.insert(b.clone()) {
-            continue;
-        }
-        if let Some(info) = store.db().object(&b)? {
-            todo.extend(store.db().references(info.id)?);
-        }
-    }
-    Ok(seen)
 }
 
 /// Builds a resolved derivation; returns its registered outputs.
@@ -280,13 +264,12 @@ fn build_in(
     path_dir: &Path,
 ) -> Result<Vec<(String, StorePath)>, BuildError> {
     let shown = dir.path_of(drv_path);
-    let hash = d.drv_hash();
     // Scratch outputs: random hash parts, final length.
     let mut scratch: Vec<(String, String, String)> = Vec::new(); // output, name, hash part
     for o in &d.outputs {
         let seed = format!(
             "{}:{o}:{}:{:?}",
-            hash,
+            drv_path.base_name(),
             std::process::id(),
             std::time::SystemTime::now()
         );
@@ -312,25 +295,10 @@ fn build_in(
             .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
     };
     // What the build sees of the store: its inputs' closure, read-only.
-    let inputs = closure(store, d.input_sources.iter().map(StorePath::base_name))?;
+    let inputs = store.closure(d.input_sources.iter().map(StorePath::base_name))?;
     let mut binds = Vec::new();
     if !d.host_tools.is_empty() {
-        for h in [
-            "/usr",
-            "/bin",
-            "/lib",
-            "/lib64",
-            "/lib32",
-            "/etc/alternatives",
-        ] {
-            if Path::new(h).exists() {
-                binds.push(Bind {
-                    source: h.into(),
-                    target: h.into(),
-                    writable: false,
-                });
-            }
-        }
+        binds.extend(host_toolchain_binds());
     }
     binds.push(Bind {
         source: scratch_store.to_string_lossy().into(),
@@ -354,16 +322,8 @@ fn build_in(
     // Every pinned host tool, under the name it was asked for. A tool that
     // lives outside the toolchain layer is bound in by itself (its resolved
     // file, read-only, at its own path).
-    let layer = [
-        "/usr/",
-        "/bin/",
-        "/lib/",
-        "/lib64/",
-        "/lib32/",
-        "/etc/alternatives/",
-    ];
     for (name, tool) in &d.host_tools {
-        let target = if layer.iter().any(|l| tool.path.starts_with(l)) {
+        let target = if in_host_toolchain(&tool.path) {
             tool.path.clone()
         } else {
             binds.push(Bind {

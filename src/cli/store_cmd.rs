@@ -37,7 +37,7 @@ pub fn run(global: &GlobalArgs, cmd: StoreCommand, out: &mut Output) -> Result<(
             let (sp, _) = store.parse_valid(&text)?;
             let mut paths = vec![sp.base_name()];
             if closure {
-                paths = closure_of(&store, &sp.base_name())?;
+                paths = store.closure([sp.base_name()])?.into_iter().collect();
             }
             let mut infos = Vec::new();
             for base in &paths {
@@ -61,21 +61,6 @@ pub fn run(global: &GlobalArgs, cmd: StoreCommand, out: &mut Output) -> Result<(
             }
         }
     }
-}
-
-/// Every object `base` refers to, transitively, itself included, sorted.
-pub fn closure_of(store: &Store, base: &str) -> Result<Vec<String>, CliError> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut todo = vec![base.to_string()];
-    while let Some(b) = todo.pop() {
-        if !seen.insert(b.clone()) {
-            continue;
-        }
-        if let Some(info) = store.db().object(&b)? {
-            todo.extend(store.db().references(info.id)?);
-        }
-    }
-    Ok(seen.into_iter().collect())
 }
 
 fn info_json(store: &Store, base: &str) -> Result<serde_json::Value, CliError> {

@@ -284,6 +284,24 @@ impl Store {
         }
     }
 
+    /// `roots` and every object they refer to, transitively, as base names.
+    pub fn closure(
+        &self,
+        roots: impl IntoIterator<Item = String>,
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo: Vec<String> = roots.into_iter().collect();
+        while let Some(b) = todo.pop() {
+            if !seen.insert(b.clone()) {
+                continue;
+            }
+            if let Some(info) = self.db.object(&b)? {
+                todo.extend(self.db.references(info.id)?);
+            }
+        }
+        Ok(seen)
+    }
+
     /// Reads and parses a registered `.drv`.
     pub fn read_derivation(&self, p: &StorePath) -> Result<Derivation, StoreError> {
         let path = self.real_path(p);

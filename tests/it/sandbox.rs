@@ -2,7 +2,6 @@
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::Path;
 
 use cbuild::build::sandbox::linux::run;
 use cbuild::build::sandbox::{Bind, SandboxSpec};
@@ -16,23 +15,7 @@ fn sandboxed(script: &str, binds: Vec<Bind>) -> (i32, String, tempfile::TempDir)
     let root = work.path().join("root");
     let build = tempfile::tempdir().unwrap();
     std::fs::create_dir(&root).unwrap();
-    let mut all = Vec::new();
-    for d in [
-        "/usr",
-        "/bin",
-        "/lib",
-        "/lib64",
-        "/lib32",
-        "/etc/alternatives",
-    ] {
-        if Path::new(d).exists() {
-            all.push(Bind {
-                source: d.into(),
-                target: d.into(),
-                writable: false,
-            });
-        }
-    }
+    let mut all = cbuild::build::sandbox::spec::host_toolchain_binds();
     all.extend(binds);
     let spec = SandboxSpec {
         root: root.to_string_lossy().into(),

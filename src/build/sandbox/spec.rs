@@ -32,6 +32,38 @@ pub struct SandboxSpec {
     pub network: bool,
 }
 
+/// The host's toolchain layer: bound read-only into builds that declare a
+/// host tool.
+pub const HOST_TOOLCHAIN: [&str; 6] = [
+    "/usr",
+    "/bin",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/etc/alternatives",
+];
+
+/// Read-only binds of the parts of [`HOST_TOOLCHAIN`] this host has.
+pub fn host_toolchain_binds() -> Vec<Bind> {
+    HOST_TOOLCHAIN
+        .iter()
+        .filter(|d| std::path::Path::new(d).exists())
+        .map(|d| Bind {
+            source: (*d).into(),
+            target: (*d).into(),
+            writable: false,
+        })
+        .collect()
+}
+
+/// Whether `path` lies inside the toolchain layer.
+pub fn in_host_toolchain(path: &str) -> bool {
+    HOST_TOOLCHAIN.iter().any(|d| {
+        path.strip_prefix(d)
+            .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
 /// The user the build runs as inside the sandbox.
 pub const BUILD_UID: u32 = 1000;
 /// Its group.
