@@ -9,16 +9,20 @@ NIX_CONF = os.path.join(REPO, "..", "shared", "peers", "nix", "nix.conf")
 
 
 def run(cmd, env=None, cwd=None, stdout=subprocess.DEVNULL):
-    """Runs cmd; returns (wall seconds, peak RSS MiB, stdout text or None)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd=cwd)
-    out = proc.stdout.read().decode() if stdout == subprocess.PIPE else None
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{err[-3000:]}")
+    """Runs cmd; returns (wall seconds, peak RSS MiB, stdout text or None).
+    stderr goes to a file, so a chatty command never blocks on a full pipe."""
+    with tempfile.TemporaryFile() as err_file:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=err_file, env=env, cwd=cwd)
+        out = proc.stdout.read().decode() if stdout == subprocess.PIPE else None
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        if proc.stdout:
+            proc.stdout.close()
+        if os.waitstatus_to_exitcode(status) != 0:
+            err_file.seek(0)
+            err = err_file.read().decode(errors="replace")
+            sys.exit(f"{' '.join(map(str, cmd))} failed:\n{err[-3000:]}")
     return wall, usage.ru_maxrss / 1024, out
 
 

@@ -1,9 +1,12 @@
-//! Building derivations. So far: the sandbox that runs one build in fresh
-//! Linux namespaces, output normalisation and reference scanning (issue 3/7
-//! adds hashing modulo self-references, registration, realisations and the
-//! scheduler on top).
+//! Building derivations: the scheduler ([`realise`]), one build ([`job`]),
+//! downloads ([`fetch`]), the sandbox, and what happens to outputs
+//! (normalisation, hashing modulo self-references, reference scanning) and
+//! logs.
 
 pub mod ca;
+pub mod fetch;
+pub mod job;
+pub mod log;
 pub mod normalise;
 pub mod realise;
 pub mod refscan;

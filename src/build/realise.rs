@@ -1,31 +1,33 @@
-//! Realising derivations: building what is missing, in dependency order,
-//! into content-addressed outputs, and reusing what is already built.
+//! Realising derivations: the scheduler that builds what is missing of a
+//! DAG, up to `jobs` builds at once, and reuses what is already built.
 //!
-//! For each derivation: if its hash is realised, nothing runs. Otherwise its
-//! inputs' placeholders are replaced by their real output paths (the
-//! *resolved* derivation); if the resolved hash is realised (an input was
-//! rebuilt to identical bytes), nothing runs either: early cutoff. Otherwise
-//! it is built in the sandbox at scratch output paths, normalised, hashed
-//! modulo self-references, rewritten to its final path, scanned for
-//! references and registered, and both hashes are recorded as realised.
+//! Planning walks the targets' inputs from the database and stops at every
+//! derivation whose hash is realised already, so a no-op realise is a few
+//! look-ups, not a walk of the tree. Then, in dependency order, each
+//! derivation's inputs' placeholders are replaced by their real output paths
+//! (the *resolved* derivation); if the resolved hash is realised (an input
+//! was rebuilt to identical bytes) nothing runs: early cutoff. Otherwise a
+//! worker thread builds it ([`super::job`]) and the scheduler registers its
+//! outputs with both hashes' realisations in one transaction.
 //!
-//! This first version builds one derivation at a time; parallel builds,
-//! fetching and per-derivation locks come next (issue 5).
+//! A failed build stops the scheduling of new builds (running ones finish
+//! and are kept) unless `keep_going`; its dependents are skipped.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::Instant;
 
-use crate::build::ca;
-use crate::build::normalise::{NormaliseError, normalise};
-use crate::build::refscan::{ScanError, scan};
-use crate::build::sandbox::linux::{SandboxError, run};
-use crate::build::sandbox::spec::{host_toolchain_binds, in_host_toolchain};
-use crate::build::sandbox::{Bind, SandboxSpec};
-use crate::derivation::{Derivation, DrvHash, ObjectKind, StorePath, base32, placeholder};
-use crate::store::{Store, StoreError, make_writable_recursive};
+use crate::build::job::{self, Context, Job, JobResult};
+use crate::build::normalise::NormaliseError;
+use crate::build::refscan::ScanError;
+use crate::build::sandbox::linux::{SandboxError, Sandboxes};
+use crate::derivation::{Derivation, DrvHash, StorePath, diff, placeholder};
+use crate::store::outputs::BuiltObject;
+use crate::store::{Db, Store, StoreError};
 
-/// Why a realise failed.
+pub use crate::build::log::read_log;
+
+/// Why a build (or a whole realise) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The store failed.
@@ -58,11 +60,91 @@ pub enum BuildError {
         /// The output.
         output: String,
     },
-    /// A fixed-output derivation: fetching is not there yet.
-    #[error("{drv} is a fixed-output derivation (fetch); this version cannot build those yet")]
-    Unsupported {
+    /// Outputs of one build that refer to each other both ways.
+    #[error(
+        "the outputs {} of {drv} refer to each other in a cycle; an output can only refer to \
+         outputs that do not refer back",
+        outputs.join(", ")
+    )]
+    OutputCycle {
         /// The `.drv` path.
         drv: String,
+        /// The outputs in the cycle.
+        outputs: Vec<String>,
+    },
+    /// A download failed or did not match its hash.
+    #[error(transparent)]
+    Fetch(#[from] crate::build::fetch::FetchError),
+    /// A failure whose build directory was kept (`--keep-failed`).
+    #[error("{error}\nthe build directory is kept at {}", dir.display())]
+    Kept {
+        /// The failure.
+        error: Box<BuildError>,
+        /// The kept directory.
+        dir: std::path::PathBuf,
+    },
+}
+
+/// How to realise.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Builds at once.
+    pub jobs: usize,
+    /// Go on past failed builds with everything that does not depend on them.
+    pub keep_going: bool,
+    /// Keep the work directory of failed builds.
+    pub keep_failed: bool,
+    /// Run builders in namespaces (false: `--sandbox=off`).
+    pub namespaces: bool,
+    /// Say why each derivation is built.
+    pub explain: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            keep_going: false,
+            keep_failed: false,
+            namespaces: true,
+            explain: false,
+        }
+    }
+}
+
+/// What happens, as it happens (for progress displays).
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Planning is done: this many derivations may need building.
+    Planned {
+        /// Derivations not realised under their own hash.
+        todo: usize,
+    },
+    /// A builder starts.
+    Started {
+        /// The `.drv`.
+        drv: &'a StorePath,
+        /// Why it is built, with [`Options::explain`].
+        reason: Option<String>,
+    },
+    /// A builder finished and its outputs are registered.
+    Built {
+        /// The `.drv`.
+        drv: &'a StorePath,
+        /// Seconds it took.
+        secs: f64,
+    },
+    /// A derivation was reused (realised, or cut off).
+    Cached {
+        /// The `.drv`.
+        drv: &'a StorePath,
+    },
+    /// A build failed.
+    Failed {
+        /// The `.drv`.
+        drv: &'a StorePath,
+        /// Why.
+        error: &'a BuildError,
     },
 }
 
@@ -76,86 +158,243 @@ pub struct Outcome {
     pub built: Vec<StorePath>,
     /// Derivations reused (already realised, or cut off).
     pub cached: Vec<StorePath>,
+    /// Derivations whose build failed, with why.
+    pub failed: Vec<(StorePath, BuildError)>,
+    /// Derivations not built because an input failed.
+    pub skipped: Vec<StorePath>,
 }
 
-/// Realises `targets` and everything they need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+}
+
+struct Node {
+    path: StorePath,
+    drv: Derivation,
+    hash: DrvHash,
+    /// Inputs not finished yet.
+    waiting: usize,
+    dependents: Vec<usize>,
+    state: State,
+}
+
+/// Realises `targets` and everything they need. Build failures are in the
+/// outcome; an error is returned only when the realise itself cannot go on
+/// (the store, or a sandbox this machine cannot create).
 pub fn realise(
     store: &mut Store,
-    exe: &Path,
+    exe: &std::path::Path,
     targets: &[StorePath],
+    opts: &Options,
+    report: &mut dyn FnMut(Event<'_>),
 ) -> Result<Outcome, BuildError> {
-    let mut order = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut drvs: HashMap<StorePath, (Derivation, DrvHash)> = HashMap::new();
-    for t in targets {
-        visit(store, t, &mut seen, &mut order, &mut drvs)?;
-    }
     let mut out = Outcome::default();
-    for p in order {
-        let (d, hash) = &drvs[&p];
-        let hash = *hash;
-        if let Some(paths) = realised(store, &hash, d)? {
-            out.outputs.insert(p.clone(), paths);
-            out.cached.push(p);
-            continue;
-        }
-        let resolved = resolve(store, d, &drvs, &out.outputs)?;
-        let rhash = resolved.drv_hash();
-        // One builder per derivation across processes: whoever holds the
-        // lock builds, the others find it realised when they get it.
-        let _lock = crate::store::lock_object(store.root(), &p)?;
-        let paths = match realised(store, &rhash, &resolved)? {
-            Some(paths) => {
-                out.cached.push(p.clone());
-                paths
-            }
-            None => {
-                let paths = build(store, exe, &p, &resolved)?;
-                for (o, sp) in &paths {
-                    store.db_mut().add_realisation(&rhash, o, &sp.base_name())?;
-                }
-                out.built.push(p.clone());
-                paths
-            }
-        };
-        for (o, sp) in &paths {
-            store.db_mut().add_realisation(&hash, o, &sp.base_name())?;
-        }
-        out.outputs.insert(p, paths);
+    let mut nodes = plan(store, targets, &mut out)?;
+    report(Event::Planned { todo: nodes.len() });
+    if nodes.is_empty() {
+        return Ok(out);
     }
+    let sandboxes: OnceLock<Sandboxes> = OnceLock::new();
+    let sandbox_root = store.scratch_path("root");
+    std::fs::create_dir_all(&sandbox_root).map_err(|source| StoreError::Write {
+        path: sandbox_root.clone(),
+        source,
+    })?;
+    let cx = Context {
+        sandboxes: &sandboxes,
+        root: store.root().to_path_buf(),
+        dir: store.dir().clone(),
+        sandbox_root: sandbox_root.clone(),
+        namespaces: opts.namespaces,
+        keep_failed: opts.keep_failed,
+    };
+    let db_path = store.root().join("db.sqlite");
+    let jobs = opts.jobs.max(1);
+    let (job_tx, job_rx) = mpsc::channel::<(usize, Job)>();
+    let job_rx = Mutex::new(job_rx);
+    let result = std::thread::scope(|s| -> Result<(), BuildError> {
+        let job_tx = job_tx;
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Result<JobResult, BuildError>)>();
+        for _ in 0..jobs {
+            let (job_rx, done_tx, cx, db_path) = (&job_rx, done_tx.clone(), &cx, &db_path);
+            s.spawn(move || {
+                let db = Db::open(db_path);
+                loop {
+                    let next = job_rx.lock().ok().and_then(|rx| rx.recv().ok());
+                    let Some((i, job)) = next else { break };
+                    let r = match &db {
+                        Ok(db) => job::run(cx, db, job),
+                        Err(e) => Err(BuildError::Store(StoreError::Db {
+                            path: db_path.clone(),
+                            source: rusqlite::Error::InvalidPath(e.to_string().into()),
+                        })),
+                    };
+                    if done_tx.send((i, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut sched = Scheduler {
+            store,
+            nodes: &mut nodes,
+            out: &mut out,
+            ready: VecDeque::new(),
+            started: HashMap::new(),
+            previous: None,
+            index: HashMap::new(),
+            resolved: HashMap::new(),
+            namespaces: opts.namespaces,
+        };
+        sched.index = (0..sched.nodes.len())
+            .map(|i| (sched.nodes[i].path.clone(), i))
+            .collect();
+        sched.ready = (0..sched.nodes.len())
+            .filter(|&i| sched.nodes[i].waiting == 0)
+            .collect();
+        let mut running = 0usize;
+        let mut stopping = false;
+        loop {
+            while !stopping && running < jobs {
+                let Some(i) = sched.ready.pop_front() else {
+                    break;
+                };
+                if let Some(job) = sched.prepare(i, opts, report)? {
+                    if job.drv.fixed.is_none() || !job.drv.builder.starts_with("builtin:") {
+                        start_sandboxes(&sandboxes, exe, opts.namespaces)?;
+                    }
+                    sched.nodes[i].state = State::Running;
+                    sched.started.insert(i, Instant::now());
+                    running += 1;
+                    if job_tx.send((i, job)).is_err() {
+                        return Err(SandboxError::Lost.into());
+                    }
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((i, r)) = done_rx.recv() else {
+                return Err(SandboxError::Lost.into());
+            };
+            running -= 1;
+            match r {
+                Ok(r) => sched.finish(i, r, report)?,
+                Err(e) => {
+                    sched.fail(i, e, report);
+                    if !opts.keep_going {
+                        stopping = true;
+                    }
+                }
+            }
+        }
+        drop(job_tx);
+        Ok(())
+    });
+    drop(sandboxes);
+    let _ = std::fs::remove_dir(&sandbox_root);
+    result?;
     Ok(out)
 }
 
-/// Depth-first, inputs before their dependents.
-fn visit(
-    store: &Store,
-    p: &StorePath,
-    seen: &mut BTreeSet<StorePath>,
-    order: &mut Vec<StorePath>,
-    drvs: &mut HashMap<StorePath, (Derivation, DrvHash)>,
+fn start_sandboxes(
+    cell: &OnceLock<Sandboxes>,
+    exe: &std::path::Path,
+    namespaces: bool,
 ) -> Result<(), BuildError> {
-    if !seen.insert(p.clone()) {
-        return Ok(());
+    if cell.get().is_none() {
+        let s = Sandboxes::start(exe, namespaces)?;
+        let _ = cell.set(s);
     }
-    let d = store.read_derivation(p)?;
-    for input in d.input_drvs.keys() {
-        visit(store, input, seen, order, drvs)?;
-    }
-    let hash = d.drv_hash();
-    drvs.insert(p.clone(), (d, hash));
-    order.push(p.clone());
     Ok(())
+}
+
+/// The derivations of the targets' closure that are not realised under their
+/// own hash, inputs first; realised ones go straight into `out`.
+fn plan(store: &Store, targets: &[StorePath], out: &mut Outcome) -> Result<Vec<Node>, BuildError> {
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut index: HashMap<StorePath, usize> = HashMap::new();
+    let mut seen: HashMap<StorePath, bool> = HashMap::new(); // path -> needs building
+    // Iterative depth-first walk: (path, inputs pushed yet).
+    let mut stack: Vec<(StorePath, bool)> =
+        targets.iter().rev().map(|t| (t.clone(), false)).collect();
+    let mut loaded: HashMap<StorePath, (Derivation, DrvHash)> = HashMap::new();
+    while let Some((p, expanded)) = stack.pop() {
+        if !expanded {
+            if seen.contains_key(&p) || loaded.contains_key(&p) {
+                continue;
+            }
+            let (d, hash) = load(store, &p)?;
+            if let Some(paths) = realised(store.db(), &hash, &d)? {
+                out.outputs.insert(p.clone(), paths);
+                out.cached.push(p.clone());
+                seen.insert(p, false);
+                continue;
+            }
+            stack.push((p.clone(), true));
+            for input in d.input_drvs.keys().rev() {
+                if !seen.contains_key(input) {
+                    stack.push((input.clone(), false));
+                }
+            }
+            loaded.insert(p, (d, hash));
+        } else {
+            let Some((d, hash)) = loaded.remove(&p) else {
+                continue;
+            };
+            let i = nodes.len();
+            let mut waiting = 0;
+            for input in d.input_drvs.keys() {
+                if let Some(&j) = index.get(input) {
+                    nodes[j].dependents.push(i);
+                    waiting += 1;
+                }
+            }
+            index.insert(p.clone(), i);
+            seen.insert(p.clone(), true);
+            nodes.push(Node {
+                path: p,
+                drv: d,
+                hash,
+                waiting,
+                dependents: Vec::new(),
+                state: State::Waiting,
+            });
+        }
+    }
+    Ok(nodes)
+}
+
+/// A registered derivation and its stored hash.
+fn load(store: &Store, p: &StorePath) -> Result<(Derivation, DrvHash), BuildError> {
+    let path = store.real_path(p);
+    let (hash, bytes) = store
+        .db()
+        .derivation_record(&p.base_name())?
+        .ok_or_else(|| StoreError::NotValid {
+            path: path.to_string_lossy().into_owned(),
+            store: store.dir().as_str().into(),
+        })?;
+    let d = crate::derivation::canonical::parse(&bytes)
+        .map_err(|source| StoreError::CorruptDrv { path, source })?;
+    Ok((d, hash))
 }
 
 /// The realised outputs of `key`, if every output is.
 fn realised(
-    store: &Store,
+    db: &Db,
     key: &DrvHash,
     d: &Derivation,
 ) -> Result<Option<Vec<(String, StorePath)>>, BuildError> {
     let mut paths = Vec::new();
     for o in &d.outputs {
-        let Some(base) = store.db().realisation(key, o)? else {
+        let Some(base) = db.realisation(key, o)? else {
             return Ok(None);
         };
         let Some(sp) = StorePath::from_base_name(&base) else {
@@ -166,327 +405,263 @@ fn realised(
     Ok(Some(paths))
 }
 
-/// `d` with its inputs' placeholders replaced by their output paths.
-fn resolve(
-    store: &Store,
-    d: &Derivation,
-    drvs: &HashMap<StorePath, (Derivation, DrvHash)>,
-    outputs: &BTreeMap<StorePath, Vec<(String, StorePath)>>,
-) -> Result<Derivation, BuildError> {
-    let mut subst: Vec<(String, String)> = Vec::new();
-    let mut sources = d.input_sources.clone();
-    for (input, outs) in &d.input_drvs {
-        let ihash = drvs[input].1;
-        for o in outs {
-            if let Some((_, sp)) = outputs[input].iter().find(|(name, _)| name == o) {
-                subst.push((
-                    placeholder::input_output(&ihash, o),
-                    store.dir().path_of(sp),
-                ));
-                sources.insert(sp.clone());
+struct Scheduler<'a> {
+    store: &'a mut Store,
+    nodes: &'a mut Vec<Node>,
+    out: &'a mut Outcome,
+    ready: VecDeque<usize>,
+    started: HashMap<usize, Instant>,
+    /// The last realised `.drv` of each name, for `explain`.
+    previous: Option<HashMap<String, StorePath>>,
+    /// Node index by `.drv` path.
+    index: HashMap<StorePath, usize>,
+    /// Resolved hashes of the nodes prepared.
+    resolved: HashMap<usize, DrvHash>,
+    /// Whether builds run in namespaces.
+    namespaces: bool,
+}
+
+impl Scheduler<'_> {
+    /// Resolves node `i`; finishes it at once when the resolved derivation is
+    /// realised (early cutoff), otherwise returns the job that builds it.
+    fn prepare(
+        &mut self,
+        i: usize,
+        opts: &Options,
+        report: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Option<Job>, BuildError> {
+        let resolved = self.resolve(i);
+        let rhash = resolved.drv_hash();
+        if let Some(paths) = realised(self.store.db(), &rhash, &resolved)? {
+            let hash = self.nodes[i].hash;
+            let recs: Vec<(DrvHash, String, String)> = paths
+                .iter()
+                .map(|(o, p)| (hash, o.clone(), p.base_name()))
+                .collect();
+            self.store
+                .db_mut()
+                .register_with(&[], &recs, crate::store::now())?;
+            report(Event::Cached {
+                drv: &self.nodes[i].path,
+            });
+            self.done(i, paths, false);
+            return Ok(None);
+        }
+        let inputs = self
+            .store
+            .closure(resolved.input_sources.iter().map(StorePath::base_name))?;
+        let reason = if opts.explain {
+            Some(self.reason(i)?)
+        } else {
+            None
+        };
+        report(Event::Started {
+            drv: &self.nodes[i].path,
+            reason,
+        });
+        self.resolved.insert(i, rhash);
+        Ok(Some(Job {
+            drv_path: self.nodes[i].path.clone(),
+            drv: resolved,
+            resolved_hash: rhash,
+            inputs,
+            work: self.store.scratch_path("build"),
+        }))
+    }
+
+    /// Node `i` with its inputs' placeholders replaced by their output paths.
+    fn resolve(&self, i: usize) -> Derivation {
+        let d = &self.nodes[i].drv;
+        let mut subst: Vec<(String, String)> = Vec::new();
+        let mut sources = d.input_sources.clone();
+        for (input, outs) in &d.input_drvs {
+            let Some(paths) = self.out.outputs.get(input) else {
+                continue;
+            };
+            let ihash = self.hash_of(input);
+            for o in outs {
+                if let (Some((_, sp)), Some(ihash)) = (paths.iter().find(|(n, _)| n == o), ihash) {
+                    subst.push((
+                        placeholder::input_output(&ihash, o),
+                        self.store.dir().path_of(sp),
+                    ));
+                    sources.insert(sp.clone());
+                }
+            }
+        }
+        let r = |s: &String| {
+            subst
+                .iter()
+                .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
+        };
+        Derivation {
+            builder: r(&d.builder),
+            args: d.args.iter().map(r).collect(),
+            env: d.env.iter().map(|(k, v)| (k.clone(), r(v))).collect(),
+            input_drvs: BTreeMap::new(),
+            input_sources: sources,
+            path_inputs: d.path_inputs.iter().map(r).collect(),
+            host_inputs: d.host_inputs.iter().map(r).collect(),
+            ..d.clone()
+        }
+    }
+
+    /// The hash of an input derivation: from the plan, or from the database
+    /// for inputs that were realised already.
+    fn hash_of(&self, p: &StorePath) -> Option<DrvHash> {
+        if let Some(&i) = self.index.get(p) {
+            return Some(self.nodes[i].hash);
+        }
+        self.store
+            .db()
+            .derivation_record(&p.base_name())
+            .ok()
+            .flatten()
+            .map(|(h, _)| h)
+    }
+
+    /// Registers a finished job's outputs.
+    fn finish(
+        &mut self,
+        i: usize,
+        r: JobResult,
+        report: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), BuildError> {
+        let hash = self.nodes[i].hash;
+        let rhash = match self.resolved.get(&i) {
+            Some(h) => *h,
+            None => self.resolve(i).drv_hash(),
+        };
+        match r {
+            JobResult::Done => {
+                let d = self.nodes[i].drv.clone();
+                let paths = realised(self.store.db(), &rhash, &d)?.unwrap_or_default();
+                let recs: Vec<(DrvHash, String, String)> = paths
+                    .iter()
+                    .map(|(o, p)| (hash, o.clone(), p.base_name()))
+                    .collect();
+                self.store
+                    .db_mut()
+                    .register_with(&[], &recs, crate::store::now())?;
+                report(Event::Cached {
+                    drv: &self.nodes[i].path,
+                });
+                self.done(i, paths, false);
+            }
+            JobResult::Built {
+                outputs,
+                lock,
+                work,
+            } => {
+                let objects: Vec<BuiltObject> = outputs
+                    .iter()
+                    .map(|o| BuiltObject {
+                        tmp: o.tmp.clone(),
+                        path: o.path.clone(),
+                        digest: o.node.tree_digest(),
+                        size: o.node.size(),
+                        references: o.references.clone(),
+                    })
+                    .collect();
+                let mut recs = Vec::new();
+                for o in &outputs {
+                    for key in [rhash, hash] {
+                        recs.push((key, o.output.clone(), o.path.base_name()));
+                    }
+                }
+                let path = self.nodes[i].path.clone();
+                let committed = self
+                    .store
+                    .commit_build(&path, self.namespaces, &objects, &recs);
+                job::discard(&work);
+                drop(lock);
+                committed?;
+                let mut paths: Vec<(String, StorePath)> =
+                    outputs.into_iter().map(|o| (o.output, o.path)).collect();
+                let order = &self.nodes[i].drv.outputs;
+                paths.sort_by_key(|(o, _)| order.iter().position(|x| x == o));
+                let secs = self
+                    .started
+                    .remove(&i)
+                    .map_or(0.0, |t| t.elapsed().as_secs_f64());
+                report(Event::Built { drv: &path, secs });
+                self.done(i, paths, true);
+            }
+        }
+        Ok(())
+    }
+
+    fn done(&mut self, i: usize, paths: Vec<(String, StorePath)>, built: bool) {
+        let p = self.nodes[i].path.clone();
+        self.nodes[i].state = State::Done;
+        self.out.outputs.insert(p.clone(), paths);
+        if built {
+            self.out.built.push(p);
+        } else {
+            self.out.cached.push(p);
+        }
+        for k in 0..self.nodes[i].dependents.len() {
+            let d = self.nodes[i].dependents[k];
+            self.nodes[d].waiting -= 1;
+            if self.nodes[d].waiting == 0 && self.nodes[d].state == State::Waiting {
+                self.ready.push_back(d);
             }
         }
     }
-    let r = |s: &String| {
-        subst
-            .iter()
-            .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
-    };
-    Ok(Derivation {
-        builder: r(&d.builder),
-        args: d.args.iter().map(r).collect(),
-        env: d.env.iter().map(|(k, v)| (k.clone(), r(v))).collect(),
-        input_drvs: BTreeMap::new(),
-        input_sources: sources,
-        path_inputs: d.path_inputs.iter().map(r).collect(),
-        host_inputs: d.host_inputs.iter().map(r).collect(),
-        ..d.clone()
-    })
-}
 
-/// Builds a resolved derivation; returns its registered outputs.
-fn build(
-    store: &mut Store,
-    exe: &Path,
-    drv_path: &StorePath,
-    d: &Derivation,
-) -> Result<Vec<(String, StorePath)>, BuildError> {
-    let shown = store.dir().path_of(drv_path);
-    if d.fixed.is_some() {
-        return Err(BuildError::Unsupported { drv: shown });
+    /// Records a failure; everything that depends on it is skipped.
+    fn fail(&mut self, i: usize, e: BuildError, report: &mut dyn FnMut(Event<'_>)) {
+        self.nodes[i].state = State::Failed;
+        report(Event::Failed {
+            drv: &self.nodes[i].path,
+            error: &e,
+        });
+        self.out.failed.push((self.nodes[i].path.clone(), e));
+        let mut todo = self.nodes[i].dependents.clone();
+        while let Some(d) = todo.pop() {
+            if self.nodes[d].state == State::Waiting {
+                self.nodes[d].state = State::Skipped;
+                self.out.skipped.push(self.nodes[d].path.clone());
+                todo.extend(self.nodes[d].dependents.iter().copied());
+            }
+        }
     }
-    let dir = store.dir().clone();
-    let work = store.scratch_path("build");
-    let (root, build_dir, scratch_store, path_dir) = (
-        work.join("root"),
-        work.join("build"),
-        work.join("store"),
-        work.join("path"),
-    );
-    for p in [
-        &root,
-        &build_dir,
-        &build_dir.join("tmp"),
-        &scratch_store,
-        &path_dir,
-    ] {
-        std::fs::create_dir_all(p).map_err(|source| StoreError::Write {
-            path: p.clone(),
-            source,
-        })?;
-    }
-    let result = build_in(
-        store,
-        exe,
-        drv_path,
-        d,
-        &dir,
-        &root,
-        &build_dir,
-        &scratch_store,
-        &path_dir,
-    );
-    make_writable_recursive(&work);
-    let _ = std::fs::remove_dir_all(&work);
-    result
-}
 
-#[allow(clippy::too_many_arguments)]
-fn build_in(
-    store: &mut Store,
-    exe: &Path,
-    drv_path: &StorePath,
-    d: &Derivation,
-    dir: &crate::derivation::StoreDir,
-    root: &Path,
-    build_dir: &Path,
-    scratch_store: &Path,
-    path_dir: &Path,
-) -> Result<Vec<(String, StorePath)>, BuildError> {
-    let shown = dir.path_of(drv_path);
-    // Scratch outputs: random hash parts, final length.
-    let mut scratch: Vec<(String, String, String)> = Vec::new(); // output, name, hash part
-    for o in &d.outputs {
-        let seed = format!(
-            "{}:{o}:{}:{:?}",
-            drv_path.base_name(),
-            std::process::id(),
-            std::time::SystemTime::now()
-        );
-        let part = base32::encode(&blake3::hash(seed.as_bytes()).as_bytes()[..20]);
-        let name = if o == "out" {
-            d.name.clone()
-        } else {
-            format!("{}-{o}", d.name)
+    /// Why node `i` is built: never built before, or what changed since the
+    /// last build of a derivation of the same name.
+    fn reason(&mut self, i: usize) -> Result<String, BuildError> {
+        if self.previous.is_none() {
+            let mut m = HashMap::new();
+            for base in self.store.db().realised_derivations()? {
+                if let Some(p) = StorePath::from_base_name(&base) {
+                    m.insert(p.name().to_string(), p);
+                }
+            }
+            self.previous = Some(m);
+        }
+        let node = &self.nodes[i];
+        let Some(prev) = self
+            .previous
+            .as_ref()
+            .and_then(|m| m.get(node.path.name()))
+            .filter(|p| **p != node.path)
+            .cloned()
+        else {
+            return Ok("not in the store (no derivation of this name was built before)".into());
         };
-        scratch.push((o.clone(), name, part));
-    }
-    let own: Vec<(String, String)> = scratch
-        .iter()
-        .map(|(o, name, part)| {
-            (
-                placeholder::own_output(o),
-                format!("{}/{part}-{name}", dir.as_str()),
+        let old = self.store.read_derivation(&prev)?;
+        let changes = diff::differences(&old, &node.drv);
+        Ok(if changes.is_empty() {
+            format!(
+                "not in the store (last built as {})",
+                self.store.dir().path_of(&prev)
+            )
+        } else {
+            format!(
+                "changed since {}: {}",
+                self.store.dir().path_of(&prev),
+                changes.join(", ")
             )
         })
-        .collect();
-    let r = |s: &String| {
-        own.iter()
-            .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
-    };
-    // What the build sees of the store: its inputs' closure, read-only.
-    let inputs = store.closure(d.input_sources.iter().map(StorePath::base_name))?;
-    let mut binds = Vec::new();
-    if !d.host_tools.is_empty() {
-        binds.extend(host_toolchain_binds());
     }
-    binds.push(Bind {
-        source: scratch_store.to_string_lossy().into(),
-        target: dir.as_str().into(),
-        writable: true,
-    });
-    for b in &inputs {
-        binds.push(Bind {
-            source: format!("{}/{b}", dir.as_str()),
-            target: format!("{}/{b}", dir.as_str()),
-            writable: false,
-        });
-    }
-    // PATH: the declared tools and the inputs' bin/ folders only.
-    let mut path = vec!["/.cbuild/bin".to_string()];
-    for p in &d.path_inputs {
-        if p.starts_with(dir.as_str()) {
-            path.push(format!("{p}/bin"));
-        }
-    }
-    // Every pinned host tool, under the name it was asked for. A tool that
-    // lives outside the toolchain layer is bound in by itself (its resolved
-    // file, read-only, at its own path).
-    for (name, tool) in &d.host_tools {
-        let target = if in_host_toolchain(&tool.path) {
-            tool.path.clone()
-        } else {
-            binds.push(Bind {
-                source: tool.resolved.clone(),
-                target: tool.resolved.clone(),
-                writable: false,
-            });
-            tool.resolved.clone()
-        };
-        let _ = std::os::unix::fs::symlink(&target, path_dir.join(name));
-    }
-    binds.push(Bind {
-        source: path_dir.to_string_lossy().into(),
-        target: "/.cbuild/bin".into(),
-        writable: false,
-    });
-    let mut env: BTreeMap<String, String> = d.env.iter().map(|(k, v)| (k.clone(), r(v))).collect();
-    let join = |suffixes: &[&str]| {
-        d.host_inputs
-            .iter()
-            .flat_map(|p| suffixes.iter().map(move |s| format!("{p}/{s}")))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
-    if !d.host_inputs.is_empty() {
-        env.insert("CPATH".into(), join(&["include"]));
-        env.insert("LIBRARY_PATH".into(), join(&["lib"]));
-        env.insert(
-            "PKG_CONFIG_PATH".into(),
-            join(&["lib/pkgconfig", "share/pkgconfig"]),
-        );
-    }
-    for (k, v) in [
-        ("PATH", path.join(":")),
-        ("HOME", "/homeless-shelter".into()),
-        ("TMPDIR", "/build/tmp".into()),
-        ("TZ", "UTC".into()),
-        ("LC_ALL", "C".into()),
-        ("SOURCE_DATE_EPOCH", "1".into()),
-        (
-            "CBUILD_CORES",
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .to_string(),
-        ),
-    ] {
-        env.insert(k.into(), v);
-    }
-    let spec = SandboxSpec {
-        root: root.to_string_lossy().into(),
-        binds,
-        build_dir: build_dir.to_string_lossy().into(),
-        program: r(&d.builder),
-        args: d.args.iter().map(r).collect(),
-        env: env.into_iter().collect(),
-        network: false,
-    };
-    let log_path = store
-        .root()
-        .join("logs")
-        .join(format!("{}.log", drv_path.base_name()));
-    let log = std::fs::File::create(&log_path).map_err(|source| StoreError::Write {
-        path: log_path.clone(),
-        source,
-    })?;
-    let status = run(exe, &spec, log)?;
-    let log_tail = tail(&log_path, 25);
-    compress_log(&log_path)?;
-    if !status.success() {
-        return Err(BuildError::Failed {
-            drv: shown,
-            code: status.code().unwrap_or(-1),
-            tail: log_tail,
-        });
-    }
-    // Each output: normalised, hashed modulo self-references, rewritten to
-    // its final path, scanned, registered.
-    let candidates: Vec<String> = inputs
-        .iter()
-        .map(|b| b[..32.min(b.len())].to_string())
-        .collect();
-    let mut outputs = Vec::new();
-    for (o, name, part) in &scratch {
-        let p = scratch_store.join(format!("{part}-{name}"));
-        if std::fs::symlink_metadata(&p).is_err() {
-            return Err(BuildError::MissingOutput {
-                drv: shown,
-                output: o.clone(),
-            });
-        }
-        normalise(&p)?;
-        let hashed = ca::hash_modulo(&p, part)?;
-        let final_path = StorePath::compute(dir, ObjectKind::Output, &hashed.digest.0, name)
-            .map_err(StoreError::from)?;
-        make_writable_recursive(&p);
-        ca::rewrite(&hashed.self_referencing, part, &final_path.hash_part())?;
-        normalise(&p)?;
-        let mut cands = candidates.clone();
-        cands.push(final_path.hash_part());
-        let found = scan(&p, &cands)?;
-        let refs: Vec<String> = found
-            .into_iter()
-            .map(|k| {
-                if k == cands.len() - 1 {
-                    final_path.base_name()
-                } else {
-                    inputs.iter().nth(k).cloned().unwrap_or_default()
-                }
-            })
-            .collect();
-        let node = crate::store::tree_hash::hash_tree(&p)?;
-        store.commit_object(
-            &p,
-            &final_path,
-            &node,
-            ObjectKind::Output,
-            refs,
-            Some(drv_path.base_name()),
-        )?;
-        outputs.push((o.clone(), final_path));
-    }
-    Ok(outputs)
-}
-
-/// Replaces `logs/<drv>.log` by `logs/<drv>.log.zst`.
-fn compress_log(plain: &Path) -> Result<(), BuildError> {
-    let zst = plain.with_extension("log.zst");
-    let err = |source| StoreError::Write {
-        path: zst.clone(),
-        source,
-    };
-    let input = std::fs::File::open(plain).map_err(err)?;
-    let output = std::fs::File::create(&zst).map_err(err)?;
-    zstd::stream::copy_encode(input, output, 3).map_err(err)?;
-    std::fs::remove_file(plain).map_err(err)?;
-    Ok(())
-}
-
-/// The stored log of the last build of `drv`, if there is one.
-pub fn read_log(store: &Store, drv: &StorePath) -> Result<Option<Vec<u8>>, StoreError> {
-    let path = store
-        .root()
-        .join("logs")
-        .join(format!("{}.log.zst", drv.base_name()));
-    match std::fs::File::open(&path) {
-        Ok(f) => zstd::stream::decode_all(f)
-            .map(Some)
-            .map_err(|source| StoreError::Read { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StoreError::Read { path, source }),
-    }
-}
-
-/// The last `n` lines of a log.
-fn tail(path: &Path, n: usize) -> String {
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(_) => return String::new(),
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
-    let mut s = String::new();
-    let _ = f.read_to_string(&mut s);
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -136,6 +136,10 @@ pub struct RealiseArgs {
     /// Keep the build directory of a failed build and print where.
     #[arg(long)]
     pub keep_failed: bool,
+    /// `off` runs builders without namespaces (where this machine cannot
+    /// create them); their outputs are marked as unsandboxed in the store.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    pub sandbox: String,
 }
 
 /// `cbuild check`

@@ -46,9 +46,17 @@ pub enum CliError {
     /// No build log is stored for a derivation.
     #[error("no build log for {0}: it was never built in this store (it may have been reused)")]
     NoLog(String),
-    /// A build failed.
+    /// A realise could not go on (the store, or the sandbox).
     #[error("{0}")]
     Build(Box<crate::build::realise::BuildError>),
+    /// Builds failed; each was reported as it failed.
+    #[error("{failed} build(s) failed{}", if *.skipped > 0 { format!(", {skipped} not built because of them") } else { String::new() })]
+    BuildsFailed {
+        /// How many builders failed.
+        failed: usize,
+        /// How many derivations were skipped because an input failed.
+        skipped: usize,
+    },
     /// Writing the result to stdout failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] io::Error),
@@ -60,6 +68,7 @@ impl CliError {
         use crate::build::realise::BuildError;
         match self {
             CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+            CliError::BuildsFailed { .. } => 1,
             CliError::Build(b)
                 if matches!(
                     **b,

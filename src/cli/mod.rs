@@ -6,6 +6,7 @@ pub mod args;
 pub mod attr_path;
 pub mod error;
 pub mod eval;
+pub mod progress;
 pub mod realise;
 pub mod show;
 pub mod store_cmd;
@@ -21,9 +22,9 @@ use error::CliError;
 
 /// Parses the command line, runs the command and returns the exit code.
 pub fn main() -> ExitCode {
-    // The sandbox helper must run before anything starts a thread.
+    // The sandbox server must run before anything starts a thread.
     if std::env::args_os().nth(1).is_some_and(|a| a == "__sandbox") {
-        crate::build::sandbox::linux::helper_main();
+        crate::build::sandbox::linux::server_main();
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -75,6 +76,8 @@ fn log_cmd(
         let (sp, _) = store.parse_valid(&p)?;
         match crate::build::realise::read_log(&store, &sp)? {
             Some(bytes) => out.line(String::from_utf8_lossy(&bytes).trim_end_matches('\n'))?,
+            // A build that printed nothing leaves no log file.
+            None if store.db().built_by(&sp.base_name())? => {}
             None => return Err(CliError::NoLog(p)),
         }
     }
@@ -88,6 +91,11 @@ pub fn open_store(global: &args::GlobalArgs) -> Result<crate::store::Store, CliE
         .clone()
         .unwrap_or_else(crate::store::default_root);
     Ok(crate::store::Store::open(&root)?)
+}
+
+/// Prints one error message on stderr, prefixed like every error.
+pub fn report_error(text: &str) {
+    let _ = writeln!(io::stderr(), "error: {}", text.trim_end());
 }
 
 /// Prints an error on stderr: recipe errors as a full diagnostic, others as

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use super::args::{DrvTarget, GlobalArgs, RealiseArgs};
 use super::error::CliError;
+use super::progress::Progress;
 use super::{Output, open_store, show};
-use crate::build::realise::realise;
+use crate::build::realise::{Options, realise};
 
 /// Runs `cbuild realise`.
 pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(), CliError> {
@@ -36,7 +37,25 @@ pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(
         targets.push(sp);
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
-    let outcome = realise(&mut store, &exe, &targets).map_err(|e| CliError::Build(Box::new(e)))?;
+    let opts = Options {
+        jobs: global
+            .jobs
+            .map_or_else(|| Options::default().jobs, |n| n.get()),
+        keep_going: args.keep_going,
+        keep_failed: args.keep_failed,
+        namespaces: args.sandbox != "off",
+        explain: global.verbose > 0,
+    };
+    let mut progress = Progress::new(store.dir().clone(), global.quiet);
+    let result = realise(&mut store, &exe, &targets, &opts, &mut |e| {
+        if let crate::build::realise::Event::Failed { error, .. } = &e {
+            // Each failure is shown in full as it happens.
+            super::report_error(&format!("{error}"));
+        }
+        progress.event(e)
+    });
+    progress.finish();
+    let outcome = result.map_err(|e| CliError::Build(Box::new(e)))?;
     let dir = store.dir().clone();
     let mut first_links = Vec::new();
     for t in &targets {
@@ -49,6 +68,10 @@ pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(
     if let Some(link) = &args.out_link {
         make_links(&store, link, &targets, &outcome)?;
     }
+    let failure = (!outcome.failed.is_empty()).then(|| CliError::BuildsFailed {
+        failed: outcome.failed.len(),
+        skipped: outcome.skipped.len(),
+    });
     if global.json {
         let outputs: serde_json::Map<String, serde_json::Value> = targets
             .iter()
@@ -67,23 +90,26 @@ pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(
         let list = |v: &[crate::derivation::StorePath]| {
             v.iter().map(|p| dir.path_of(p)).collect::<Vec<_>>()
         };
+        let failed: Vec<crate::derivation::StorePath> =
+            outcome.failed.iter().map(|(p, _)| p.clone()).collect();
         out.line(
             &serde_json::to_string_pretty(&serde_json::json!({
                 "outputs": outputs,
                 "built": list(&outcome.built),
                 "cached": list(&outcome.cached),
-                "failed": Vec::<String>::new(),
+                "failed": list(&failed),
+                "skipped": list(&outcome.skipped),
             }))
             .unwrap_or_default(),
-        )
+        )?;
     } else {
         for t in &targets {
             for (_, p) in outcome.outputs.get(t).into_iter().flatten() {
                 out.line(&dir.path_of(p))?;
             }
         }
-        Ok(())
     }
+    failure.map_or(Ok(()), Err)
 }
 
 /// `-o LINK`: a symlink to each target's first output (`LINK-<output>` for

@@ -30,6 +30,7 @@
 
 pub mod base32;
 pub mod canonical;
+pub mod diff;
 pub mod hash;
 pub mod placeholder;
 pub mod store_path;

@@ -66,6 +66,8 @@ pub struct NewObject {
     pub references: Vec<String>,
     /// For a `.drv`: its hash, content, meta (JSON) and run inputs (JSON).
     pub derivation: Option<NewDerivation>,
+    /// False for outputs built with `--sandbox=off`.
+    pub sandboxed: bool,
 }
 
 /// What the `derivations` table keeps of a `.drv`.
@@ -307,6 +309,50 @@ impl Db {
             .map_err(|e| self.err(e))
     }
 
+    /// The stored hash and content of a registered `.drv`.
+    pub fn derivation_record(&self, base: &str) -> Result<Option<(DrvHash, Vec<u8>)>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT d.drv_hash, d.content FROM derivations d JOIN objects o ON o.id = d.object \
+                 WHERE o.path = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([base], |r| {
+                    let h: Vec<u8> = r.get(0)?;
+                    let mut hash = [0u8; 32];
+                    if h.len() == 32 {
+                        hash.copy_from_slice(&h);
+                    }
+                    Ok((DrvHash(hash), r.get(1)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether an object registered here was built from the `.drv` `base`.
+    pub fn built_by(&self, base: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM objects WHERE deriver = ?1 LIMIT 1")
+            .and_then(|mut s| s.exists([base]))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Base names of every `.drv` that has realised outputs, oldest first.
+    pub fn realised_derivations(&self) -> Result<Vec<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT o.path FROM derivations d JOIN objects o ON o.id = d.object \
+                 WHERE EXISTS (SELECT 1 FROM realisations r WHERE r.key = d.drv_hash) \
+                 ORDER BY o.registered, o.id",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(|e| self.err(e))
+    }
+
     /// Records that `output` of `key` is the registered object `path`.
     pub fn add_realisation(
         &mut self,
@@ -339,14 +385,27 @@ impl Db {
     /// are kept (a `.drv`'s meta is updated: it is never hashed, and the
     /// latest evaluation wins).
     pub fn register(&mut self, objects: &[NewObject], now: i64) -> Result<(), StoreError> {
-        if objects.is_empty() {
+        self.register_with(objects, &[], now)
+    }
+
+    /// Registers `objects` and records `realisations` (key, output, base
+    /// name of an object registered or in `objects`) in one transaction: a
+    /// build's outputs and the proof that they are its outputs become valid
+    /// together.
+    pub fn register_with(
+        &mut self,
+        objects: &[NewObject],
+        realisations: &[(DrvHash, String, String)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if objects.is_empty() && realisations.is_empty() {
             return Ok(());
         }
         let mut missing: Option<(String, String)> = None;
         self.write(|tx| {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO objects (path, kind, digest, size, deriver, registered) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (path) DO NOTHING",
+                "INSERT INTO objects (path, kind, digest, size, deriver, registered, sandboxed) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO NOTHING",
             )?;
             let mut id_of = tx.prepare_cached("SELECT id FROM objects WHERE path = ?1")?;
             let mut add_ref = tx.prepare_cached(
@@ -366,7 +425,8 @@ impl Db {
                     &o.digest.0[..],
                     o.size as i64,
                     o.deriver,
-                    now
+                    now,
+                    o.sandboxed
                 ])?;
                 let id: i64 = if fresh == 1 {
                     tx.last_insert_rowid()
@@ -393,6 +453,13 @@ impl Db {
                 if let Some(d) = &o.derivation {
                     add_drv.execute(params![id, &d.hash.0[..], d.content, d.meta, d.run_inputs])?;
                 }
+            }
+            let mut realise = tx.prepare_cached(
+                "INSERT OR REPLACE INTO realisations (key, output, object) \
+                 SELECT ?1, ?2, id FROM objects WHERE path = ?3",
+            )?;
+            for (key, output, path) in realisations {
+                realise.execute(params![&key.0[..], output, path])?;
             }
             Ok(())
         })

@@ -156,6 +156,7 @@ impl Store {
                 deriver,
                 references,
                 derivation: None,
+                sandboxed: true,
             }],
             now(),
         )

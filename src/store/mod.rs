@@ -10,6 +10,7 @@
 
 pub mod db;
 pub mod import;
+pub mod outputs;
 pub mod tree_hash;
 
 use std::fs::File;
@@ -351,6 +352,7 @@ impl Store {
                 } else {
                     Vec::new()
                 },
+                sandboxed: true,
                 derivation: Some(db::NewDerivation {
                     hash: d.hash,
                     content: d.bytes.clone(),

@@ -27,7 +27,9 @@ fn sandboxed(script: &str, binds: Vec<Bind>) -> (i32, String, tempfile::TempDir)
             ("PATH".into(), "/usr/bin:/bin".into()),
             ("HOME".into(), "/homeless-shelter".into()),
         ],
+        symlinks: Vec::new(),
         network: false,
+        namespaces: true,
     };
     let log_path = work.path().join("log");
     let log = std::fs::File::create(&log_path).unwrap();

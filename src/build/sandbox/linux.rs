@@ -1,30 +1,48 @@
 //! Entering the sandbox on Linux.
 //!
-//! [`run`] starts `cbuild __sandbox` with the spec on stdin. That helper
-//! ([`helper_main`]) is single-threaded: it unshares the namespaces, maps the
-//! caller's uid and gid to the build user, and forks the build's pid 1, which
-//! assembles the root (tmpfs, binds, `/proc`, `/dev`, `/tmp`, `/etc`),
-//! brings up loopback, `pivot_root`s into it and executes the builder. The
-//! helper waits and exits with the builder's status (128 + signal when it was
-//! killed).
+//! Namespaces are entered by a small single-threaded server process, `cbuild
+//! __sandbox` ([`server_main`]), started once per realise ([`Sandboxes`]):
+//! forking it costs a fraction of executing a fresh helper per build, and a
+//! user namespace can only be created by a single-threaded process, which
+//! the caller (a thread pool) is not.
+//!
+//! The caller sends each build's spec over a Unix socket, with the write end
+//! of its log attached (`SCM_RIGHTS`). For each, the server forks a monitor,
+//! which unshares the namespaces, maps the caller's uid and gid to the build
+//! user and forks the build's pid 1; pid 1 assembles the root (tmpfs, binds,
+//! `/proc`, `/dev`, `/tmp`, `/etc`), brings up loopback, `pivot_root`s into
+//! it and executes the builder. The monitor waits and writes the builder's
+//! status (128 + signal when it was killed) back on the server's stdout.
+//! Everything dies with the caller: each process asks for `SIGKILL` when its
+//! parent goes.
 
+use std::collections::HashMap;
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, chdir, execve, fork, pivot_root, sethostname};
+use nix::unistd::{
+    ForkResult, chdir, dup2_stderr, dup2_stdout, execve, fork, pivot_root, sethostname,
+};
 
 use super::spec::{self, SandboxSpec};
 
 /// Why a sandbox could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// The helper process could not be started.
-    #[error("cannot start the sandbox helper {exe}")]
+    /// The server process could not be started.
+    #[error("cannot start the sandbox server {exe}")]
     Spawn {
         /// The cbuild binary.
         exe: PathBuf,
@@ -32,89 +50,370 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
-    /// The spec could not be handed to the helper.
-    #[error("cannot pass the build description to the sandbox helper")]
+    /// A build could not be handed to the server.
+    #[error("cannot pass the build description to the sandbox server")]
     Pipe(#[source] std::io::Error),
+    /// The server went away.
+    #[error("the sandbox server exited unexpectedly")]
+    Lost,
+    /// This machine cannot create the namespaces.
+    #[error(
+        "cannot create the build namespaces: {reason}\n\
+         builds run in user, mount, pid, network, ipc and uts namespaces; enable unprivileged \
+         user namespaces (sysctl kernel.unprivileged_userns_clone=1, or \
+         user.max_user_namespaces > 0), or build without isolation with `--sandbox=off` \
+         (outputs are then marked as unsandboxed in the store)"
+    )]
+    Unavailable {
+        /// What the kernel said.
+        reason: String,
+    },
 }
 
-/// Runs the spec's program in a sandbox through the helper `exe` (the cbuild
-/// binary). Its stdout and stderr go to `log`.
-pub fn run(exe: &Path, spec: &SandboxSpec, log: std::fs::File) -> Result<ExitStatus, SandboxError> {
-    let err_log = log.try_clone().map_err(SandboxError::Pipe)?;
-    let mut child = Command::new(exe)
-        .arg("__sandbox")
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(err_log))
-        .spawn()
-        .map_err(|source| SandboxError::Spawn {
-            exe: exe.to_path_buf(),
-            source,
-        })?;
-    let json = serde_json::to_vec(spec).map_err(|e| SandboxError::Pipe(e.into()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&json).map_err(SandboxError::Pipe)?;
+/// Id of the record the server sends first: whether namespaces work.
+const PROBE: u64 = 0;
+/// Longest message in a result record (a record must fit one atomic pipe write).
+const MAX_MESSAGE: usize = 3000;
+
+/// A running sandbox server, shared by the threads that build.
+pub struct Sandboxes {
+    socket: Mutex<UnixStream>,
+    waiting: Arc<Mutex<HashMap<u64, mpsc::Sender<i32>>>>,
+    next: AtomicU64,
+    child: Option<Child>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sandboxes {
+    /// Starts the server (`exe __sandbox`). With `namespaces`, checks that
+    /// this machine can create them, and fails with a clear message if not.
+    /// The server is killed if the thread calling this exits: start it from
+    /// a thread that outlives the builds.
+    pub fn start(exe: &Path, namespaces: bool) -> Result<Sandboxes, SandboxError> {
+        let (ours, theirs) = UnixStream::pair().map_err(SandboxError::Pipe)?;
+        let mut child = Command::new(exe)
+            .arg("__sandbox")
+            .arg(if namespaces { "probe" } else { "no-probe" })
+            .env_clear()
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| SandboxError::Spawn {
+                exe: exe.to_path_buf(),
+                source,
+            })?;
+        let Some(mut results) = child.stdout.take() else {
+            return Err(SandboxError::Lost);
+        };
+        let (code, message) = read_record(&mut results)
+            .map(|(_, code, message)| (code, message))
+            .ok_or(SandboxError::Lost)?;
+        if code != 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SandboxError::Unavailable { reason: message });
+        }
+        let waiting: Arc<Mutex<HashMap<u64, mpsc::Sender<i32>>>> = Arc::default();
+        let w = waiting.clone();
+        let reader = std::thread::Builder::new()
+            .name("sandbox-results".into())
+            .spawn(move || {
+                while let Some((id, code, _)) = read_record(&mut results) {
+                    if let Some(tx) = w.lock().ok().and_then(|mut m| m.remove(&id)) {
+                        let _ = tx.send(code);
+                    }
+                }
+                // The server is gone: whoever still waits gets an error.
+                if let Ok(mut m) = w.lock() {
+                    m.clear();
+                }
+            })
+            .map_err(SandboxError::Pipe)?;
+        Ok(Sandboxes {
+            socket: Mutex::new(ours),
+            waiting,
+            next: AtomicU64::new(PROBE + 1),
+            child: Some(child),
+            reader: Some(reader),
+        })
     }
-    child.wait().map_err(SandboxError::Pipe)
+
+    /// Runs the spec's program; its stdout and stderr go to `log`. Blocks
+    /// until it exits; safe to call from several threads at once.
+    pub fn run(&self, spec: &SandboxSpec, log: OwnedFd) -> Result<ExitStatus, SandboxError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        self.waiting
+            .lock()
+            .map_err(|_| SandboxError::Lost)?
+            .insert(id, tx);
+        let body = serde_json::to_vec(spec).map_err(|e| SandboxError::Pipe(e.into()))?;
+        let mut header = [0u8; 12];
+        header[..8].copy_from_slice(&id.to_le_bytes());
+        header[8..].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        {
+            let mut sock = self.socket.lock().map_err(|_| SandboxError::Lost)?;
+            let fds = [log.as_raw_fd()];
+            sendmsg::<()>(
+                sock.as_raw_fd(),
+                &[IoSlice::new(&header)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                None,
+            )
+            .map_err(|e| SandboxError::Pipe(e.into()))?;
+            sock.write_all(&body).map_err(SandboxError::Pipe)?;
+        }
+        // The server holds its own copy now: ours must go, or the reader of
+        // the log would never see it end.
+        drop(log);
+        let code = rx.recv().map_err(|_| SandboxError::Lost)?;
+        Ok(ExitStatus::from_raw((code & 0xff) << 8))
+    }
 }
 
-/// The helper: reads the spec on stdin, never returns. Must run before any
-/// thread is started.
-pub fn helper_main() -> ! {
-    let mut input = Vec::new();
-    let spec: SandboxSpec = match std::io::stdin()
-        .read_to_end(&mut input)
-        .map_err(|e| e.to_string())
-        .and_then(|_| serde_json::from_slice(&input).map_err(|e| e.to_string()))
-    {
-        Ok(s) => s,
-        Err(e) => die("cannot read the build description", &e),
+impl Drop for Sandboxes {
+    fn drop(&mut self) {
+        // Closing the socket ends the server; its stdout closing ends the reader.
+        if let Ok(sock) = self.socket.lock() {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// Runs one spec in a server of its own (tests and one-off builds).
+pub fn run(exe: &Path, spec: &SandboxSpec, log: std::fs::File) -> Result<ExitStatus, SandboxError> {
+    Sandboxes::start(exe, spec.namespaces)?.run(spec, OwnedFd::from(log))
+}
+
+/// One result: (id, status, message).
+fn read_record(r: &mut impl Read) -> Option<(u64, i32, String)> {
+    let mut h = [0u8; 16];
+    r.read_exact(&mut h).ok()?;
+    let id = u64::from_le_bytes(h[..8].try_into().ok()?);
+    let code = i32::from_le_bytes(h[8..12].try_into().ok()?);
+    let len = u32::from_le_bytes(h[12..].try_into().ok()?) as usize;
+    let mut msg = vec![0u8; len.min(MAX_MESSAGE)];
+    r.read_exact(&mut msg).ok()?;
+    Some((id, code, String::from_utf8_lossy(&msg).into_owned()))
+}
+
+/// Writes one result in a single `write` (atomic: under `PIPE_BUF`).
+fn write_record(id: u64, code: i32, message: &str) {
+    let msg = &message.as_bytes()[..message.len().min(MAX_MESSAGE)];
+    let mut rec = Vec::with_capacity(16 + msg.len());
+    rec.extend_from_slice(&id.to_le_bytes());
+    rec.extend_from_slice(&code.to_le_bytes());
+    rec.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+    rec.extend_from_slice(msg);
+    let _ = nix::unistd::write(std::io::stdout(), &rec);
+}
+
+/// The server: never returns. Must run before any thread is started.
+pub fn server_main() -> ! {
+    die_with_parent();
+    let probe = std::env::args_os().nth(2).is_none_or(|a| a != "no-probe");
+    let verdict = if probe { probe_namespaces() } else { Ok(()) };
+    match verdict {
+        Ok(()) => write_record(PROBE, 0, ""),
+        Err(reason) => {
+            write_record(PROBE, 1, &reason);
+            std::process::exit(1)
+        }
+    }
+    // Monitors are reaped by the kernel.
+    unsafe {
+        let _ = signal(Signal::SIGCHLD, SigHandler::SigIgn);
+    }
+    loop {
+        let (id, spec, log) = match next_request() {
+            Ok(Some(r)) => r,
+            Ok(None) => std::process::exit(0),
+            Err((id, why)) => {
+                write_record(id, 128, &why);
+                continue;
+            }
+        };
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                unsafe {
+                    let _ = signal(Signal::SIGCHLD, SigHandler::SigDfl);
+                }
+                monitor(id, &spec, log)
+            }
+            Ok(ForkResult::Parent { .. }) => drop(log),
+            Err(e) => write_record(id, 128, &format!("cannot fork: {e}")),
+        }
+    }
+}
+
+/// Reads the next spec and its log from the socket on fd 0.
+#[allow(clippy::type_complexity)]
+fn next_request() -> Result<Option<(u64, SandboxSpec, OwnedFd)>, (u64, String)> {
+    let mut header = [0u8; 12];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let (n, fd) = {
+        let mut iov = [IoSliceMut::new(&mut header)];
+        let msg = recvmsg::<()>(0, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(|e| (0, format!("cannot read a request: {e}")))?;
+        let mut fd = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    for f in fds {
+                        // SAFETY: the kernel just gave us this descriptor.
+                        let owned = unsafe { OwnedFd::from_raw_fd(f) };
+                        if fd.is_none() {
+                            fd = Some(owned);
+                        }
+                    }
+                }
+            }
+        }
+        (msg.bytes, fd)
     };
-    let uid = nix::unistd::getuid();
-    let gid = nix::unistd::getgid();
+    if n == 0 {
+        return Ok(None);
+    }
+    // SAFETY: fd 0 is the socket, owned by this process for its lifetime.
+    let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+    if n < header.len() {
+        stdin
+            .read_exact(&mut header[n..])
+            .map_err(|e| (0, format!("short request: {e}")))?;
+    }
+    let id = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
+    let len = u32::from_le_bytes(header[8..].try_into().unwrap_or_default()) as usize;
+    let mut body = vec![0u8; len];
+    stdin
+        .read_exact(&mut body)
+        .map_err(|e| (id, format!("short request: {e}")))?;
+    let log = fd.ok_or((id, "a request came without its log".to_string()))?;
+    let spec = serde_json::from_slice(&body).map_err(|e| (id, format!("bad request: {e}")))?;
+    Ok(Some((id, spec, log)))
+}
+
+/// Whether this process may create the namespaces a build needs: a child
+/// tries, and exits with the errno when it cannot.
+fn probe_namespaces() -> Result<(), String> {
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = match unshare(namespace_flags(false)) {
+                Ok(()) => 0,
+                Err(e) => e as i32,
+            };
+            unsafe { nix::libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+            Ok(WaitStatus::Exited(_, e)) => Err(format!(
+                "unshare: {}",
+                nix::errno::Errno::from_raw(e).desc()
+            )),
+            other => Err(format!("the probe ended with {other:?}")),
+        },
+        Err(e) => Err(format!("cannot fork: {e}")),
+    }
+}
+
+fn namespace_flags(network: bool) -> CloneFlags {
     let mut flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
-    if !spec.network {
+    if !network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    if let Err(e) = unshare(flags) {
-        die(
-            "cannot create the build namespaces (are unprivileged user namespaces enabled? \
-             `--sandbox=off` builds without them)",
-            &e.to_string(),
-        );
-    }
-    write_or_die("/proc/self/setgroups", "deny");
-    write_or_die(
-        "/proc/self/uid_map",
-        &format!("{} {} 1", spec::BUILD_UID, uid),
-    );
-    write_or_die(
-        "/proc/self/gid_map",
-        &format!("{} {} 1", spec::BUILD_GID, gid),
-    );
-    // The first child is pid 1 of the new pid namespace.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => build_pid1(&spec),
-        Ok(ForkResult::Parent { child }) => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
-                Ok(WaitStatus::Signaled(_, sig, _)) => std::process::exit(128 + sig as i32),
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => die("lost the build process", &e.to_string()),
-            }
-        },
-        Err(e) => die("cannot fork the build process", &e.to_string()),
+    flags
+}
+
+/// Asks for `SIGKILL` when the parent exits, so that nothing outlives the
+/// cbuild that started it.
+fn die_with_parent() {
+    unsafe {
+        nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0);
     }
 }
 
-fn build_pid1(spec: &SandboxSpec) -> ! {
-    if let Err(e) = assemble(spec) {
+/// One build: enters the namespaces, forks pid 1, reports its status.
+fn monitor(id: u64, spec: &SandboxSpec, log: OwnedFd) -> ! {
+    die_with_parent();
+    // The build reads nothing: fd 0 becomes /dev/null instead of the socket.
+    unsafe {
+        nix::libc::close(0);
+        nix::libc::open(c"/dev/null".as_ptr(), nix::libc::O_RDONLY);
+    }
+    let fail = |what: &str, why: String| -> ! {
+        let msg = format!("cbuild sandbox: {what}: {why}\n");
+        let _ = nix::unistd::write(&log, msg.as_bytes());
+        write_record(id, 128, &msg);
+        std::process::exit(0)
+    };
+    if spec.namespaces {
+        let uid = nix::unistd::getuid();
+        let gid = nix::unistd::getgid();
+        if let Err(e) = unshare(namespace_flags(spec.network)) {
+            fail("cannot create the build namespaces", e.to_string());
+        }
+        for (path, text) in [
+            ("/proc/self/setgroups", "deny".to_string()),
+            (
+                "/proc/self/uid_map",
+                format!("{} {} 1", spec::BUILD_UID, uid),
+            ),
+            (
+                "/proc/self/gid_map",
+                format!("{} {} 1", spec::BUILD_GID, gid),
+            ),
+        ] {
+            if let Err(e) = std::fs::write(path, text) {
+                fail(&format!("cannot write {path}"), e.to_string());
+            }
+        }
+    }
+    // The first child is pid 1 of the new pid namespace.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => build_pid1(spec, log),
+        Ok(ForkResult::Parent { child }) => {
+            drop(log);
+            loop {
+                let code = match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => code,
+                    Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        write_record(id, 128, &format!("lost the build process: {e}"));
+                        std::process::exit(0)
+                    }
+                };
+                write_record(id, code, "");
+                std::process::exit(0)
+            }
+        }
+        Err(e) => fail("cannot fork the build process", e.to_string()),
+    }
+}
+
+fn build_pid1(spec: &SandboxSpec, log: OwnedFd) -> ! {
+    die_with_parent();
+    if dup2_stdout(&log).and_then(|_| dup2_stderr(&log)).is_err() {
+        std::process::exit(128);
+    }
+    drop(log);
+    let setup = if spec.namespaces {
+        assemble(spec)
+    } else {
+        chdir(spec.build_dir.as_str()).map_err(|e| format!("enter {}: {e}", spec.build_dir))
+    };
+    if let Err(e) = setup {
         die("cannot set up the sandbox", &e);
     }
     let program = cstr(&spec.program);
@@ -213,6 +512,13 @@ fn assemble(spec: &SandboxSpec) -> Result<(), String> {
     ] {
         std::fs::write(etc.join(name), text).map_err(|e| format!("write /etc/{name}: {e}"))?;
     }
+    for (link, target) in &spec.symlinks {
+        let at = inside(link);
+        if let Some(parent) = at.parent() {
+            mkdir(parent)?;
+        }
+        std::os::unix::fs::symlink(target, &at).map_err(|e| format!("symlink {link}: {e}"))?;
+    }
     // Binds last: a store under /tmp (or anywhere) must land on top of the
     // sandbox's own /tmp, /dev and /etc, not under them.
     for b in &spec.binds {
@@ -308,12 +614,6 @@ fn loopback_up() -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn write_or_die(path: &str, text: &str) {
-    if let Err(e) = std::fs::write(path, text) {
-        die(&format!("cannot write {path}"), &e.to_string());
-    }
 }
 
 fn cstr(s: &str) -> CString {

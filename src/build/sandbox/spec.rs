@@ -1,4 +1,4 @@
-//! What a sandboxed build sees: pure data, serialised to the helper process.
+//! What a sandboxed build sees: pure data, serialised to the sandbox server.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,8 +28,21 @@ pub struct SandboxSpec {
     pub args: Vec<String>,
     /// The whole environment of the program.
     pub env: Vec<(String, String)>,
+    /// Symlinks to create inside the root, as (link, target): the declared
+    /// tools under `/.cbuild/bin`.
+    #[serde(default)]
+    pub symlinks: Vec<(String, String)>,
     /// Keep the host's network (fixed-output derivations only).
     pub network: bool,
+    /// Enter namespaces (false only for `--sandbox=off`: the program then
+    /// runs on the host, in `build_dir`, with the spec's environment, and
+    /// `root`, `binds` and `symlinks` are ignored).
+    #[serde(default = "yes")]
+    pub namespaces: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The host's toolchain layer: bound read-only into builds that declare a

@@ -1,0 +1,492 @@
+//! One build: a resolved derivation run in the sandbox at scratch output
+//! paths, and its outputs made ready to register (normalised, named by their
+//! content, self-references rewritten, references found).
+//!
+//! A job runs on a worker thread and touches no shared state but the files
+//! of its own work directory and the store's read-only database view; the
+//! scheduler ([`super::realise`]) registers what it returns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::build::ca;
+use crate::build::fetch;
+use crate::build::log;
+use crate::build::normalise::normalise;
+use crate::build::realise::BuildError;
+use crate::build::refscan::scan;
+use crate::build::sandbox::linux::Sandboxes;
+use crate::build::sandbox::spec::{host_toolchain_binds, in_host_toolchain};
+use crate::build::sandbox::{Bind, SandboxSpec};
+use crate::derivation::{
+    Derivation, DrvHash, ObjectKind, StoreDir, StorePath, base32, placeholder,
+};
+use crate::store::tree_hash::{self, Node};
+use crate::store::{Db, StoreError, make_writable_recursive};
+
+/// What every job of one realise shares.
+pub struct Context<'a> {
+    /// The sandbox server, started by the scheduler before the first build
+    /// that needs it.
+    pub sandboxes: &'a std::sync::OnceLock<Sandboxes>,
+    /// The store root.
+    pub root: PathBuf,
+    /// The store directory.
+    pub dir: StoreDir,
+    /// An empty directory each sandbox mounts its root on.
+    pub sandbox_root: PathBuf,
+    /// Run builders in namespaces (false: `--sandbox=off`).
+    pub namespaces: bool,
+    /// Keep the work directory of a failed build.
+    pub keep_failed: bool,
+}
+
+/// A build to run.
+pub struct Job {
+    /// The `.drv` being built.
+    pub drv_path: StorePath,
+    /// Its resolved form: inputs' placeholders replaced by real paths.
+    pub drv: Derivation,
+    /// The resolved derivation's hash.
+    pub resolved_hash: DrvHash,
+    /// The store objects the build may see (its inputs' closure).
+    pub inputs: BTreeSet<String>,
+    /// A fresh scratch directory for this build.
+    pub work: PathBuf,
+}
+
+/// An output ready to be moved into the store and registered.
+pub struct ReadyOutput {
+    /// The output name.
+    pub output: String,
+    /// Where it lies now.
+    pub tmp: PathBuf,
+    /// Its final store path.
+    pub path: StorePath,
+    /// Its tree.
+    pub node: Node,
+    /// What it refers to (base names, itself and its siblings included).
+    pub references: Vec<String>,
+}
+
+/// What a job came to.
+pub enum JobResult {
+    /// Built: outputs to register, while the lock is still held.
+    Built {
+        /// The outputs in the derivation's order.
+        outputs: Vec<ReadyOutput>,
+        /// The per-derivation build lock.
+        lock: File,
+        /// The scratch directory to remove once they are registered.
+        work: PathBuf,
+    },
+    /// Another process built it while this one waited for the lock.
+    Done,
+}
+
+/// Runs `job` under its per-derivation lock. `db` is this worker's own view
+/// of the database, used to see whether another process built it meanwhile.
+pub fn run(cx: &Context<'_>, db: &Db, job: Job) -> Result<JobResult, BuildError> {
+    // One builder per derivation across processes: whoever holds the lock
+    // builds, the others find it realised when they get it.
+    let lock = crate::store::lock_object(&cx.root, &job.drv_path)?;
+    if job.drv.outputs.iter().try_fold(true, |all, o| {
+        Ok::<_, StoreError>(all && db.realisation(&job.resolved_hash, o)?.is_some())
+    })? {
+        return Ok(JobResult::Done);
+    }
+    mkdirs(&[&job.work])?;
+    let result = if job.drv.fixed.is_some() && job.drv.builder == fetch::BUILDER {
+        fetch::fetch(cx, &job)
+    } else {
+        build(cx, &job)
+    };
+    match result {
+        Ok(outputs) => Ok(JobResult::Built {
+            outputs,
+            lock,
+            work: job.work,
+        }),
+        Err(e) => {
+            let e = if cx.keep_failed {
+                BuildError::Kept {
+                    error: Box::new(e),
+                    dir: job.work.clone(),
+                }
+            } else {
+                discard(&job.work);
+                e
+            };
+            Err(e)
+        }
+    }
+}
+
+/// Removes a work directory, read-only parts included.
+pub fn discard(work: &Path) {
+    make_writable_recursive(work);
+    let _ = std::fs::remove_dir_all(work);
+}
+
+fn mkdirs(dirs: &[&Path]) -> Result<(), StoreError> {
+    for p in dirs {
+        std::fs::create_dir_all(p).map_err(|source| StoreError::Write {
+            path: p.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// A scratch output: its name, the directory it is written in and the
+/// random hash part of its scratch path.
+pub struct Scratch {
+    /// Output name.
+    pub output: String,
+    /// Store object name (`<name>` or `<name>-<output>`).
+    pub name: String,
+    /// Random 32-character hash part.
+    pub part: String,
+}
+
+/// Scratch outputs for `d`: random hash parts of the final length.
+pub fn scratch_outputs(drv_path: &StorePath, d: &Derivation) -> Vec<Scratch> {
+    d.outputs
+        .iter()
+        .map(|o| {
+            let seed = format!(
+                "{}:{o}:{}:{:?}:{:?}",
+                drv_path.base_name(),
+                std::process::id(),
+                std::thread::current().id(),
+                std::time::SystemTime::now()
+            );
+            Scratch {
+                output: o.clone(),
+                name: if o == "out" {
+                    d.name.clone()
+                } else {
+                    format!("{}-{o}", d.name)
+                },
+                part: base32::encode(&blake3::hash(seed.as_bytes()).as_bytes()[..20]),
+            }
+        })
+        .collect()
+}
+
+/// Runs the builder and finishes its outputs.
+fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
+    let d = &job.drv;
+    let shown = cx.dir.path_of(&job.drv_path);
+    let build_dir = job.work.join("build");
+    // Outputs are written in a directory that appears as the store inside
+    // the sandbox; without one, in the store directory itself.
+    let out_dir = if cx.namespaces {
+        job.work.join("store")
+    } else {
+        PathBuf::from(cx.dir.as_str())
+    };
+    mkdirs(&[&build_dir, &build_dir.join("tmp"), &out_dir])?;
+    let scratch = scratch_outputs(&job.drv_path, d);
+    let own: Vec<(String, String)> = scratch
+        .iter()
+        .map(|s| {
+            (
+                placeholder::own_output(&s.output),
+                format!("{}/{}-{}", cx.dir.as_str(), s.part, s.name),
+            )
+        })
+        .collect();
+    let r = |s: &String| {
+        own.iter()
+            .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
+    };
+    let spec = spec(cx, job, &build_dir, &out_dir, &r)?;
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+        BuildError::from(crate::build::sandbox::linux::SandboxError::Pipe(e.into()))
+    })?;
+    let sandboxes = cx
+        .sandboxes
+        .get()
+        .ok_or(crate::build::sandbox::linux::SandboxError::Lost)?;
+    // The log is read while the build runs; the status comes after.
+    let (status, tail) = std::thread::scope(|s| {
+        let logger = s.spawn(|| log::collect(&cx.root, &job.drv_path, File::from(reader)));
+        let status = sandboxes.run(&spec, writer);
+        let tail = logger.join().unwrap_or_else(|_| Ok(String::new()));
+        (status, tail)
+    });
+    let status = status?;
+    let tail = tail?;
+    if !status.success() {
+        return Err(BuildError::Failed {
+            drv: shown,
+            code: status.code().unwrap_or(-1),
+            tail,
+        });
+    }
+    let found: Vec<(Scratch, PathBuf)> = scratch
+        .into_iter()
+        .map(|s| {
+            let p = out_dir.join(format!("{}-{}", s.part, s.name));
+            (s, p)
+        })
+        .collect();
+    for (s, p) in &found {
+        if std::fs::symlink_metadata(p).is_err() {
+            // Nothing half-made may stay in the store directory.
+            for (_, q) in &found {
+                discard(q);
+            }
+            return Err(BuildError::MissingOutput {
+                drv: shown,
+                output: s.output.clone(),
+            });
+        }
+    }
+    let mut r = finish_outputs(cx, job, &found);
+    if let (Ok(ready), Some(fixed)) = (&r, &d.fixed)
+        && let Some(o) = ready.first()
+        && let Err(e) = fetch::check_output(fixed, &o.tmp, &o.node, &shown)
+    {
+        r = Err(e);
+    }
+    if r.is_err() && !cx.namespaces {
+        for (_, q) in &found {
+            discard(q);
+        }
+    }
+    r
+}
+
+/// The sandbox description of a build.
+fn spec(
+    cx: &Context<'_>,
+    job: &Job,
+    build_dir: &Path,
+    out_dir: &Path,
+    r: &dyn Fn(&String) -> String,
+) -> Result<SandboxSpec, BuildError> {
+    let d = &job.drv;
+    let dir = &cx.dir;
+    let mut binds = Vec::new();
+    if !d.host_tools.is_empty() {
+        binds.extend(host_toolchain_binds());
+    }
+    binds.push(Bind {
+        source: out_dir.to_string_lossy().into(),
+        target: dir.as_str().into(),
+        writable: true,
+    });
+    for b in &job.inputs {
+        binds.push(Bind {
+            source: format!("{}/{b}", dir.as_str()),
+            target: format!("{}/{b}", dir.as_str()),
+            writable: false,
+        });
+    }
+    // PATH: the declared tools and the inputs' bin/ folders only. Every
+    // pinned tool appears under the name it was asked for; one outside the
+    // toolchain layer is bound in by itself (its resolved file).
+    let tool_dir = if cx.namespaces {
+        "/.cbuild/bin".to_string()
+    } else {
+        job.work.join("bin").to_string_lossy().into_owned()
+    };
+    let mut path = vec![tool_dir.clone()];
+    for p in &d.path_inputs {
+        if p.starts_with(dir.as_str()) {
+            path.push(format!("{p}/bin"));
+        }
+    }
+    let mut symlinks = Vec::new();
+    for (name, tool) in &d.host_tools {
+        let target = if !cx.namespaces || in_host_toolchain(&tool.path) {
+            tool.path.clone()
+        } else {
+            binds.push(Bind {
+                source: tool.resolved.clone(),
+                target: tool.resolved.clone(),
+                writable: false,
+            });
+            tool.resolved.clone()
+        };
+        symlinks.push((format!("{tool_dir}/{name}"), target));
+    }
+    if !cx.namespaces {
+        mkdirs(&[Path::new(&tool_dir)])?;
+        for (link, target) in symlinks.drain(..) {
+            std::os::unix::fs::symlink(&target, &link).map_err(|source| StoreError::Write {
+                path: link.into(),
+                source,
+            })?;
+        }
+    }
+    let inside_build = if cx.namespaces {
+        "/build".to_string()
+    } else {
+        build_dir.to_string_lossy().into_owned()
+    };
+    let mut env: BTreeMap<String, String> = d.env.iter().map(|(k, v)| (k.clone(), r(v))).collect();
+    let join = |suffixes: &[&str]| {
+        d.host_inputs
+            .iter()
+            .flat_map(|p| suffixes.iter().map(move |s| format!("{p}/{s}")))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    if !d.host_inputs.is_empty() {
+        env.insert("CPATH".into(), join(&["include"]));
+        env.insert("LIBRARY_PATH".into(), join(&["lib"]));
+        env.insert(
+            "PKG_CONFIG_PATH".into(),
+            join(&["lib/pkgconfig", "share/pkgconfig"]),
+        );
+    }
+    for (k, v) in [
+        ("PATH", path.join(":")),
+        ("HOME", "/homeless-shelter".into()),
+        ("TMPDIR", format!("{inside_build}/tmp")),
+        ("TZ", "UTC".into()),
+        ("LC_ALL", "C".into()),
+        ("SOURCE_DATE_EPOCH", "1".into()),
+        (
+            "CBUILD_CORES",
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .to_string(),
+        ),
+    ] {
+        env.insert(k.into(), v);
+    }
+    Ok(SandboxSpec {
+        root: cx.sandbox_root.to_string_lossy().into(),
+        binds,
+        build_dir: build_dir.to_string_lossy().into(),
+        program: r(&d.builder),
+        args: d.args.iter().map(r).collect(),
+        env: env.into_iter().collect(),
+        symlinks,
+        network: d.fixed.is_some(),
+        namespaces: cx.namespaces,
+    })
+}
+
+/// Turns built scratch outputs into outputs ready to register. An output
+/// that mentions a sibling is finished after it, with the sibling's scratch
+/// path rewritten to its final one first; siblings that mention each other
+/// in a cycle cannot be named by content and are refused.
+pub fn finish_outputs(
+    cx: &Context<'_>,
+    job: &Job,
+    found: &[(Scratch, PathBuf)],
+) -> Result<Vec<ReadyOutput>, BuildError> {
+    let shown = cx.dir.path_of(&job.drv_path);
+    let parts: Vec<String> = found.iter().map(|(s, _)| s.part.clone()).collect();
+    // Which siblings each output mentions.
+    let mut mentions: Vec<BTreeSet<usize>> = Vec::new();
+    for (k, (_, p)) in found.iter().enumerate() {
+        let mut m = if parts.len() > 1 {
+            scan(p, &parts)?
+        } else {
+            BTreeSet::new()
+        };
+        m.remove(&k);
+        mentions.push(m);
+    }
+    // Dependency order among siblings.
+    let mut order = Vec::new();
+    let mut placed = vec![false; found.len()];
+    while order.len() < found.len() {
+        let next = (0..found.len()).find(|&k| !placed[k] && mentions[k].iter().all(|&m| placed[m]));
+        let Some(k) = next else {
+            let names: Vec<String> = (0..found.len())
+                .filter(|&k| !placed[k])
+                .map(|k| found[k].0.output.clone())
+                .collect();
+            return Err(BuildError::OutputCycle {
+                drv: shown,
+                outputs: names,
+            });
+        };
+        placed[k] = true;
+        order.push(k);
+    }
+    let candidates: Vec<String> = job
+        .inputs
+        .iter()
+        .map(|b| b[..32.min(b.len())].to_string())
+        .collect();
+    let inputs: Vec<&String> = job.inputs.iter().collect();
+    let mut finals: Vec<Option<StorePath>> = vec![None; found.len()];
+    let mut ready = Vec::new();
+    for k in order {
+        let (s, p) = &found[k];
+        // Siblings it mentions are final already: point at their final paths.
+        if !mentions[k].is_empty() {
+            let files = all_files(p)?;
+            make_writable_recursive(p);
+            for &m in &mentions[k] {
+                if let Some(fin) = &finals[m] {
+                    ca::rewrite(&files, &found[m].0.part, &fin.hash_part())?;
+                }
+            }
+        }
+        let hashed = ca::hash_modulo(p, &s.part)?;
+        let final_path = StorePath::compute(&cx.dir, ObjectKind::Output, &hashed.digest.0, &s.name)
+            .map_err(StoreError::from)?;
+        let node = if hashed.self_referencing.is_empty() {
+            hashed.node
+        } else {
+            make_writable_recursive(p);
+            ca::rewrite(&hashed.self_referencing, &s.part, &final_path.hash_part())?;
+            tree_hash::hash_tree(p)?
+        };
+        normalise(p)?;
+        let mut cands = candidates.clone();
+        cands.push(final_path.hash_part());
+        let sibling_base = cands.len();
+        for f in finals.iter().flatten() {
+            cands.push(f.hash_part());
+        }
+        let sibling_paths: Vec<&StorePath> = finals.iter().flatten().collect();
+        let references: Vec<String> = scan(p, &cands)?
+            .into_iter()
+            .filter_map(|i| {
+                if i == sibling_base - 1 {
+                    Some(final_path.base_name())
+                } else if i >= sibling_base {
+                    sibling_paths.get(i - sibling_base).map(|sp| sp.base_name())
+                } else {
+                    inputs.get(i).map(|b| (*b).clone())
+                }
+            })
+            .collect();
+        finals[k] = Some(final_path.clone());
+        ready.push(ReadyOutput {
+            output: s.output.clone(),
+            tmp: p.clone(),
+            path: final_path,
+            node,
+            references,
+        });
+    }
+    // In dependency order: an output comes after the siblings it mentions.
+    Ok(ready)
+}
+
+/// Every file and symlink under `root` (or `root` itself).
+fn all_files(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut files = Vec::new();
+    for e in walkdir::WalkDir::new(root).follow_links(false) {
+        let e = e.map_err(|e| {
+            let (path, source) = crate::store::walk_error(root, e);
+            StoreError::Read { path, source }
+        })?;
+        if !e.file_type().is_dir() {
+            files.push(e.into_path());
+        }
+    }
+    Ok(files)
+}

@@ -1,0 +1,126 @@
+//! Build logs: what a builder writes on stdout and stderr, read from a pipe
+//! while it runs, compressed with zstd into `logs/<drv base name>.log.zst`,
+//! with the last lines kept for an error message.
+//!
+//! A build that prints nothing leaves no file (creating one costs more than
+//! a trivial build's other file operations); `cbuild log` prints nothing for
+//! it. A log is kept in memory until it passes [`SPILL`] compressed bytes,
+//! then streamed to its file.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::derivation::StorePath;
+use crate::store::{Store, StoreError};
+
+/// Compressed bytes kept in memory before the log goes to its file.
+const SPILL: usize = 1 << 20;
+/// Lines kept for the error message of a failed build.
+pub const TAIL_LINES: usize = 25;
+/// Bytes of the log tail kept at most.
+const TAIL_BYTES: usize = 16 * 1024;
+
+/// The log file of `drv` in the store at `root`.
+pub fn log_path(root: &Path, drv: &StorePath) -> PathBuf {
+    root.join("logs")
+        .join(format!("{}.log.zst", drv.base_name()))
+}
+
+/// Reads `pipe` to its end into the log of `drv`; returns the last lines.
+pub fn collect(root: &Path, drv: &StorePath, mut pipe: impl Read) -> Result<String, StoreError> {
+    let path = log_path(root, drv);
+    let err = |source| StoreError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut sink =
+        zstd::stream::Encoder::new(Spill::Memory(Vec::new(), path.clone()), 3).map_err(err)?;
+    let mut tail: VecDeque<u8> = VecDeque::with_capacity(TAIL_BYTES);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0usize;
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        };
+        total += n;
+        sink.write_all(&buf[..n]).map_err(err)?;
+        for &b in &buf[n.saturating_sub(TAIL_BYTES)..n] {
+            if tail.len() == TAIL_BYTES {
+                tail.pop_front();
+            }
+            tail.push_back(b);
+        }
+    }
+    let spill = sink.finish().map_err(err)?;
+    if total > 0 {
+        spill.finish().map_err(err)?;
+    } else {
+        // Nothing was printed: no file, and none left from an earlier build.
+        let _ = std::fs::remove_file(&path);
+    }
+    let text = String::from_utf8_lossy(tail.make_contiguous()).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    Ok(lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"))
+}
+
+/// Compressed bytes in memory until there are too many, then a file.
+enum Spill {
+    Memory(Vec<u8>, PathBuf),
+    File(File),
+}
+
+impl Spill {
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Spill::Memory(bytes, path) => std::fs::write(path, bytes),
+            Spill::File(mut f) => f.flush(),
+        }
+    }
+}
+
+impl Write for Spill {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Spill::File(f) => f.write(data),
+            Spill::Memory(bytes, path) => {
+                bytes.extend_from_slice(data);
+                if bytes.len() > SPILL {
+                    let mut f = File::create(&*path)?;
+                    f.write_all(bytes)?;
+                    *self = Spill::File(f);
+                }
+                Ok(data.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Spill::File(f) => f.flush(),
+            Spill::Memory(..) => Ok(()),
+        }
+    }
+}
+
+/// The stored log of the last build of `drv`: `None` when it has none (it
+/// was never built here, or printed nothing).
+pub fn read_log(store: &Store, drv: &StorePath) -> Result<Option<Vec<u8>>, StoreError> {
+    let path = log_path(store.root(), drv);
+    match File::open(&path) {
+        Ok(f) => zstd::stream::decode_all(f)
+            .map(Some)
+            .map_err(|source| StoreError::Read { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Read { path, source }),
+    }
+}
