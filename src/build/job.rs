@@ -17,7 +17,7 @@ use crate::build::normalise::normalise;
 use crate::build::realise::BuildError;
 use crate::build::refscan::scan;
 use crate::build::sandbox::linux::Sandboxes;
-use crate::build::sandbox::spec::{host_toolchain_binds, in_host_toolchain};
+use crate::build::sandbox::spec::in_host_toolchain;
 use crate::build::sandbox::{Bind, SandboxSpec};
 use crate::derivation::{
     Derivation, DrvHash, ObjectKind, StoreDir, StorePath, base32, placeholder,
@@ -40,6 +40,10 @@ pub struct Context<'a> {
     pub namespaces: bool,
     /// Keep the work directory of a failed build.
     pub keep_failed: bool,
+    /// `CBUILD_CORES` for builders.
+    pub cores: usize,
+    /// The host toolchain layer's binds (for builds that declare tools).
+    pub toolchain: Vec<Bind>,
 }
 
 /// A build to run.
@@ -94,6 +98,7 @@ pub fn run(cx: &Context<'_>, db: &Db, job: Job) -> Result<JobResult, BuildError>
     if job.drv.outputs.iter().try_fold(true, |all, o| {
         Ok::<_, StoreError>(all && db.realisation(&job.resolved_hash, o)?.is_some())
     })? {
+        discard(&job.work);
         return Ok(JobResult::Done);
     }
     mkdirs(&[&job.work])?;
@@ -210,14 +215,11 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         .sandboxes
         .get()
         .ok_or(crate::build::sandbox::linux::SandboxError::Lost)?;
-    // The log is read while the build runs; the status comes after.
-    let (status, tail) = std::thread::scope(|s| {
-        let logger = s.spawn(|| log::collect(&cx.root, &job.drv_path, File::from(reader)));
-        let status = sandboxes.run(&spec, writer);
-        let tail = logger.join().unwrap_or_else(|_| Ok(String::new()));
-        (status, tail)
-    });
-    let status = status?;
+    // The log is read while the build runs, to its end; the status comes
+    // after.
+    let running = sandboxes.submit(&spec, writer)?;
+    let tail = log::collect(&cx.root, &job.drv_path, File::from(reader));
+    let status = running.wait()?;
     let tail = tail?;
     if !status.success() {
         return Err(BuildError::Failed {
@@ -271,9 +273,11 @@ fn spec(
     let d = &job.drv;
     let dir = &cx.dir;
     let mut binds = Vec::new();
-    if !d.host_tools.is_empty() {
-        binds.extend(host_toolchain_binds());
-    }
+    let toolchain = if d.host_tools.is_empty() {
+        Vec::new()
+    } else {
+        cx.toolchain.clone()
+    };
     binds.push(Bind {
         source: out_dir.to_string_lossy().into(),
         target: dir.as_str().into(),
@@ -351,17 +355,14 @@ fn spec(
         ("TZ", "UTC".into()),
         ("LC_ALL", "C".into()),
         ("SOURCE_DATE_EPOCH", "1".into()),
-        (
-            "CBUILD_CORES",
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .to_string(),
-        ),
+        ("CBUILD_CORES", cx.cores.to_string()),
     ] {
         env.insert(k.into(), v);
     }
     Ok(SandboxSpec {
         root: cx.sandbox_root.to_string_lossy().into(),
+        toolchain,
+        store_dir: dir.as_str().into(),
         binds,
         build_dir: build_dir.to_string_lossy().into(),
         program: r(&d.builder),

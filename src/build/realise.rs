@@ -22,7 +22,7 @@ use crate::build::normalise::NormaliseError;
 use crate::build::refscan::ScanError;
 use crate::build::sandbox::linux::{SandboxError, Sandboxes};
 use crate::derivation::{Derivation, DrvHash, StorePath, diff, placeholder};
-use crate::store::outputs::BuiltObject;
+use crate::store::outputs::{BuiltObject, Placed};
 use crate::store::{Db, Store, StoreError};
 
 pub use crate::build::log::read_log;
@@ -212,11 +212,14 @@ pub fn realise(
         sandbox_root: sandbox_root.clone(),
         namespaces: opts.namespaces,
         keep_failed: opts.keep_failed,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        toolchain: crate::build::sandbox::spec::host_toolchain_binds(),
     };
     let db_path = store.root().join("db.sqlite");
     let jobs = opts.jobs.max(1);
     let (job_tx, job_rx) = mpsc::channel::<(usize, Job)>();
     let job_rx = Mutex::new(job_rx);
+    let work_pool = WorkPool::new(store.scratch_dir().join("pool"), jobs + 2, nodes.len());
     let result = std::thread::scope(|s| -> Result<(), BuildError> {
         let job_tx = job_tx;
         let (done_tx, done_rx) = mpsc::channel::<(usize, Result<JobResult, BuildError>)>();
@@ -241,6 +244,10 @@ pub fn realise(
             });
         }
         drop(done_tx);
+        let (to_registrar, from_scheduler) = mpsc::channel::<Placed>();
+        let pool = &work_pool;
+        let (reg_db_path, reg_dir) = (&db_path, store.dir().clone());
+        let registrar = s.spawn(move || registrar(reg_db_path, &reg_dir, from_scheduler, pool));
         let mut sched = Scheduler {
             store,
             nodes: &mut nodes,
@@ -251,6 +258,8 @@ pub fn realise(
             index: HashMap::new(),
             resolved: HashMap::new(),
             namespaces: opts.namespaces,
+            registrar: to_registrar.clone(),
+            pool: &work_pool,
         };
         sched.index = (0..sched.nodes.len())
             .map(|i| (sched.nodes[i].path.clone(), i))
@@ -295,7 +304,12 @@ pub fn realise(
             }
         }
         drop(job_tx);
-        Ok(())
+        drop(sched);
+        drop(to_registrar);
+        match registrar.join() {
+            Ok(r) => r,
+            Err(_) => Err(SandboxError::Lost.into()),
+        }
     });
     drop(sandboxes);
     let _ = std::fs::remove_dir(&sandbox_root);
@@ -419,6 +433,10 @@ struct Scheduler<'a> {
     resolved: HashMap<usize, DrvHash>,
     /// Whether builds run in namespaces.
     namespaces: bool,
+    /// Where placed builds go to be registered, off the critical path.
+    registrar: mpsc::Sender<Placed>,
+    /// Work directories made ahead of time.
+    pool: &'a WorkPool,
 }
 
 impl Scheduler<'_> {
@@ -465,7 +483,7 @@ impl Scheduler<'_> {
             drv: resolved,
             resolved_hash: rhash,
             inputs,
-            work: self.store.scratch_path("build"),
+            work: self.pool.take(),
         }))
     }
 
@@ -570,12 +588,15 @@ impl Scheduler<'_> {
                     }
                 }
                 let path = self.nodes[i].path.clone();
-                let committed = self
+                let placed = self
                     .store
-                    .commit_build(&path, self.namespaces, &objects, &recs);
-                job::discard(&work);
-                drop(lock);
-                committed?;
+                    .place_build(&path, self.namespaces, &objects, recs);
+                self.pool.discard(work);
+                let mut placed = placed?;
+                placed.hold(lock);
+                if self.registrar.send(placed).is_err() {
+                    return Err(SandboxError::Lost.into());
+                }
                 let mut paths: Vec<(String, StorePath)> =
                     outputs.into_iter().map(|o| (o.output, o.path)).collect();
                 let order = &self.nodes[i].drv.outputs;
@@ -664,4 +685,158 @@ impl Scheduler<'_> {
             )
         })
     }
+}
+
+/// Registers placed builds as they come, a batch at a time (one sync and
+/// one transaction for everything that arrived meanwhile), and keeps the
+/// work directory pool filled; on its own thread, so that neither costs the
+/// builds' critical path. Returns the first error.
+fn registrar(
+    db_path: &std::path::Path,
+    dir: &crate::derivation::StoreDir,
+    from_scheduler: mpsc::Receiver<Placed>,
+    pool: &WorkPool,
+) -> Result<(), BuildError> {
+    let mut db = Db::open(db_path)?;
+    let mut first_error = None;
+    while let Ok(p) = from_scheduler.recv() {
+        let mut batch = vec![p];
+        batch.extend(from_scheduler.try_iter());
+        if first_error.is_none()
+            && let Err(e) = crate::store::outputs::register(&mut db, dir, batch)
+        {
+            first_error = Some(e);
+        }
+        pool.tidy();
+    }
+    pool.tidy();
+    pool.close();
+    first_error.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// Work directories (`build/tmp/` and `store/` inside) made ahead of time,
+/// and used ones to remove: creating and removing directories costs a file
+/// system transaction each, so the registrar does it between builds.
+struct WorkPool {
+    base: std::path::PathBuf,
+    state: Mutex<PoolState>,
+}
+
+struct PoolState {
+    ready: Vec<std::path::PathBuf>,
+    trash: Vec<std::path::PathBuf>,
+    made: usize,
+    /// How many to keep ready.
+    keep: usize,
+    /// How many builds may still need one.
+    left: usize,
+}
+
+impl WorkPool {
+    fn new(base: std::path::PathBuf, keep: usize, left: usize) -> WorkPool {
+        WorkPool {
+            base,
+            state: Mutex::new(PoolState {
+                ready: Vec::new(),
+                trash: Vec::new(),
+                made: 0,
+                keep,
+                left,
+            }),
+        }
+    }
+
+    /// A fresh work directory (its parts are made by the job if missing).
+    fn take(&self) -> std::path::PathBuf {
+        let Ok(mut st) = self.state.lock() else {
+            return self.base.join("fallback");
+        };
+        st.left = st.left.saturating_sub(1);
+        if let Some(w) = st.ready.pop() {
+            return w;
+        }
+        st.made += 1;
+        self.base.join(st.made.to_string())
+    }
+
+    /// Queues a used work directory for removal.
+    fn discard(&self, w: std::path::PathBuf) {
+        if let Ok(mut st) = self.state.lock() {
+            st.trash.push(w);
+        }
+    }
+
+    /// Empties used directories for reuse (emptying a directory is much
+    /// cheaper than removing and making it again) and makes new ones.
+    fn tidy(&self) {
+        let trash = match self.state.lock() {
+            Ok(mut st) => std::mem::take(&mut st.trash),
+            Err(_) => return,
+        };
+        for w in trash {
+            let build = w.join("build");
+            let emptied = empty(&build, Some("tmp"))
+                && empty(&build.join("tmp"), None)
+                && empty(&w.join("store"), None)
+                && empty(&w, Some("build"));
+            match self.state.lock() {
+                Ok(mut st) if emptied && st.ready.len() < st.keep.min(st.left) => st.ready.push(w),
+                _ => job::discard(&w),
+            }
+        }
+        let (want, first) = match self.state.lock() {
+            Ok(mut st) => {
+                let want = st.keep.min(st.left).saturating_sub(st.ready.len());
+                let first = st.made + 1;
+                st.made += want;
+                (want, first)
+            }
+            Err(_) => return,
+        };
+        for n in first..first + want {
+            let w = self.base.join(n.to_string());
+            let ok = [w.join("build/tmp"), w.join("store")]
+                .iter()
+                .all(|d| std::fs::create_dir_all(d).is_ok());
+            if ok && let Ok(mut st) = self.state.lock() {
+                st.ready.push(w);
+            }
+        }
+    }
+
+    /// Removes everything left.
+    fn close(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            let st = &mut *st;
+            for w in st.ready.drain(..).chain(st.trash.drain(..)) {
+                job::discard(&w);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.base);
+    }
+}
+
+/// Removes everything in `dir` but the entry `keep` (and `store`, for the
+/// work directory itself); whether `dir` is now so.
+fn empty(dir: &std::path::Path, keep: Option<&str>) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut ok = true;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if keep.is_some_and(|k| name == k) || (keep == Some("build") && name == "store") {
+            continue;
+        }
+        let p = e.path();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        let removed = if is_dir {
+            job::discard(&p);
+            !p.exists()
+        } else {
+            std::fs::remove_file(&p).is_ok()
+        };
+        ok &= removed;
+    }
+    ok
 }

@@ -120,7 +120,22 @@ impl Db {
             conn,
             path: path.to_path_buf(),
         };
-        db.configure().map_err(|source| {
+        // Opening races with other processes opening or recovering the same
+        // database; some of those paths report "busy" without waiting.
+        let started = std::time::Instant::now();
+        let mut configured = db.configure();
+        while let Err(e) = &configured {
+            let busy = matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            );
+            if !busy || started.elapsed() > BUSY_TIMEOUT {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            configured = db.configure();
+        }
+        configured.map_err(|source| {
             if is_corrupt(&source) {
                 StoreError::CorruptDb {
                     path: path.to_path_buf(),

@@ -620,11 +620,15 @@ fn clean_stale_scratch(tmp: &Path) {
     }
 }
 
-/// An exclusive lock on `locks/<hash part>.lock`, held while an object is
-/// moved into `store/` and registered, so that two processes never replace
-/// each other's half-registered object.
+/// An exclusive lock on one store path, held while its object is moved into
+/// `store/` and registered, or while a derivation is built (keyed by its
+/// `.drv`), so that two processes never build or register the same thing at
+/// once. It is a one-byte open-file-description lock in `locks/paths.lock`
+/// at an offset derived from the hash part: one file for every path, so
+/// taking a lock creates no inode (a file per path cost a file creation per
+/// build). Released when the returned file is closed.
 pub(crate) fn lock_object(root: &Path, p: &StorePath) -> Result<File, StoreError> {
-    let path = root.join("locks").join(format!("{}.lock", p.hash_part()));
+    let path = root.join("locks").join("paths.lock");
     let f = File::options()
         .write(true)
         .create(true)
@@ -634,9 +638,28 @@ pub(crate) fn lock_object(root: &Path, p: &StorePath) -> Result<File, StoreError
             path: path.clone(),
             source,
         })?;
-    f.lock()
-        .map_err(|source| StoreError::Create { path, source })?;
-    Ok(f)
+    let h = blake3::hash(p.hash_part().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.as_bytes()[..8]);
+    // Below 2^62: a valid, positive file offset.
+    let offset = (u64::from_le_bytes(first) >> 2) as i64;
+    let mut fl: nix::libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = nix::libc::F_WRLCK as i16;
+    fl.l_whence = nix::libc::SEEK_SET as i16;
+    fl.l_start = offset;
+    fl.l_len = 1;
+    loop {
+        match nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_OFD_SETLKW(&fl)) {
+            Ok(_) => return Ok(f),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                return Err(StoreError::Create {
+                    path,
+                    source: e.into(),
+                });
+            }
+        }
+    }
 }
 
 /// Adds the owner write bit everywhere under `p`, so it can be deleted.

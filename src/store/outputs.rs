@@ -3,10 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{
-    NewObject, Store, StoreError, lock_object, make_writable_recursive, now, sync_dir, sync_fs,
-};
-use crate::derivation::{DrvHash, ObjectKind, StorePath, TreeDigest};
+use super::{Db, NewObject, Store, StoreError, lock_object, make_writable_recursive, now, sync_fs};
+use crate::derivation::{DrvHash, ObjectKind, StoreDir, StorePath, TreeDigest};
 
 /// A finished output, ready to move into the store.
 #[derive(Clone, Debug)]
@@ -25,26 +23,47 @@ pub struct BuiltObject {
     pub references: Vec<String>,
 }
 
+/// Outputs moved into `store/` but not registered yet: their locks are
+/// held until they are.
+pub struct Placed {
+    _locks: Vec<std::fs::File>,
+    objects: Vec<NewObject>,
+    realisations: Vec<(DrvHash, String, String)>,
+}
+
+impl Placed {
+    /// Holds `lock` (the derivation's build lock) until the build is
+    /// registered: another process must find it realised once it gets it.
+    pub fn hold(&mut self, lock: std::fs::File) {
+        self._locks.push(lock);
+    }
+}
+
 impl Store {
-    /// Moves `objects` into the store and registers them, with
-    /// `realisations` (key, output name, base name), in one transaction. An
-    /// object whose path is valid already (identical bytes built before)
-    /// is dropped and the existing one is used.
-    pub fn commit_build(
-        &mut self,
+    /// Moves a build's `objects` to their final paths, holding their locks,
+    /// so that the builds that use them can start at once; [`Store::register`]
+    /// makes them valid, with `realisations` (key, output name, base name).
+    /// An object whose path is valid already (identical bytes built before)
+    /// is dropped and the existing one is used. Until it is registered, a
+    /// placed object is an unregistered leftover to every other process (and
+    /// to the next one, after a crash), which replaces it.
+    pub fn place_build(
+        &self,
         deriver: &StorePath,
         sandboxed: bool,
         objects: &[BuiltObject],
-        realisations: &[(DrvHash, String, String)],
-    ) -> Result<(), StoreError> {
-        // Flush the new files once, through the store's file system.
-        if !objects.is_empty() {
-            sync_fs(self.scratch_dir())?;
-        }
+        realisations: Vec<(DrvHash, String, String)>,
+    ) -> Result<Placed, StoreError> {
+        // Locks in a fixed order: two processes placing the same outputs
+        // never wait on each other in a cycle.
+        let mut order: Vec<&BuiltObject> = objects.iter().collect();
+        order.sort_by(|a, b| a.path.cmp(&b.path));
         let mut locks = Vec::with_capacity(objects.len());
+        for o in order {
+            locks.push(lock_object(self.root(), &o.path)?);
+        }
         let mut new = Vec::with_capacity(objects.len());
         for o in objects {
-            locks.push(lock_object(self.root(), &o.path)?);
             let dest = self.real_path(&o.path);
             if self.is_valid(&o.path)? {
                 discard(&o.tmp);
@@ -71,11 +90,28 @@ impl Store {
                 sandboxed,
             });
         }
-        if !new.is_empty() {
-            sync_dir(self.dir().as_str().as_ref())?;
-        }
-        self.db_mut().register_with(&new, realisations, now())
+        Ok(Placed {
+            _locks: locks,
+            objects: new,
+            realisations,
+        })
     }
+}
+
+/// Makes placed builds durable (one `syncfs` for all of them) and registers
+/// them, in order, in one transaction through `db` (any connection to the
+/// store's database); then releases their locks.
+pub fn register(db: &mut Db, dir: &StoreDir, placed: Vec<Placed>) -> Result<(), StoreError> {
+    if placed.is_empty() {
+        return Ok(());
+    }
+    if placed.iter().any(|p| !p.objects.is_empty()) {
+        sync_fs(dir.as_str().as_ref())?;
+    }
+    let objects: Vec<NewObject> = placed.iter().flat_map(|p| p.objects.clone()).collect();
+    let realisations: Vec<(DrvHash, String, String)> =
+        placed.iter().flat_map(|p| p.realisations.clone()).collect();
+    db.register_with(&objects, &realisations, now())
 }
 
 fn discard(p: &Path) {

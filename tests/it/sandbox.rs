@@ -30,6 +30,8 @@ fn sandboxed(script: &str, binds: Vec<Bind>) -> (i32, String, tempfile::TempDir)
         symlinks: Vec::new(),
         network: false,
         namespaces: true,
+        toolchain: Vec::new(),
+        store_dir: String::new(),
     };
     let log_path = work.path().join("log");
     let log = std::fs::File::create(&log_path).unwrap();

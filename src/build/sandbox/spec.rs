@@ -16,9 +16,17 @@ pub struct Bind {
 /// Everything the helper needs to set up one build.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxSpec {
-    /// An empty host directory that becomes the sandbox's root.
+    /// An empty host directory under which the sandbox server mounts its
+    /// roots (it may be shared by every build of a realise).
     pub root: String,
-    /// Paths to bind into the root.
+    /// The host toolchain layer, bound read-only (the same for many
+    /// builds: the sandbox server prepares it once per realise).
+    #[serde(default)]
+    pub toolchain: Vec<Bind>,
+    /// The store directory (it appears at the same path inside).
+    #[serde(default)]
+    pub store_dir: String,
+    /// Paths to bind into the root for this build alone.
     pub binds: Vec<Bind>,
     /// The host directory that appears as `/build` (the working directory).
     pub build_dir: String,
