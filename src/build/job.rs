@@ -115,9 +115,24 @@ pub fn run(cx: &Context<'_>, db: &Db, job: Job) -> Result<JobResult, BuildError>
         }),
         Err(e) => {
             let e = if cx.keep_failed {
+                // Out of this process's scratch space, which goes when it
+                // ends: into `kept/`, which cbuild never cleans.
+                let kept = cx.root.join("kept").join(format!(
+                    "{}-{}",
+                    job.drv_path.base_name(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis())
+                ));
+                let moved = std::fs::create_dir_all(cx.root.join("kept"))
+                    .and_then(|()| std::fs::rename(&job.work, &kept));
                 BuildError::Kept {
                     error: Box::new(e),
-                    dir: job.work.clone(),
+                    dir: if moved.is_ok() {
+                        kept
+                    } else {
+                        job.work.clone()
+                    },
                 }
             } else {
                 discard(&job.work);

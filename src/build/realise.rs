@@ -671,7 +671,13 @@ impl Scheduler<'_> {
             return Ok("not in the store (no derivation of this name was built before)".into());
         };
         let old = self.store.read_derivation(&prev)?;
-        let changes = diff::differences(&old, &node.drv);
+        let mut hashes = BTreeMap::new();
+        for input in old.input_drvs.keys().chain(node.drv.input_drvs.keys()) {
+            if let Some((h, _)) = self.store.db().derivation_record(&input.base_name())? {
+                hashes.insert(input.clone(), h);
+            }
+        }
+        let changes = diff::differences(&old, &node.drv, &hashes);
         Ok(if changes.is_empty() {
             format!(
                 "not in the store (last built as {})",

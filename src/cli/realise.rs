@@ -76,6 +76,7 @@ pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(
         let outputs: serde_json::Map<String, serde_json::Value> = targets
             .iter()
             .zip(&drv_paths)
+            .filter(|(t, _)| outcome.outputs.contains_key(*t))
             .map(|(t, shown)| {
                 let m: serde_json::Map<String, serde_json::Value> = outcome
                     .outputs

@@ -3,11 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use super::{Derivation, StorePath};
+use super::{Derivation, DrvHash, StorePath, placeholder};
 
 /// The fields of `new` that differ from `old`, each as a short phrase
 /// (`input zlib`, `env CFLAGS`, `builder`, ...), in a fixed order.
-pub fn differences(old: &Derivation, new: &Derivation) -> Vec<String> {
+/// `hashes` gives the derivation hash of input `.drv`s (of both), so that a
+/// string that differs only by which build of an input it names is not
+/// reported beside the input itself.
+pub fn differences(
+    old: &Derivation,
+    new: &Derivation,
+    hashes: &BTreeMap<StorePath, DrvHash>,
+) -> Vec<String> {
+    let old = &neutral(old, hashes);
+    let new = &neutral(new, hashes);
     let mut out = Vec::new();
     let by_name = |d: &Derivation| -> BTreeMap<String, StorePath> {
         d.input_drvs
@@ -75,4 +84,32 @@ pub fn differences(old: &Derivation, new: &Derivation) -> Vec<String> {
         }
     }
     out
+}
+
+/// `d` with its inputs' placeholders replaced by names that do not depend on
+/// which build of the input they stand for.
+fn neutral(d: &Derivation, hashes: &BTreeMap<StorePath, DrvHash>) -> Derivation {
+    let mut subst = Vec::new();
+    for (input, outs) in &d.input_drvs {
+        let Some(h) = hashes.get(input) else { continue };
+        for o in outs {
+            subst.push((
+                placeholder::input_output(h, o),
+                format!("<{}:{o}>", input.name().trim_end_matches(".drv")),
+            ));
+        }
+    }
+    let r = |s: &String| {
+        subst
+            .iter()
+            .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
+    };
+    Derivation {
+        builder: r(&d.builder),
+        args: d.args.iter().map(r).collect(),
+        env: d.env.iter().map(|(k, v)| (k.clone(), r(v))).collect(),
+        path_inputs: d.path_inputs.iter().map(r).collect(),
+        host_inputs: d.host_inputs.iter().map(r).collect(),
+        ..d.clone()
+    }
 }

@@ -228,3 +228,233 @@ fn builds_are_hermetic_and_outputs_normalised() {
     let text = std::fs::read_to_string(&me).unwrap();
     assert!(text.contains(&format!("echo {out}\n")), "{text}");
 }
+
+#[test]
+fn keep_going_builds_what_does_not_depend_on_a_failure_and_keep_failed_keeps_it() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let
+             bad = derivation { name = "bad", script = "echo half-done > half; echo oops >&2; exit 3" },
+             after_bad = derivation { name = "after-bad", script = "echo ${bad} > $out" },
+             good = derivation { name = "good", script = "echo fine > $out" },
+             after_good = derivation { name = "after-good", script = "echo ${good} > $out" },
+           in { bad = bad, after_bad = after_bad, good = good, after_good = after_good }"#,
+    );
+    let all = ["-A", "after_bad", "-A", "after_good", "--json", "-j", "1"];
+    // Without --keep-going the first failure stops new builds.
+    let mut args = vec!["realise", "recipe.cb"];
+    args.extend(all);
+    let r = p.run(&args).fails_with(1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    assert_eq!(v["failed"].as_array().unwrap().len(), 1, "{v}");
+    assert!(r.stderr().contains("oops"), "the log tail: {}", r.stderr());
+    assert!(r.stderr().contains("cbuild log "), "{}", r.stderr());
+    // With it, everything that does not depend on the failure is built.
+    let mut args = vec!["realise", "recipe.cb", "--keep-going", "--keep-failed"];
+    args.extend(all);
+    let r = p.run(&args).fails_with(1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    let names = |k: &str| -> Vec<String> {
+        let mut n: Vec<String> = v[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                let s = x.as_str().unwrap();
+                s[s.find('-').unwrap() + 1..]
+                    .trim_end_matches(".drv")
+                    .to_string()
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names("failed"), ["bad"], "{v}");
+    assert_eq!(names("skipped"), ["after-bad"], "{v}");
+    assert!(names("built").contains(&"after-good".to_string()), "{v}");
+    assert_eq!(
+        v["outputs"].as_object().unwrap().len(),
+        1,
+        "only the good target has outputs: {v}"
+    );
+    // --keep-failed says where the build directory is, and keeps it.
+    let err = r.stderr();
+    let kept = err
+        .lines()
+        .find_map(|l| l.strip_prefix("the build directory is kept at "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(
+        std::fs::read_to_string(Path::new(kept).join("build/half")).unwrap(),
+        "half-done\n"
+    );
+    // The store holds nothing of the failure.
+    let listed = std::fs::read_dir(p.store().join("store"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with("-bad") || n.contains("-bad-")
+        })
+        .count();
+    assert_eq!(listed, 0);
+}
+
+#[test]
+fn multiple_outputs_are_separate_objects_that_may_refer_to_each_other() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let
+             mkdir = host_tool("mkdir"),
+             multi = derivation {
+               name = "multi", outputs = ["out", "lib", "dev"], build_inputs = [mkdir],
+               script = ''
+                 mkdir -p $lib/lib $dev/include $out/bin
+                 echo "the library" > $lib/lib/libm.txt
+                 echo "lib=$lib" > $dev/include/where.h
+                 echo "lib=$lib dev=$dev" > $out/bin/info
+               '',
+             },
+             cyclic = derivation {
+               name = "cyclic", outputs = ["out", "lib"],
+               script = ''
+                 echo $lib > $out
+                 echo $out > $lib
+               '',
+             },
+             user = derivation { name = "user", script = "echo ${multi.outputs.dev} > $out" },
+           in { multi = multi, cyclic = cyclic, user = user }"#,
+    );
+    let v = json(&p, &["realise", "recipe.cb", "-A", "multi"]);
+    let outs = v["outputs"].as_object().unwrap().values().next().unwrap();
+    let path = |o: &str| outs[o].as_str().unwrap().to_string();
+    let (out, lib, dev) = (path("out"), path("lib"), path("dev"));
+    assert!(out.ends_with("-multi") && lib.ends_with("-multi-lib") && dev.ends_with("-multi-dev"));
+    assert_eq!(
+        std::fs::read_to_string(format!("{dev}/include/where.h")).unwrap(),
+        format!("lib={lib}\n"),
+        "a sibling's scratch path is rewritten to its final path"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{out}/bin/info")).unwrap(),
+        format!("lib={lib} dev={dev}\n")
+    );
+    // References: out -> lib, dev; dev -> lib; lib -> nothing.
+    let refs = |o: &str| -> Vec<String> {
+        let j: serde_json::Value =
+            serde_json::from_str(&p.run(&["store", "path-info", "--json", o]).ok().stdout())
+                .unwrap();
+        let mut r: Vec<String> = j["references"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        r.sort();
+        r
+    };
+    let mut expect = vec![lib.clone(), dev.clone()];
+    expect.sort();
+    assert_eq!(refs(&out), expect);
+    assert_eq!(refs(&dev), [lib.clone()]);
+    assert!(refs(&lib).is_empty());
+    // A dependent sees the output it asked for.
+    let v = json(&p, &["realise", "recipe.cb", "-A", "user"]);
+    let user = v["outputs"].as_object().unwrap().values().next().unwrap()["out"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(std::fs::read_to_string(user).unwrap(), format!("{dev}\n"));
+    // Outputs that refer to each other both ways cannot be named by content.
+    let r = p
+        .run(&["realise", "recipe.cb", "-A", "cyclic"])
+        .fails_with(1);
+    assert!(r.stderr().contains("cycle"), "{}", r.stderr());
+}
+
+#[test]
+fn a_binary_with_an_rpath_into_its_own_output_runs_from_the_final_path() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let cc = host_tool("cc"), mkdir = host_tool("mkdir") in
+           derivation {
+             name = "rpath", build_inputs = [cc, mkdir],
+             script = ''
+               mkdir -p $out/lib $out/bin
+               echo 'int answer(void) { return 42; }' > lib.c
+               printf '#include <stdio.h>\nint answer(void);\nint main(void) { printf("%%d\\n", answer()); return 0; }\n' > main.c
+               cc -shared -fPIC -o $out/lib/libanswer.so lib.c
+               cc -o $out/bin/answer main.c -L$out/lib -lanswer -Wl,-rpath,$out/lib
+             '',
+           }"#,
+    );
+    let out = p.run(&["realise", "recipe.cb"]).ok().stdout();
+    let out = out.trim();
+    let run = std::process::Command::new(format!("{out}/bin/answer"))
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "42\n",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let binary = std::fs::read(format!("{out}/bin/answer")).unwrap();
+    let needle = format!("{out}/lib");
+    assert!(
+        binary.windows(needle.len()).any(|w| w == needle.as_bytes()),
+        "the RPATH names the final path"
+    );
+}
+
+#[test]
+fn verbose_realise_says_why_each_derivation_is_built() {
+    let recipe = |salt: &str| {
+        format!(
+            r#"let
+                 a = derivation {{ name = "a", script = "echo $SALT > $out", env = {{ SALT = "{salt}" }} }},
+                 b = derivation {{ name = "b", script = "cat ${{a}} > $out", build_inputs = [host_tool("cat")] }},
+               in b"#
+        )
+    };
+    let p = Project::new().file("recipe.cb", recipe("one"));
+    let r = p.run(&["-v", "realise", "recipe.cb"]).ok();
+    assert!(
+        r.stderr()
+            .contains("-a.drv: not in the store (no derivation of this name was built before)"),
+        "{}",
+        r.stderr()
+    );
+    std::fs::write(p.path().join("recipe.cb"), recipe("two")).unwrap();
+    let r = p.run(&["-v", "realise", "recipe.cb"]).ok();
+    let err = r.stderr();
+    let line = |name: &str| {
+        err.lines()
+            .find(|l| l.starts_with("building ") && l.contains(&format!("-{name}.drv:")))
+            .unwrap_or_else(|| panic!("no line for {name}: {err}"))
+            .to_string()
+    };
+    assert!(line("a").ends_with("env SALT"), "{err}");
+    assert!(line("a").contains("changed since "), "{err}");
+    assert!(line("b").ends_with("input a"), "{err}");
+}
+
+#[test]
+fn sandbox_off_builds_without_namespaces_and_marks_the_outputs() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"derivation { name = "plain", script = "echo $TMPDIR > $out" }"#,
+    );
+    let out = p
+        .run(&["realise", "recipe.cb", "--sandbox=off"])
+        .ok()
+        .stdout();
+    let out = out.trim().to_string();
+    let j: serde_json::Value =
+        serde_json::from_str(&p.run(&["store", "path-info", "--json", &out]).ok().stdout())
+            .unwrap();
+    assert_eq!(j["sandboxed"], false, "{j}");
+    // Its TMPDIR was a host path (no /build inside a sandbox).
+    let tmp = std::fs::read_to_string(&out).unwrap();
+    assert!(tmp.starts_with(&*p.store().to_string_lossy()), "{tmp}");
+}
