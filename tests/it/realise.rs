@@ -355,7 +355,7 @@ fn multiple_outputs_are_separate_objects_that_may_refer_to_each_other() {
     let mut expect = vec![lib.clone(), dev.clone()];
     expect.sort();
     assert_eq!(refs(&out), expect);
-    assert_eq!(refs(&dev), [lib.clone()]);
+    assert_eq!(refs(&dev), std::slice::from_ref(&lib));
     assert!(refs(&lib).is_empty());
     // A dependent sees the output it asked for.
     let v = json(&p, &["realise", "recipe.cb", "-A", "user"]);
