@@ -35,11 +35,11 @@ pub fn collect(root: &Path, drv: &StorePath, mut pipe: impl Read) -> Result<Stri
         path: path.clone(),
         source,
     };
-    let mut sink =
-        zstd::stream::Encoder::new(Spill::Memory(Vec::new(), path.clone()), 3).map_err(err)?;
+    // The encoder (about a megabyte of state) is made only once there is
+    // something to compress: most trivial builds print nothing.
+    let mut sink: Option<zstd::stream::Encoder<'static, Spill>> = None;
     let mut tail: VecDeque<u8> = VecDeque::with_capacity(TAIL_BYTES);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0usize;
+    let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match pipe.read(&mut buf) {
             Ok(0) => break,
@@ -52,8 +52,14 @@ pub fn collect(root: &Path, drv: &StorePath, mut pipe: impl Read) -> Result<Stri
                 });
             }
         };
-        total += n;
-        sink.write_all(&buf[..n]).map_err(err)?;
+        let enc = match &mut sink {
+            Some(enc) => enc,
+            None => sink.insert(
+                zstd::stream::Encoder::new(Spill::Memory(Vec::new(), path.clone()), 3)
+                    .map_err(err)?,
+            ),
+        };
+        enc.write_all(&buf[..n]).map_err(err)?;
         for &b in &buf[n.saturating_sub(TAIL_BYTES)..n] {
             if tail.len() == TAIL_BYTES {
                 tail.pop_front();
@@ -61,12 +67,12 @@ pub fn collect(root: &Path, drv: &StorePath, mut pipe: impl Read) -> Result<Stri
             tail.push_back(b);
         }
     }
-    let spill = sink.finish().map_err(err)?;
-    if total > 0 {
-        spill.finish().map_err(err)?;
-    } else {
+    match sink {
+        Some(enc) => enc.finish().and_then(Spill::finish).map_err(err)?,
         // Nothing was printed: no file, and none left from an earlier build.
-        let _ = std::fs::remove_file(&path);
+        None => {
+            let _ = std::fs::remove_file(&path);
+        }
     }
     let text = String::from_utf8_lossy(tail.make_contiguous()).into_owned();
     let lines: Vec<&str> = text.lines().collect();

@@ -36,30 +36,38 @@ pub fn scan(root: &Path, hash_parts: &[String]) -> Result<BTreeSet<usize>, ScanE
             let (path, source) = crate::store::walk_error(root, e);
             ScanError { path, source }
         })?;
+    let scan_one = |e: &walkdir::DirEntry| -> Result<BTreeSet<usize>, ScanError> {
+        let err = |source| ScanError {
+            path: e.path().to_path_buf(),
+            source,
+        };
+        let bytes = if e.file_type().is_symlink() {
+            use std::os::unix::ffi::OsStrExt;
+            std::fs::read_link(e.path())
+                .map_err(err)?
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        } else if e.file_type().is_file() {
+            std::fs::read(e.path()).map_err(err)?
+        } else {
+            return Ok(BTreeSet::new());
+        };
+        Ok(ac
+            .find_overlapping_iter(&bytes)
+            .map(|m| m.pattern().as_usize())
+            .collect())
+    };
+    if entries.len() < crate::store::tree_hash::PARALLEL_FROM {
+        let mut found = BTreeSet::new();
+        for e in &entries {
+            found.extend(scan_one(e)?);
+        }
+        return Ok(found);
+    }
     let found = entries
         .par_iter()
-        .map(|e| -> Result<BTreeSet<usize>, ScanError> {
-            let err = |source| ScanError {
-                path: e.path().to_path_buf(),
-                source,
-            };
-            let bytes = if e.file_type().is_symlink() {
-                use std::os::unix::ffi::OsStrExt;
-                std::fs::read_link(e.path())
-                    .map_err(err)?
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec()
-            } else if e.file_type().is_file() {
-                std::fs::read(e.path()).map_err(err)?
-            } else {
-                return Ok(BTreeSet::new());
-            };
-            Ok(ac
-                .find_overlapping_iter(&bytes)
-                .map(|m| m.pattern().as_usize())
-                .collect())
-        })
+        .map(scan_one)
         .try_reduce(BTreeSet::new, |mut a, b| {
             a.extend(b);
             Ok(a)

@@ -148,14 +148,26 @@ pub struct Walk {
 pub type DigestOf<'a> =
     dyn Fn(usize, &WalkedFile) -> Result<(FileDigest, u64), StoreError> + Sync + 'a;
 
+/// Below this many files, work is done on the calling thread.
+pub const PARALLEL_FROM: usize = 32;
+
 /// Hashes the files of a walk in parallel and assembles the tree.
 pub fn build_tree(walk: &Walk, digest_of: &DigestOf<'_>) -> Result<Node, StoreError> {
-    let digests: Vec<(FileDigest, u64)> = walk
-        .files
-        .par_iter()
-        .enumerate()
-        .map(|(k, f)| digest_of(k, f))
-        .collect::<Result<_, _>>()?;
+    // A few files hash faster here than through the thread pool, whose
+    // hand-off and wake-ups cost more than they save (most build outputs).
+    let digests: Vec<(FileDigest, u64)> = if walk.files.len() < PARALLEL_FROM {
+        walk.files
+            .iter()
+            .enumerate()
+            .map(|(k, f)| digest_of(k, f))
+            .collect::<Result<_, _>>()?
+    } else {
+        walk.files
+            .par_iter()
+            .enumerate()
+            .map(|(k, f)| digest_of(k, f))
+            .collect::<Result<_, _>>()?
+    };
     if !walk.root_is_dir {
         if let (Some(f), Some((d, size))) = (walk.files.first(), digests.first()) {
             return Ok(Node::File {

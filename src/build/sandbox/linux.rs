@@ -353,8 +353,8 @@ fn prepare_monitor(nets: &mut Option<NetPool>, roots: &[PathBuf]) -> Option<Unix
                 Ok(own) => own,
                 Err(_) => std::process::exit(0),
             };
-            drop(net);
-            prepared_monitor(theirs, roots, own_net)
+            let ns = net.or_else(own_network);
+            prepared_monitor(theirs, roots, own_net, ns)
         }
         Ok(ForkResult::Parent { .. }) => {
             drop(theirs);
@@ -366,7 +366,12 @@ fn prepare_monitor(nets: &mut Option<NetPool>, roots: &[PathBuf]) -> Option<Unix
 
 /// The prepared monitor, in the build's namespaces: forks pid 1, learns
 /// the build's id from it once it has its request, and reports its status.
-fn prepared_monitor(socket: UnixStream, roots: &[PathBuf], own_net: bool) -> ! {
+fn prepared_monitor(
+    socket: UnixStream,
+    roots: &[PathBuf],
+    own_net: bool,
+    ns: Option<OwnedFd>,
+) -> ! {
     let Ok((id_read, id_write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
         std::process::exit(0)
     };
@@ -391,7 +396,9 @@ fn prepared_monitor(socket: UnixStream, roots: &[PathBuf], own_net: bool) -> ! {
             if got {
                 write_record(u64::from_le_bytes(id), code, "");
             }
-            give_back_network();
+            if let Some(ns) = &ns {
+                give_back_network(ns);
+            }
             std::process::exit(0)
         }
         Err(_) => std::process::exit(0),
@@ -640,15 +647,13 @@ fn recv_fd(socket: &UnixStream) -> Option<OwnedFd> {
     fd
 }
 
-/// Sends the monitor's network namespace back to the server's pool.
-fn give_back_network() {
+/// Sends a build's network namespace back to the server's pool, once the
+/// build is over.
+fn give_back_network(ns: &OwnedFd) {
     let sock = GIVE_BACK.load(Ordering::Relaxed);
     if sock < 0 {
         return;
     }
-    let Ok(ns) = std::fs::File::open("/proc/self/ns/net") else {
-        return;
-    };
     let fds = [ns.as_raw_fd()];
     let _ = sendmsg::<()>(
         sock,
@@ -657,6 +662,14 @@ fn give_back_network() {
         MsgFlags::MSG_DONTWAIT,
         None,
     );
+}
+
+/// This process's network namespace (to give back later: once the build's
+/// pid namespace is gone, `/proc/self/ns` is no longer reachable).
+fn own_network() -> Option<OwnedFd> {
+    std::fs::File::open("/proc/self/ns/net")
+        .ok()
+        .map(OwnedFd::from)
 }
 
 /// The helper: makes a network namespace (moving into it), brings loopback
@@ -801,15 +814,26 @@ fn monitor(
             }
         }
     }
-    drop(net);
-    run_build(id, spec, log, root, own_net)
+    let ns = if spec.namespaces && !spec.network {
+        net.or_else(own_network)
+    } else {
+        None
+    };
+    run_build(id, spec, log, root, own_net, ns)
 }
 
 /// In a monitor that has entered the namespaces: forks the build's pid 1,
 /// waits for it and reports its status. The monitor stays in the build's
 /// namespaces until then, so their teardown happens after the report, off
 /// the build's critical path.
-fn run_build(id: u64, spec: &SandboxSpec, log: OwnedFd, root: Option<&Path>, own_net: bool) -> ! {
+fn run_build(
+    id: u64,
+    spec: &SandboxSpec,
+    log: OwnedFd,
+    root: Option<&Path>,
+    own_net: bool,
+    ns: Option<OwnedFd>,
+) -> ! {
     // The build reads nothing: fd 0 becomes /dev/null instead of the socket.
     unsafe {
         nix::libc::close(0);
@@ -831,8 +855,8 @@ fn run_build(id: u64, spec: &SandboxSpec, log: OwnedFd, root: Option<&Path>, own
                     }
                 };
                 write_record(id, code, "");
-                if spec.namespaces && !spec.network {
-                    give_back_network();
+                if let Some(ns) = &ns {
+                    give_back_network(ns);
                 }
                 std::process::exit(0)
             }
