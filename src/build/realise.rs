@@ -260,6 +260,7 @@ pub fn realise(
             namespaces: opts.namespaces,
             registrar: to_registrar.clone(),
             pool: &work_pool,
+            unsent: Vec::new(),
         };
         sched.index = (0..sched.nodes.len())
             .map(|i| (sched.nodes[i].path.clone(), i))
@@ -269,6 +270,7 @@ pub fn realise(
             .collect();
         let mut running = 0usize;
         let mut stopping = false;
+        let mut inline = None;
         loop {
             while !stopping && running < jobs {
                 let Some(i) = sched.ready.pop_front() else {
@@ -281,6 +283,12 @@ pub fn realise(
                     sched.nodes[i].state = State::Running;
                     sched.started.insert(i, Instant::now());
                     running += 1;
+                    if running == 1 && sched.ready.is_empty() {
+                        // The only build there is (a chain's next link): run
+                        // it here rather than hand it to a worker and back.
+                        inline = Some((i, job::run(&cx, sched.store.db(), job)));
+                        break;
+                    }
                     if job_tx.send((i, job)).is_err() {
                         return Err(SandboxError::Lost.into());
                     }
@@ -289,7 +297,11 @@ pub fn realise(
             if running == 0 {
                 break;
             }
-            let Ok((i, r)) = done_rx.recv() else {
+            let next = match inline.take() {
+                Some(r) => Ok(r),
+                None => done_rx.recv(),
+            };
+            let Ok((i, r)) = next else {
                 return Err(SandboxError::Lost.into());
             };
             running -= 1;
@@ -304,12 +316,14 @@ pub fn realise(
             }
         }
         drop(job_tx);
+        let handed = sched.hand_over();
         drop(sched);
         drop(to_registrar);
-        match registrar.join() {
+        let registered = match registrar.join() {
             Ok(r) => r,
             Err(_) => Err(SandboxError::Lost.into()),
-        }
+        };
+        handed.and(registered)
     });
     drop(sandboxes);
     let _ = std::fs::remove_dir(&sandbox_root);
@@ -437,7 +451,12 @@ struct Scheduler<'a> {
     registrar: mpsc::Sender<Placed>,
     /// Work directories made ahead of time.
     pool: &'a WorkPool,
+    /// Placed builds not handed to the registrar yet.
+    unsent: Vec<Placed>,
 }
+
+/// Placed builds handed to the registrar at once.
+const HAND_OVER: usize = 8;
 
 impl Scheduler<'_> {
     /// Resolves node `i`; finishes it at once when the resolved derivation is
@@ -594,8 +613,10 @@ impl Scheduler<'_> {
                 self.pool.discard(work);
                 let mut placed = placed?;
                 placed.hold(lock);
-                if self.registrar.send(placed).is_err() {
-                    return Err(SandboxError::Lost.into());
+                // Handed over a few at a time: each hand-over wakes a thread.
+                self.unsent.push(placed);
+                if self.unsent.len() >= HAND_OVER {
+                    self.hand_over()?;
                 }
                 let mut paths: Vec<(String, StorePath)> =
                     outputs.into_iter().map(|o| (o.output, o.path)).collect();
@@ -607,6 +628,16 @@ impl Scheduler<'_> {
                     .map_or(0.0, |t| t.elapsed().as_secs_f64());
                 report(Event::Built { drv: &path, secs });
                 self.done(i, paths, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the placed builds over to the registrar.
+    fn hand_over(&mut self) -> Result<(), BuildError> {
+        for p in self.unsent.drain(..) {
+            if self.registrar.send(p).is_err() {
+                return Err(SandboxError::Lost.into());
             }
         }
         Ok(())

@@ -6,17 +6,16 @@
 //! user namespace can only be created by a single-threaded process, which
 //! the caller (a thread pool) is not.
 //!
-//! The caller sends each build's spec over a Unix socket, with the write end
-//! of its log attached (`SCM_RIGHTS`). For each, the server forks a monitor,
-//! which unshares the namespaces, maps the caller's uid and gid to the build
-//! user and forks the build's pid 1; pid 1 assembles the root (tmpfs, binds,
-//! `/proc`, `/dev`, `/tmp`, `/etc`), brings up loopback, `pivot_root`s into
-//! it and executes the builder. The monitor waits and writes the builder's
-//! status (128 + signal when it was killed) back on the server's stdout.
+//! The caller sends each build's spec over a Unix socket, with the write
+//! ends of two pipes attached (`SCM_RIGHTS`): the build's log and its status.
+//! The build runs under a monitor process in its own namespaces (see
+//! [`server_main`]); pid 1 finishes the root (binds, `/proc`, `/tmp`),
+//! `pivot_root`s into it and executes the builder. The monitor waits and
+//! writes the builder's status (128 + signal when it was killed, 128 when
+//! the sandbox could not be set up, said in the log) on the status pipe.
 //! Everything dies with the caller: each process asks for `SIGKILL` when its
 //! parent goes.
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -24,8 +23,8 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
@@ -70,18 +69,14 @@ pub enum SandboxError {
     },
 }
 
-/// Id of the record the server sends first: whether namespaces work.
-const PROBE: u64 = 0;
 /// Longest message in a result record (a record must fit one atomic pipe write).
 const MAX_MESSAGE: usize = 3000;
 
 /// A running sandbox server, shared by the threads that build.
 pub struct Sandboxes {
     socket: Mutex<UnixStream>,
-    waiting: Arc<Mutex<HashMap<u64, mpsc::Sender<i32>>>>,
     next: AtomicU64,
     child: Option<Child>,
-    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sandboxes {
@@ -103,39 +98,19 @@ impl Sandboxes {
                 exe: exe.to_path_buf(),
                 source,
             })?;
-        let Some(mut results) = child.stdout.take() else {
+        let Some(mut verdict) = child.stdout.take() else {
             return Err(SandboxError::Lost);
         };
-        let (code, message) = read_record(&mut results)
-            .map(|(_, code, message)| (code, message))
-            .ok_or(SandboxError::Lost)?;
+        let (code, message) = read_record(&mut verdict).ok_or(SandboxError::Lost)?;
         if code != 0 {
             let _ = child.kill();
             let _ = child.wait();
             return Err(SandboxError::Unavailable { reason: message });
         }
-        let waiting: Arc<Mutex<HashMap<u64, mpsc::Sender<i32>>>> = Arc::default();
-        let w = waiting.clone();
-        let reader = std::thread::Builder::new()
-            .name("sandbox-results".into())
-            .spawn(move || {
-                while let Some((id, code, _)) = read_record(&mut results) {
-                    if let Some(tx) = w.lock().ok().and_then(|mut m| m.remove(&id)) {
-                        let _ = tx.send(code);
-                    }
-                }
-                // The server is gone: whoever still waits gets an error.
-                if let Ok(mut m) = w.lock() {
-                    m.clear();
-                }
-            })
-            .map_err(SandboxError::Pipe)?;
         Ok(Sandboxes {
             socket: Mutex::new(ours),
-            waiting,
-            next: AtomicU64::new(PROBE + 1),
+            next: AtomicU64::new(1),
             child: Some(child),
-            reader: Some(reader),
         })
     }
 
@@ -147,48 +122,57 @@ impl Sandboxes {
 
     /// Starts the spec's program and returns at once; [`Running::wait`]
     /// gives its status. `log` is closed here, so that whoever reads the
-    /// other end of a pipe sees it end when the build does.
+    /// other end of a pipe sees it end when the build does. The status comes
+    /// back on a pipe of the build's own, written by its monitor: no thread
+    /// of this process stands between a build and whoever waits for it.
     pub fn submit(&self, spec: &SandboxSpec, log: OwnedFd) -> Result<Running, SandboxError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel();
-        self.waiting
-            .lock()
-            .map_err(|_| SandboxError::Lost)?
-            .insert(id, tx);
+        let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| SandboxError::Pipe(e.into()))?;
         let body = serde_json::to_vec(spec).map_err(|e| SandboxError::Pipe(e.into()))?;
         {
             let sock = self.socket.lock().map_err(|_| SandboxError::Lost)?;
-            send_request(sock.as_raw_fd(), id, &body, &log).map_err(SandboxError::Pipe)?;
+            send_request(sock.as_raw_fd(), id, &body, &[&log, &status_write])
+                .map_err(SandboxError::Pipe)?;
         }
         drop(log);
-        Ok(Running { rx })
+        drop(status_write);
+        Ok(Running {
+            status: std::fs::File::from(status_read),
+        })
     }
 }
 
 /// A build started by [`Sandboxes::submit`].
 pub struct Running {
-    rx: mpsc::Receiver<i32>,
+    status: std::fs::File,
 }
 
 impl Running {
     /// Waits for the builder to exit.
-    pub fn wait(self) -> Result<ExitStatus, SandboxError> {
-        let code = self.rx.recv().map_err(|_| SandboxError::Lost)?;
-        Ok(ExitStatus::from_raw((code & 0xff) << 8))
+    pub fn wait(mut self) -> Result<ExitStatus, SandboxError> {
+        let mut code = [0u8; 4];
+        loop {
+            match self.status.read_exact(&mut code) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // Every holder of the pipe went without a word: the server
+                // or the monitor died.
+                Err(_) => return Err(SandboxError::Lost),
+            }
+        }
+        Ok(ExitStatus::from_raw((i32::from_le_bytes(code) & 0xff) << 8))
     }
 }
 
 impl Drop for Sandboxes {
     fn drop(&mut self) {
-        // Closing the socket ends the server; its stdout closing ends the reader.
+        // Closing the socket ends the server.
         if let Ok(sock) = self.socket.lock() {
             let _ = sock.shutdown(std::net::Shutdown::Both);
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
-        }
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
         }
     }
 }
@@ -198,27 +182,36 @@ pub fn run(exe: &Path, spec: &SandboxSpec, log: std::fs::File) -> Result<ExitSta
     Sandboxes::start(exe, spec.namespaces)?.run(spec, OwnedFd::from(log))
 }
 
-/// One result: (id, status, message).
-fn read_record(r: &mut impl Read) -> Option<(u64, i32, String)> {
-    let mut h = [0u8; 16];
+/// The server's first word: (status, message): 0 when it can build.
+fn read_record(r: &mut impl Read) -> Option<(i32, String)> {
+    let mut h = [0u8; 8];
     r.read_exact(&mut h).ok()?;
-    let id = u64::from_le_bytes(h[..8].try_into().ok()?);
-    let code = i32::from_le_bytes(h[8..12].try_into().ok()?);
-    let len = u32::from_le_bytes(h[12..].try_into().ok()?) as usize;
+    let code = i32::from_le_bytes(h[..4].try_into().ok()?);
+    let len = u32::from_le_bytes(h[4..].try_into().ok()?) as usize;
     let mut msg = vec![0u8; len.min(MAX_MESSAGE)];
     r.read_exact(&mut msg).ok()?;
-    Some((id, code, String::from_utf8_lossy(&msg).into_owned()))
+    Some((code, String::from_utf8_lossy(&msg).into_owned()))
 }
 
-/// Writes one result in a single `write` (atomic: under `PIPE_BUF`).
-fn write_record(id: u64, code: i32, message: &str) {
+/// Writes the server's first word on its stdout.
+fn write_verdict(code: i32, message: &str) {
     let msg = &message.as_bytes()[..message.len().min(MAX_MESSAGE)];
-    let mut rec = Vec::with_capacity(16 + msg.len());
-    rec.extend_from_slice(&id.to_le_bytes());
+    let mut rec = Vec::with_capacity(8 + msg.len());
     rec.extend_from_slice(&code.to_le_bytes());
     rec.extend_from_slice(&(msg.len() as u32).to_le_bytes());
     rec.extend_from_slice(msg);
     let _ = nix::unistd::write(std::io::stdout(), &rec);
+}
+
+/// Reports a build's status on its status pipe; a failure before the
+/// builder ran is also told in its log.
+fn report(status: &OwnedFd, log: Option<&OwnedFd>, code: i32, message: &str) {
+    if let Some(log) = log
+        && !message.is_empty()
+    {
+        let _ = nix::unistd::write(log, message.as_bytes());
+    }
+    let _ = nix::unistd::write(status, &code.to_le_bytes());
 }
 
 /// The server: never returns. Must run before any thread is started.
@@ -237,10 +230,10 @@ pub fn server_main() -> ! {
     die_with_parent();
     let namespaces = std::env::args_os().nth(2).is_none_or(|a| a != "no-probe");
     if namespaces && let Err(reason) = enter_user_namespace() {
-        write_record(PROBE, 1, &reason);
+        write_verdict(1, &reason);
         std::process::exit(1)
     }
-    write_record(PROBE, 0, "");
+    write_verdict(0, "");
     let mut nets = if namespaces { NetPool::start() } else { None };
     // Monitors are reaped by the kernel.
     unsafe {
@@ -263,18 +256,18 @@ pub fn server_main() -> ! {
                 }
             }
         }
-        let (id, body, log) = match read_request(0) {
+        let (id, body, log, status) = match read_request(0) {
             Ok(Some(r)) => r,
             Ok(None) => std::process::exit(0),
-            Err((id, why)) => {
-                write_record(id, 128, &why);
-                continue;
-            }
+            // A request that cannot be read has no status pipe to answer on;
+            // its sender sees the pipe close.
+            Err(_) => continue,
         };
         let spec: SandboxSpec = match serde_json::from_slice(&body) {
             Ok(s) => s,
             Err(e) => {
-                write_record(id, 128, &format!("bad request: {e}"));
+                let msg = format!("cbuild sandbox: bad request: {e}\n");
+                report(&status, Some(&log), 128, &msg);
                 continue;
             }
         };
@@ -284,8 +277,7 @@ pub fn server_main() -> ! {
                 Ok(r) => Some(r),
                 Err(why) => {
                     let msg = format!("cbuild sandbox: cannot prepare the root: {why}\n");
-                    let _ = nix::unistd::write(&log, msg.as_bytes());
-                    write_record(id, 128, &msg);
+                    report(&status, Some(&log), 128, &msg);
                     continue;
                 }
             }
@@ -303,7 +295,7 @@ pub fn server_main() -> ! {
             msg.extend_from_slice(&body);
             let mut handed = false;
             while let Some(m) = ready.pop_front() {
-                if send_request(m.as_raw_fd(), id, &msg, &log).is_ok() {
+                if send_request(m.as_raw_fd(), id, &msg, &[&log, &status]).is_ok() {
                     handed = true;
                     break;
                 }
@@ -321,13 +313,19 @@ pub fn server_main() -> ! {
                 unsafe {
                     let _ = signal(Signal::SIGCHLD, SigHandler::SigDfl);
                 }
-                monitor(id, &spec, log, root.as_deref(), net)
+                monitor(&spec, log, status, root.as_deref(), net)
             }
             Ok(ForkResult::Parent { .. }) => {
                 drop(log);
+                drop(status);
                 drop(net);
             }
-            Err(e) => write_record(id, 128, &format!("cannot fork: {e}")),
+            Err(e) => report(
+                &status,
+                Some(&log),
+                128,
+                &format!("cbuild sandbox: cannot fork: {e}\n"),
+            ),
         }
     }
 }
@@ -372,19 +370,19 @@ fn prepared_monitor(
     own_net: bool,
     ns: Option<OwnedFd>,
 ) -> ! {
-    let Ok((id_read, id_write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+    // Pid 1 hands over the build's status pipe once it has its request.
+    let Ok((to_monitor, from_pid1)) = UnixStream::pair() else {
         std::process::exit(0)
     };
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            drop(id_read);
-            prepared_pid1(socket, roots, own_net, id_write)
+            drop(from_pid1);
+            prepared_pid1(socket, roots, own_net, to_monitor)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(socket);
-            drop(id_write);
-            let mut id = [0u8; 8];
-            let got = std::fs::File::from(id_read).read_exact(&mut id).is_ok();
+            drop(to_monitor);
+            let status = recv_fd(&from_pid1, true);
             let code = loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => break code,
@@ -393,8 +391,8 @@ fn prepared_monitor(
                     Err(_) => break 128,
                 }
             };
-            if got {
-                write_record(u64::from_le_bytes(id), code, "");
+            if let Some(status) = &status {
+                report(status, None, code, "");
             }
             if let Some(ns) = &ns {
                 give_back_network(ns);
@@ -407,20 +405,35 @@ fn prepared_monitor(
 
 /// Pid 1 of a prepared sandbox: premounts, waits for its build, tells the
 /// monitor which one it is, finishes the root and runs the builder.
-fn prepared_pid1(socket: UnixStream, roots: &[PathBuf], own_net: bool, id_write: OwnedFd) -> ! {
+fn prepared_pid1(
+    socket: UnixStream,
+    roots: &[PathBuf],
+    own_net: bool,
+    to_monitor: UnixStream,
+) -> ! {
     die_with_parent();
     // Until a request comes, a failure can only be reported by exiting.
     if premount(roots, own_net).is_err() {
         std::process::exit(128)
     }
-    let Ok(Some((id, body, log))) = read_request(socket.as_raw_fd()) else {
+    let Ok(Some((_, body, log, status))) = read_request(socket.as_raw_fd()) else {
         std::process::exit(0)
     };
     drop(socket);
-    if nix::unistd::write(&id_write, &id.to_le_bytes()).is_err() {
+    let fds = [status.as_raw_fd()];
+    if sendmsg::<()>(
+        to_monitor.as_raw_fd(),
+        &[IoSlice::new(&[0])],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .is_err()
+    {
         std::process::exit(128)
     }
-    drop(id_write);
+    drop(status);
+    drop(to_monitor);
     if dup2_stdout(&log).and_then(|_| dup2_stderr(&log)).is_err() {
         std::process::exit(128);
     }
@@ -444,28 +457,26 @@ fn prepared_pid1(socket: UnixStream, roots: &[PathBuf], own_net: bool, id_write:
     exec_builder(&spec)
 }
 
-/// Reads the next request on the socket `fd`: its id, body and the log
-/// descriptor that came with it; `None` at the end.
+/// Reads the next request on the socket `fd`: its id, body, and the log
+/// and status descriptors that came with it; `None` at the end.
 #[allow(clippy::type_complexity)]
-fn read_request(fd: RawFd) -> Result<Option<(u64, Vec<u8>, OwnedFd)>, (u64, String)> {
+fn read_request(fd: RawFd) -> Result<Option<(u64, Vec<u8>, OwnedFd, OwnedFd)>, String> {
     let mut header = [0u8; 12];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let (n, log) = {
+    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
+    let (n, mut fds) = {
         let mut iov = [IoSliceMut::new(&mut header)];
         let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(|e| (0, format!("cannot read a request: {e}")))?;
-        let mut log = None;
+            .map_err(|e| format!("cannot read a request: {e}"))?;
+        let mut fds = Vec::new();
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    for f in fds {
-                        // SAFETY: the kernel just gave us this descriptor.
-                        log.get_or_insert(unsafe { OwnedFd::from_raw_fd(f) });
-                    }
+                if let ControlMessageOwned::ScmRights(got) = c {
+                    // SAFETY: the kernel just gave us these descriptors.
+                    fds.extend(got.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
                 }
             }
         }
-        (msg.bytes, log)
+        (msg.bytes, fds)
     };
     if n == 0 {
         return Ok(None);
@@ -475,28 +486,32 @@ fn read_request(fd: RawFd) -> Result<Option<(u64, Vec<u8>, OwnedFd)>, (u64, Stri
     if n < header.len() {
         stream
             .read_exact(&mut header[n..])
-            .map_err(|e| (0, format!("short request: {e}")))?;
+            .map_err(|e| format!("short request: {e}"))?;
     }
     let id = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
     let len = u32::from_le_bytes(header[8..].try_into().unwrap_or_default()) as usize;
     let mut body = vec![0u8; len];
     stream
         .read_exact(&mut body)
-        .map_err(|e| (id, format!("short request: {e}")))?;
-    let log = log.ok_or((id, "a request came without its log".to_string()))?;
-    Ok(Some((id, body, log)))
+        .map_err(|e| format!("short request: {e}"))?;
+    if fds.len() != 2 {
+        return Err("a request came without its log and status pipes".into());
+    }
+    let status = fds.pop().ok_or("no status pipe")?;
+    let log = fds.pop().ok_or("no log")?;
+    Ok(Some((id, body, log, status)))
 }
 
-/// Sends a request: header and log descriptor in one message, then the body.
-fn send_request(fd: RawFd, id: u64, body: &[u8], log: &OwnedFd) -> std::io::Result<()> {
+/// Sends a request: header and descriptors in one message, then the body.
+fn send_request(fd: RawFd, id: u64, body: &[u8], fds: &[&OwnedFd]) -> std::io::Result<()> {
     let mut header = [0u8; 12];
     header[..8].copy_from_slice(&id.to_le_bytes());
     header[8..].copy_from_slice(&(body.len() as u32).to_le_bytes());
-    let fds = [log.as_raw_fd()];
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     sendmsg::<()>(
         fd,
         &[IoSlice::new(&header)],
-        &[ControlMessage::ScmRights(&fds)],
+        &[ControlMessage::ScmRights(&raw)],
         MsgFlags::empty(),
         None,
     )?;
@@ -614,17 +629,18 @@ impl NetPool {
     /// A ready namespace, if one is there: a recycled one, else a new one
     /// (and the helper is asked for the next).
     fn take(&mut self) -> Option<OwnedFd> {
-        if let Some(fd) = recv_fd(&self.returned) {
+        if let Some(fd) = recv_fd(&self.returned, false) {
             return Some(fd);
         }
-        let fd = recv_fd(&self.maker);
+        let fd = recv_fd(&self.maker, false);
         let _ = (&self.maker).write(&[1]);
         fd
     }
 }
 
-/// A descriptor waiting on `socket`, if there is one (never blocks).
-fn recv_fd(socket: &UnixStream) -> Option<OwnedFd> {
+/// A descriptor sent on `socket`: the one waiting there (`wait`: the next
+/// one to come).
+fn recv_fd(socket: &UnixStream, wait: bool) -> Option<OwnedFd> {
     let mut byte = [0u8; 1];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut byte)];
@@ -632,7 +648,11 @@ fn recv_fd(socket: &UnixStream) -> Option<OwnedFd> {
         socket.as_raw_fd(),
         &mut iov,
         Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+        if wait {
+            MsgFlags::MSG_CMSG_CLOEXEC
+        } else {
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT
+        },
     )
     .ok()?;
     let mut fd = None;
@@ -795,9 +815,9 @@ fn enter(net: &Option<OwnedFd>, network: bool) -> Result<bool, String> {
 
 /// One build, in a fresh monitor: enters its namespaces and runs it.
 fn monitor(
-    id: u64,
     spec: &SandboxSpec,
     log: OwnedFd,
+    status: OwnedFd,
     root: Option<&Path>,
     net: Option<OwnedFd>,
 ) -> ! {
@@ -807,9 +827,7 @@ fn monitor(
         match enter(&net, spec.network) {
             Ok(own) => own_net = own,
             Err(e) => {
-                let msg = format!("cbuild sandbox: {e}\n");
-                let _ = nix::unistd::write(&log, msg.as_bytes());
-                write_record(id, 128, &msg);
+                report(&status, Some(&log), 128, &format!("cbuild sandbox: {e}\n"));
                 std::process::exit(0)
             }
         }
@@ -819,7 +837,7 @@ fn monitor(
     } else {
         None
     };
-    run_build(id, spec, log, root, own_net, ns)
+    run_build(spec, log, status, root, own_net, ns)
 }
 
 /// In a monitor that has entered the namespaces: forks the build's pid 1,
@@ -827,9 +845,9 @@ fn monitor(
 /// namespaces until then, so their teardown happens after the report, off
 /// the build's critical path.
 fn run_build(
-    id: u64,
     spec: &SandboxSpec,
     log: OwnedFd,
+    status: OwnedFd,
     root: Option<&Path>,
     own_net: bool,
     ns: Option<OwnedFd>,
@@ -841,30 +859,29 @@ fn run_build(
     }
     // The first child is pid 1 of the new pid namespace.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => build_pid1(spec, log, root, own_net),
+        Ok(ForkResult::Child) => {
+            drop(status);
+            build_pid1(spec, log, root, own_net)
+        }
         Ok(ForkResult::Parent { child }) => {
             drop(log);
-            loop {
-                let code = match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, code)) => code,
-                    Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+            let code = loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => break code,
+                    Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
                     Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => {
-                        write_record(id, 128, &format!("lost the build process: {e}"));
-                        std::process::exit(0)
-                    }
-                };
-                write_record(id, code, "");
-                if let Some(ns) = &ns {
-                    give_back_network(ns);
+                    Err(_) => break 128,
                 }
-                std::process::exit(0)
+            };
+            report(&status, None, code, "");
+            if let Some(ns) = &ns {
+                give_back_network(ns);
             }
+            std::process::exit(0)
         }
         Err(e) => {
             let msg = format!("cbuild sandbox: cannot fork the build process: {e}\n");
-            let _ = nix::unistd::write(&log, msg.as_bytes());
-            write_record(id, 128, &msg);
+            report(&status, Some(&log), 128, &msg);
             std::process::exit(0)
         }
     }
