@@ -65,10 +65,12 @@ impl Progress {
                 self.built += 1;
                 self.running.remove(drv.name().trim_end_matches(".drv"));
                 if self.bar.is_none() {
-                    self.say(
-                        &format!("built {} in {secs:.2} s", self.dir.path_of(drv)),
-                        false,
-                    );
+                    let took = if secs < 1.0 {
+                        format!("{:.0} ms", secs * 1000.0)
+                    } else {
+                        format!("{secs:.1} s")
+                    };
+                    self.say(&format!("built {} in {took}", self.dir.path_of(drv)), false);
                 }
             }
             Event::Cached { drv } => {

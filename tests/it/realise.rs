@@ -458,3 +458,31 @@ fn sandbox_off_builds_without_namespaces_and_marks_the_outputs() {
     let tmp = std::fs::read_to_string(&out).unwrap();
     assert!(tmp.starts_with(&*p.store().to_string_lossy()), "{tmp}");
 }
+
+#[test]
+fn without_user_namespaces_realise_refuses_unless_sandbox_off() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"derivation { name = "x", script = "echo hi > $out" }"#,
+    );
+    // A user namespace of the test's own where no further ones may be made.
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces && exec {} realise recipe.cb \"$@\"",
+        crate::support::cbuild_bin().display()
+    );
+    let run = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["-Urm", "sh", "-c", &script, "sh"])
+            .args(extra)
+            .current_dir(p.path())
+            .env("CBUILD_STORE", p.store());
+        cmd.output().unwrap()
+    };
+    let refused = run(&[]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot create the build namespaces"), "{err}");
+    assert!(err.contains("--sandbox=off"), "{err}");
+    let off = run(&["--sandbox=off"]);
+    assert!(off.status.success(), "{}", String::from_utf8_lossy(&off.stderr));
+}
