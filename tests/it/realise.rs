@@ -484,5 +484,9 @@ fn without_user_namespaces_realise_refuses_unless_sandbox_off() {
     assert!(err.contains("cannot create the build namespaces"), "{err}");
     assert!(err.contains("--sandbox=off"), "{err}");
     let off = run(&["--sandbox=off"]);
-    assert!(off.status.success(), "{}", String::from_utf8_lossy(&off.stderr));
+    assert!(
+        off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
 }
