@@ -8,8 +8,9 @@ DEFAULT_CBUILD = os.path.join(REPO, "target", "release", "cbuild")
 NIX_CONF = os.path.join(REPO, "..", "shared", "peers", "nix", "nix.conf")
 
 
-def run(cmd, env=None, cwd=None, stdout=subprocess.DEVNULL):
+def run(cmd, env=None, cwd=None, stdout=subprocess.DEVNULL, check=True):
     """Runs cmd; returns (wall seconds, peak RSS MiB, stdout text or None).
+    A failure exits, or with check=False raises RuntimeError.
     stderr goes to a file, so a chatty command never blocks on a full pipe."""
     with tempfile.TemporaryFile() as err_file:
         start = time.perf_counter()
@@ -22,7 +23,10 @@ def run(cmd, env=None, cwd=None, stdout=subprocess.DEVNULL):
         if os.waitstatus_to_exitcode(status) != 0:
             err_file.seek(0)
             err = err_file.read().decode(errors="replace")
-            sys.exit(f"{' '.join(map(str, cmd))} failed:\n{err[-3000:]}")
+            msg = f"{' '.join(map(str, cmd))} failed:\n{err[-3000:]}"
+            if not check:
+                raise RuntimeError(msg)
+            sys.exit(msg)
     return wall, usage.ru_maxrss / 1024, out
 
 
@@ -47,6 +51,11 @@ def nix_env():
         if src:
             f.write(open(src).read())
         else:
-            f.write("build-users-group =\nsandbox = false\nsubstituters =\n")
+            # The peer's configuration (../shared/peers/nix/nix.conf): the
+            # sandbox has no /bin/sh of its own, so bind the static busybox.
+            f.write("build-users-group =\nsandbox = true\nsandbox-fallback = false\n"
+                    "substituters =\nmax-jobs = 2\ncores = 1\n")
+            if os.path.exists("/bin/busybox"):
+                f.write("sandbox-paths = /bin/sh=/bin/busybox\n")
     env = dict(os.environ, NIX_CONF_DIR=conf_dir, NIX_USER_CONF_FILES=os.path.join(conf_dir, "nix.conf"))
     return env
