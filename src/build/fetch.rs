@@ -47,6 +47,15 @@ pub enum FetchError {
         /// The digest of what arrived, hex.
         actual: String,
     },
+    /// A `sha256:` fixed hash for an output that is a directory.
+    #[error(
+        "{drv}: a `sha256:` fixed_hash needs a single-file output; use `blake3:` (the tree \
+         digest) for a directory"
+    )]
+    TreeWithSha256 {
+        /// The `.drv` path.
+        drv: String,
+    },
     /// The archive could not be unpacked.
     #[error("cannot unpack {url}: {reason}")]
     Unpack {
@@ -181,11 +190,8 @@ pub fn check_output(
         }
         _ if fixed.algo == HashAlgo::Blake3 => node.tree_digest().0.to_vec(),
         _ => {
-            return Err(FetchError::Unpack {
-                url: drv.to_string(),
-                reason: "a `sha256:` fixed_hash needs a single-file output; use `blake3:` \
-                         (the tree digest) for a directory"
-                    .into(),
+            return Err(FetchError::TreeWithSha256 {
+                drv: drv.to_string(),
             }
             .into());
         }

@@ -490,3 +490,53 @@ fn without_user_namespaces_realise_refuses_unless_sandbox_off() {
         String::from_utf8_lossy(&off.stderr)
     );
 }
+
+#[test]
+fn killing_realise_kills_its_builds_and_the_next_realise_recovers() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let sleep = host_tool("sleep") in {
+             slow = derivation { name = "slow", build_inputs = [sleep], script = "sleep 37.25; echo late > $out" },
+             quick = derivation { name = "quick", build_inputs = [sleep], script = "sleep 0.3; echo done > $out" },
+           }"#,
+    );
+    let mut child = std::process::Command::new(crate::support::cbuild_bin())
+        .args(["realise", "recipe.cb", "-A", "slow", "-q"])
+        .current_dir(p.path())
+        .env("CBUILD_STORE", p.store())
+        .spawn()
+        .unwrap();
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", "sleep 37.25"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let start = std::time::Instant::now();
+    while !running() && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(running(), "the build never started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = std::time::Instant::now();
+    while running() && start.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!running(), "the build outlived the cbuild that started it");
+    // The store is usable, nothing of the killed build is registered, and
+    // the lock it held is free.
+    let r = p
+        .run(&["realise", "recipe.cb", "-A", "quick", "--json"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    assert_eq!(v["built"].as_array().unwrap().len(), 1, "{v}");
+    let listed: Vec<String> = std::fs::read_dir(p.store().join("store"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with("-slow"))
+        .collect();
+    assert!(listed.is_empty(), "{listed:?}");
+}
