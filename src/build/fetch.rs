@@ -111,7 +111,9 @@ fn download_to(url: &str, dest: &Path, algo: HashAlgo) -> Result<Vec<u8>, BuildE
     } else {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_connect(Some(std::time::Duration::from_secs(30)))
-            .timeout_recv_body(Some(std::time::Duration::from_secs(300)))
+            .timeout_recv_response(Some(std::time::Duration::from_secs(120)))
+            // A stalled transfer fails; a long one does not.
+            .timeout_per_read(Some(std::time::Duration::from_secs(120)))
             .build()
             .into();
         let resp = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
@@ -172,21 +174,19 @@ pub fn check_output(
     drv: &str,
 ) -> Result<(), BuildError> {
     let actual = match node {
+        // BLAKE3 of the bytes is what the tree already holds.
+        crate::store::tree_hash::Node::File { digest, .. } if fixed.algo == HashAlgo::Blake3 => {
+            digest.0.to_vec()
+        }
         crate::store::tree_hash::Node::File { .. } => {
-            let mut f = File::open(out).map_err(|source| StoreError::Read {
+            let read_err = |source| StoreError::Read {
                 path: out.to_path_buf(),
                 source,
-            })?;
-            let mut bytes = Vec::new();
-            f.read_to_end(&mut bytes)
-                .map_err(|source| StoreError::Read {
-                    path: out.to_path_buf(),
-                    source,
-                })?;
-            match fixed.algo {
-                HashAlgo::Sha256 => sha2::Sha256::digest(&bytes).to_vec(),
-                HashAlgo::Blake3 => blake3::hash(&bytes).as_bytes().to_vec(),
-            }
+            };
+            let mut f = File::open(out).map_err(read_err)?;
+            let mut sha = sha2::Sha256::new();
+            std::io::copy(&mut f, &mut sha).map_err(read_err)?;
+            sha.finalize().to_vec()
         }
         _ if fixed.algo == HashAlgo::Blake3 => node.tree_digest().0.to_vec(),
         _ => {
@@ -236,6 +236,9 @@ fn unpack(archive: &Path, out: &Path, url: &str) -> Result<(), BuildError> {
         t.set_unpack_xattrs(false);
         t.unpack(&staging).map_err(|e| fail(e.to_string()))?;
     }
+    // Archives may hold read-only folders: moving the top one, and later
+    // normalising, needs them writable.
+    crate::store::make_writable_recursive(&staging);
     // A single top folder is stripped.
     let entries: Vec<PathBuf> = std::fs::read_dir(&staging)
         .map_err(|e| fail(e.to_string()))?

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::build::ca;
@@ -91,10 +92,16 @@ pub enum JobResult {
 
 /// Runs `job` under its per-derivation lock. `db` is this worker's own view
 /// of the database, used to see whether another process built it meanwhile.
-pub fn run(cx: &Context<'_>, db: &Db, job: Job) -> Result<JobResult, BuildError> {
+/// `before_wait` runs if the lock is held elsewhere, before waiting for it.
+pub fn run(
+    cx: &Context<'_>,
+    db: &Db,
+    job: Job,
+    before_wait: &mut dyn FnMut() -> Result<(), StoreError>,
+) -> Result<JobResult, BuildError> {
     // One builder per derivation across processes: whoever holds the lock
     // builds, the others find it realised when they get it.
-    let lock = crate::store::lock_object(&cx.root, &job.drv_path)?;
+    let lock = crate::store::lock_path(&cx.root, &job.drv_path, before_wait)?;
     if job.drv.outputs.iter().try_fold(true, |all, o| {
         Ok::<_, StoreError>(all && db.realisation(&job.resolved_hash, o)?.is_some())
     })? {
@@ -230,12 +237,8 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         .sandboxes
         .get()
         .ok_or(crate::build::sandbox::linux::SandboxError::Lost)?;
-    // The log is read while the build runs, to its end; the status comes
-    // after.
     let running = sandboxes.submit(&spec, writer)?;
-    let tail = log::collect(&cx.root, &job.drv_path, File::from(reader));
-    let status = running.wait()?;
-    let tail = tail?;
+    let (status, tail) = follow(cx, job, reader, running)?;
     if !status.success() {
         return Err(BuildError::Failed {
             drv: shown,
@@ -275,6 +278,69 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         }
     }
     r
+}
+
+/// Reads the build's log while it runs, until its status comes; then what
+/// is left in the pipe. A builder that leaves a process holding the log open
+/// (possible only with `--sandbox=off`) cannot make this wait for it.
+fn follow(
+    cx: &Context<'_>,
+    job: &Job,
+    reader: OwnedFd,
+    running: crate::build::sandbox::linux::Running,
+) -> Result<(std::process::ExitStatus, String), BuildError> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::io::Read;
+    let mut log = log::LogWriter::new(&cx.root, &job.drv_path);
+    let mut pipe = File::from(reader);
+    let mut buf = [0u8; 16 * 1024];
+    let mut open = true;
+    let read_err = |source| StoreError::Read {
+        path: log::log_path(&cx.root, &job.drv_path),
+        source,
+    };
+    loop {
+        let (log_ready, done) = {
+            let mut fds = vec![PollFd::new(running.status_fd(), PollFlags::POLLIN)];
+            if open {
+                fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(read_err(e.into()).into()),
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (open && ready(&fds[1]), ready(&fds[0]))
+        };
+        if log_ready {
+            match pipe.read(&mut buf) {
+                Ok(0) => open = false,
+                Ok(n) => log.write(&buf[..n])?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_err(e).into()),
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    // The builder is gone: take what it wrote, without waiting for anything
+    // it may have left behind.
+    if open {
+        let flags = nix::fcntl::OFlag::O_NONBLOCK;
+        let _ = nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_SETFL(flags));
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => log.write(&buf[..n])?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
+    let status = running.wait()?;
+    Ok((status, log.finish()?))
 }
 
 /// The sandbox description of a build.
@@ -321,17 +387,17 @@ fn spec(
     }
     let mut symlinks = Vec::new();
     for (name, tool) in &d.host_tools {
-        let target = if !cx.namespaces || in_host_toolchain(&tool.path) {
-            tool.path.clone()
+        if !cx.namespaces || in_host_toolchain(&tool.path) {
+            symlinks.push((format!("{tool_dir}/{name}"), tool.path.clone()));
         } else {
+            // Outside the toolchain layer: its resolved file, bound in by
+            // itself under the name asked for (the root is read-only).
             binds.push(Bind {
                 source: tool.resolved.clone(),
-                target: tool.resolved.clone(),
+                target: format!("{tool_dir}/{name}"),
                 writable: false,
             });
-            tool.resolved.clone()
-        };
-        symlinks.push((format!("{tool_dir}/{name}"), target));
+        }
     }
     if !cx.namespaces {
         mkdirs(&[Path::new(&tool_dir)])?;

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::derivation::StorePath;
@@ -28,55 +28,68 @@ pub fn log_path(root: &Path, drv: &StorePath) -> PathBuf {
         .join(format!("{}.log.zst", drv.base_name()))
 }
 
-/// Reads `pipe` to its end into the log of `drv`; returns the last lines.
-pub fn collect(root: &Path, drv: &StorePath, mut pipe: impl Read) -> Result<String, StoreError> {
-    let path = log_path(root, drv);
-    let err = |source| StoreError::Write {
-        path: path.clone(),
-        source,
-    };
-    // The encoder (about a megabyte of state) is made only once there is
-    // something to compress: most trivial builds print nothing.
-    let mut sink: Option<zstd::stream::Encoder<'static, Spill>> = None;
-    let mut tail: VecDeque<u8> = VecDeque::with_capacity(TAIL_BYTES);
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(StoreError::Read {
-                    path: path.clone(),
-                    source,
-                });
-            }
-        };
-        let enc = match &mut sink {
-            Some(enc) => enc,
-            None => sink.insert(
-                zstd::stream::Encoder::new(Spill::Memory(Vec::new(), path.clone()), 3)
-                    .map_err(err)?,
-            ),
-        };
-        enc.write_all(&buf[..n]).map_err(err)?;
-        for &b in &buf[n.saturating_sub(TAIL_BYTES)..n] {
-            if tail.len() == TAIL_BYTES {
-                tail.pop_front();
-            }
-            tail.push_back(b);
+/// The log of one build as it is written: compressed into
+/// `logs/<drv>.log.zst`, with its last lines kept.
+pub struct LogWriter {
+    path: PathBuf,
+    /// Made only once there is something to compress (about a megabyte of
+    /// state): most trivial builds print nothing.
+    sink: Option<zstd::stream::Encoder<'static, Spill>>,
+    tail: VecDeque<u8>,
+}
+
+impl LogWriter {
+    /// A log for `drv` in the store at `root`.
+    pub fn new(root: &Path, drv: &StorePath) -> LogWriter {
+        LogWriter {
+            path: log_path(root, drv),
+            sink: None,
+            tail: VecDeque::new(),
         }
     }
-    match sink {
-        Some(enc) => enc.finish().and_then(Spill::finish).map_err(err)?,
-        // Nothing was printed: no file, and none left from an earlier build.
-        None => {
-            let _ = std::fs::remove_file(&path);
+
+    fn err(&self) -> impl Fn(std::io::Error) -> StoreError + '_ {
+        |source| StoreError::Write {
+            path: self.path.clone(),
+            source,
         }
     }
-    let text = String::from_utf8_lossy(tail.make_contiguous()).into_owned();
-    let lines: Vec<&str> = text.lines().collect();
-    Ok(lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"))
+
+    /// Appends what the builder wrote.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.sink.is_none() {
+            let enc = zstd::stream::Encoder::new(Spill::Memory(Vec::new(), self.path.clone()), 3)
+                .map_err(self.err())?;
+            self.sink = Some(enc);
+        }
+        if let Some(enc) = &mut self.sink {
+            enc.write_all(bytes).map_err(|source| StoreError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        for &b in &bytes[bytes.len().saturating_sub(TAIL_BYTES)..] {
+            if self.tail.len() == TAIL_BYTES {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(b);
+        }
+        Ok(())
+    }
+
+    /// Writes the file (none when nothing was written, and none is left
+    /// from an earlier build); returns the last lines.
+    pub fn finish(mut self) -> Result<String, StoreError> {
+        match self.sink.take() {
+            Some(enc) => enc.finish().and_then(Spill::finish).map_err(self.err())?,
+            None => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+        let text = String::from_utf8_lossy(self.tail.make_contiguous()).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        Ok(lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"))
+    }
 }
 
 /// Compressed bytes in memory until there are too many, then a file.

@@ -231,7 +231,8 @@ pub fn realise(
                     let next = job_rx.lock().ok().and_then(|rx| rx.recv().ok());
                     let Some((i, job)) = next else { break };
                     let r = match &db {
-                        Ok(db) => job::run(cx, db, job),
+                        // A worker holds no lock of its own: it may wait.
+                        Ok(db) => job::run(cx, db, job, &mut || Ok(())),
                         Err(e) => Err(BuildError::Store(StoreError::Db {
                             path: db_path.clone(),
                             source: rusqlite::Error::InvalidPath(e.to_string().into()),
@@ -261,6 +262,7 @@ pub fn realise(
             registrar: to_registrar.clone(),
             pool: &work_pool,
             unsent: Vec::new(),
+            placed_refs: HashMap::new(),
         };
         sched.index = (0..sched.nodes.len())
             .map(|i| (sched.nodes[i].path.clone(), i))
@@ -286,7 +288,12 @@ pub fn realise(
                     if running == 1 && sched.ready.is_empty() {
                         // The only build there is (a chain's next link): run
                         // it here rather than hand it to a worker and back.
-                        inline = Some((i, job::run(&cx, sched.store.db(), job)));
+                        // Should its lock be held elsewhere, what this thread
+                        // placed goes to the registrar before it waits.
+                        let (store, unsent, registrar) =
+                            (&*sched.store, &mut sched.unsent, &sched.registrar);
+                        let mut release = || send_all(unsent, registrar);
+                        inline = Some((i, job::run(&cx, store.db(), job, &mut release)));
                         break;
                     }
                     if job_tx.send((i, job)).is_err() {
@@ -299,7 +306,15 @@ pub fn realise(
             }
             let next = match inline.take() {
                 Some(r) => Ok(r),
-                None => done_rx.recv(),
+                // Placed builds are handed over after a short wait at most:
+                // their locks must not be held for long (a worker may be
+                // waiting for a lock whose holder waits for one of them).
+                None => loop {
+                    match done_rx.recv_timeout(HOLD_AT_MOST) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => sched.hand_over()?,
+                        other => break other.map_err(|_| mpsc::RecvError),
+                    }
+                },
             };
             let Ok((i, r)) = next else {
                 return Err(SandboxError::Lost.into());
@@ -317,6 +332,7 @@ pub fn realise(
         }
         drop(job_tx);
         let handed = sched.hand_over();
+        // The scheduler holds a sender too: the registrar ends once both go.
         drop(sched);
         drop(to_registrar);
         let registered = match registrar.join() {
@@ -453,10 +469,24 @@ struct Scheduler<'a> {
     pool: &'a WorkPool,
     /// Placed builds not handed to the registrar yet.
     unsent: Vec<Placed>,
+    /// References of the objects this run placed: until the registrar has
+    /// registered them, the database does not know them, and a dependent's
+    /// input closure must still include what they refer to.
+    placed_refs: HashMap<String, Vec<String>>,
+}
+
+impl Drop for Scheduler<'_> {
+    fn drop(&mut self) {
+        // On an early return too: what was built gets registered.
+        let _ = self.hand_over();
+    }
 }
 
 /// Placed builds handed to the registrar at once.
 const HAND_OVER: usize = 8;
+/// Longest time placed builds wait for the hand-over while the scheduler
+/// waits for builds.
+const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Scheduler<'_> {
     /// Resolves node `i`; finishes it at once when the resolved derivation is
@@ -484,9 +514,10 @@ impl Scheduler<'_> {
             self.done(i, paths, false);
             return Ok(None);
         }
-        let inputs = self
-            .store
-            .closure(resolved.input_sources.iter().map(StorePath::base_name))?;
+        let inputs = self.store.closure_with(
+            resolved.input_sources.iter().map(StorePath::base_name),
+            &self.placed_refs,
+        )?;
         let reason = if opts.explain {
             Some(self.reason(i)?)
         } else {
@@ -607,12 +638,20 @@ impl Scheduler<'_> {
                     }
                 }
                 let path = self.nodes[i].path.clone();
-                let placed = self
-                    .store
-                    .place_build(&path, self.namespaces, &objects, recs);
+                // An identical output placed by an earlier build of this run
+                // holds its path's lock until it is registered: on contention
+                // the placed builds are handed over before waiting.
+                let (store, unsent, registrar) = (&*self.store, &mut self.unsent, &self.registrar);
+                let placed = store.place_build(&path, self.namespaces, &objects, recs, &mut || {
+                    send_all(unsent, registrar)
+                });
                 self.pool.discard(work);
                 let mut placed = placed?;
                 placed.hold(lock);
+                for o in &objects {
+                    self.placed_refs
+                        .insert(o.path.base_name(), o.references.clone());
+                }
                 // Handed over a few at a time: each hand-over wakes a thread.
                 self.unsent.push(placed);
                 if self.unsent.len() >= HAND_OVER {
@@ -635,12 +674,7 @@ impl Scheduler<'_> {
 
     /// Hands the placed builds over to the registrar.
     fn hand_over(&mut self) -> Result<(), BuildError> {
-        for p in self.unsent.drain(..) {
-            if self.registrar.send(p).is_err() {
-                return Err(SandboxError::Lost.into());
-            }
-        }
-        Ok(())
+        send_all(&mut self.unsent, &self.registrar).map_err(BuildError::from)
     }
 
     fn done(&mut self, i: usize, paths: Vec<(String, StorePath)>, built: bool) {
@@ -722,6 +756,19 @@ impl Scheduler<'_> {
             )
         })
     }
+}
+
+/// Sends placed builds to the registrar.
+fn send_all(unsent: &mut Vec<Placed>, registrar: &mpsc::Sender<Placed>) -> Result<(), StoreError> {
+    for p in unsent.drain(..) {
+        if registrar.send(p).is_err() {
+            return Err(StoreError::Write {
+                path: std::path::PathBuf::from("<registrar>"),
+                source: std::io::Error::other("the registrar thread is gone"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Registers placed builds as they come, a batch at a time (one sync and

@@ -290,13 +290,26 @@ impl Store {
         &self,
         roots: impl IntoIterator<Item = String>,
     ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        self.closure_with(roots, &std::collections::HashMap::new())
+    }
+
+    /// [`Store::closure`], where `unregistered` gives the references of
+    /// objects that are in place but not registered yet (a realise's
+    /// builds between placing and registering them).
+    pub fn closure_with(
+        &self,
+        roots: impl IntoIterator<Item = String>,
+        unregistered: &std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
         let mut seen = std::collections::BTreeSet::new();
         let mut todo: Vec<String> = roots.into_iter().collect();
         while let Some(b) = todo.pop() {
             if !seen.insert(b.clone()) {
                 continue;
             }
-            if let Some(info) = self.db.object(&b)? {
+            if let Some(refs) = unregistered.get(&b) {
+                todo.extend(refs.iter().cloned());
+            } else if let Some(info) = self.db.object(&b)? {
                 todo.extend(self.db.references(info.id)?);
             }
         }
@@ -628,6 +641,17 @@ fn clean_stale_scratch(tmp: &Path) {
 /// taking a lock creates no inode (a file per path cost a file creation per
 /// build). Released when the returned file is closed.
 pub(crate) fn lock_object(root: &Path, p: &StorePath) -> Result<File, StoreError> {
+    lock_path(root, p, &mut || Ok(()))
+}
+
+/// [`lock_object`], calling `before_wait` first if another holder makes it
+/// wait: a caller that holds locks of its own releases them there, so that
+/// two processes never wait on each other.
+pub fn lock_path(
+    root: &Path,
+    p: &StorePath,
+    before_wait: &mut dyn FnMut() -> Result<(), StoreError>,
+) -> Result<File, StoreError> {
     let path = root.join("locks").join("paths.lock");
     let f = File::options()
         .write(true)
@@ -648,16 +672,20 @@ pub(crate) fn lock_object(root: &Path, p: &StorePath) -> Result<File, StoreError
     fl.l_whence = nix::libc::SEEK_SET as i16;
     fl.l_start = offset;
     fl.l_len = 1;
+    let err = |e: nix::errno::Errno| StoreError::Create {
+        path: path.clone(),
+        source: e.into(),
+    };
+    match nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
+        Ok(_) => return Ok(f),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => before_wait()?,
+        Err(e) => return Err(err(e)),
+    }
     loop {
         match nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_OFD_SETLKW(&fl)) {
             Ok(_) => return Ok(f),
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                return Err(StoreError::Create {
-                    path,
-                    source: e.into(),
-                });
-            }
+            Err(e) => return Err(err(e)),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Db, NewObject, Store, StoreError, lock_object, make_writable_recursive, now, sync_fs};
+use super::{Db, NewObject, Store, StoreError, make_writable_recursive, now, sync_fs};
 use crate::derivation::{DrvHash, ObjectKind, StoreDir, StorePath, TreeDigest};
 
 /// A finished output, ready to move into the store.
@@ -53,6 +53,7 @@ impl Store {
         sandboxed: bool,
         objects: &[BuiltObject],
         realisations: Vec<(DrvHash, String, String)>,
+        before_wait: &mut dyn FnMut() -> Result<(), StoreError>,
     ) -> Result<Placed, StoreError> {
         // Locks in a fixed order: two processes placing the same outputs
         // never wait on each other in a cycle.
@@ -60,7 +61,7 @@ impl Store {
         order.sort_by(|a, b| a.path.cmp(&b.path));
         let mut locks = Vec::with_capacity(objects.len());
         for o in order {
-            locks.push(lock_object(self.root(), &o.path)?);
+            locks.push(super::lock_path(self.root(), &o.path, before_wait)?);
         }
         let mut new = Vec::with_capacity(objects.len());
         for o in objects {

@@ -96,6 +96,13 @@ fn hex(b: &[u8]) -> String {
 /// executable `bin/run`.
 fn tarball() -> Vec<u8> {
     let mut t = tar::Builder::new(Vec::new());
+    // A read-only top folder, as tarballs made from store paths have.
+    let mut top = tar::Header::new_gnu();
+    top.set_entry_type(tar::EntryType::Directory);
+    top.set_size(0);
+    top.set_mode(0o555);
+    top.set_mtime(1_700_000_000);
+    t.append_data(&mut top, "pkg-1.0/", &b""[..]).unwrap();
     for (path, body, mode) in [
         ("pkg-1.0/hello.txt", &b"hi from the archive\n"[..], 0o644),
         ("pkg-1.0/bin/run", &b"#!/bin/sh\necho run\n"[..], 0o755),

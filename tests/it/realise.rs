@@ -540,3 +540,106 @@ fn killing_realise_kills_its_builds_and_the_next_realise_recovers() {
         .collect();
     assert!(listed.is_empty(), "{listed:?}");
 }
+
+#[test]
+fn the_root_builds_share_is_read_only() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let touch = host_tool("touch"), mkdir = host_tool("mkdir"), cat = host_tool("cat") in {
+             etc = derivation { name = "etc", build_inputs = [touch], script = "touch /etc/planted" },
+             root = derivation { name = "root", build_inputs = [touch], script = "touch /planted" },
+             home = derivation { name = "home", build_inputs = [mkdir], script = "mkdir -p $HOME/.cache" },
+             tmp = derivation { name = "tmp", build_inputs = [touch], script = "touch /tmp/mine; touch /build/mine; echo ok > $out" },
+             look = derivation {
+               name = "look", build_inputs = [cat],
+               script = "cat /etc/passwd > $out; if [ -e /planted ] || [ -e /etc/planted ] || [ -e /tmp/mine ]; then exit 9; fi",
+             },
+           }"#,
+    );
+    for attr in ["etc", "root", "home"] {
+        let r = p.run(&["realise", "recipe.cb", "-A", attr]).fails_with(1);
+        assert!(
+            r.stderr().contains("Read-only file system"),
+            "{attr}: {}",
+            r.stderr()
+        );
+    }
+    // Its own /tmp and /build are writable, and nothing of one build is
+    // seen by the next.
+    p.run(&["realise", "recipe.cb", "-A", "tmp", "-A", "look", "-j", "1"])
+        .ok();
+}
+
+#[test]
+fn dependents_see_the_closure_of_inputs_built_moments_before() {
+    // c uses b, whose output refers to a: when c starts, b may be in place
+    // but not registered yet; a must still be in c's sandbox.
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let mkdir = host_tool("mkdir"), cat = host_tool("cat") in {
+             c = let
+               a = derivation { name = "a", script = "echo data-of-a > $out" },
+               b = derivation {
+                 name = "b", build_inputs = [mkdir],
+                 script = ''
+                   mkdir -p $out
+                   echo 'cat ${a}' > $out/run
+                 '',
+               },
+             in derivation { name = "c", build_inputs = [cat], script = "sh ${b}/run > $out" },
+           }"#,
+    );
+    let out = p
+        .run(&["realise", "recipe.cb", "-A", "c", "-j", "1"])
+        .ok()
+        .stdout();
+    assert_eq!(std::fs::read_to_string(out.trim()).unwrap(), "data-of-a\n");
+}
+
+#[test]
+fn two_builds_with_the_same_output_in_one_run_share_it() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"{
+             one = derivation { name = "same", env = { WHY = "1" }, script = "echo same > $out" },
+             two = derivation { name = "same", env = { WHY = "2" }, script = "echo same > $out" },
+           }"#,
+    );
+    for jobs in ["1", "2"] {
+        let q = Project::new().file("recipe.cb", p.read("recipe.cb"));
+        let out = q
+            .run(&["realise", "recipe.cb", "-A", "one", "-A", "two", "-j", jobs])
+            .ok()
+            .stdout();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0], lines[1], "identical bytes share one object");
+    }
+}
+
+#[test]
+fn sandbox_off_does_not_wait_for_what_a_builder_leaves_running() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let setsid = host_tool("setsid"), sleep = host_tool("sleep") in
+           derivation {
+             name = "daemon", build_inputs = [setsid, sleep],
+             script = "setsid -f sleep 31.5; sleep 29.5 & echo done > $out",
+           }"#,
+    );
+    let start = std::time::Instant::now();
+    p.run(&["realise", "recipe.cb", "--sandbox=off"]).ok();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "realise waited for the builder's leftovers"
+    );
+    // What stayed in the build's process group is gone.
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 29.5"])
+        .output()
+        .unwrap();
+    assert!(!left.status.success(), "a leftover of the build still runs");
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "sleep 31.5"])
+        .status();
+}

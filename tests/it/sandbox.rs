@@ -15,7 +15,15 @@ fn sandboxed(script: &str, binds: Vec<Bind>) -> (i32, String, tempfile::TempDir)
     let root = work.path().join("root");
     let build = tempfile::tempdir().unwrap();
     std::fs::create_dir(&root).unwrap();
-    let mut all = cbuild::build::sandbox::spec::host_toolchain_binds();
+    // The sandbox's root is read-only: per-build binds go into the store
+    // directory (a writable directory of the build's own, here `/store`).
+    let store = work.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let mut all = vec![Bind {
+        source: store.to_string_lossy().into(),
+        target: "/store".into(),
+        writable: true,
+    }];
     all.extend(binds);
     let spec = SandboxSpec {
         root: root.to_string_lossy().into(),
@@ -30,8 +38,8 @@ fn sandboxed(script: &str, binds: Vec<Bind>) -> (i32, String, tempfile::TempDir)
         symlinks: Vec::new(),
         network: false,
         namespaces: true,
-        toolchain: Vec::new(),
-        store_dir: String::new(),
+        toolchain: cbuild::build::sandbox::spec::host_toolchain_binds(),
+        store_dir: "/store".into(),
     };
     let log_path = work.path().join("log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -108,7 +116,7 @@ fn host_tmp_home_and_undeclared_paths_are_invisible_and_inputs_read_only() {
     std::fs::write(input.path().join("data"), "input").unwrap();
     let script = format!(
         "cat {} && echo LEAK-TMP || true; ls /root && echo LEAK-HOME || true; \
-         cat /input/data; echo x > /input/data && echo WROTE-INPUT || true; \
+         cat /store/input/data; echo x > /store/input/data && echo WROTE-INPUT || true; \
          touch /tmp/private && echo tmp-writable",
         secret.path().display()
     );
@@ -116,7 +124,7 @@ fn host_tmp_home_and_undeclared_paths_are_invisible_and_inputs_read_only() {
         &script,
         vec![Bind {
             source: input.path().to_string_lossy().into(),
-            target: "/input".into(),
+            target: "/store/input".into(),
             writable: false,
         }],
     );

@@ -89,6 +89,7 @@ impl Sandboxes {
         let mut child = Command::new(exe)
             .arg("__sandbox")
             .arg(if namespaces { "probe" } else { "no-probe" })
+            .arg(std::process::id().to_string())
             .env_clear()
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::piped())
@@ -149,6 +150,12 @@ pub struct Running {
 }
 
 impl Running {
+    /// The status pipe: readable once the builder has exited.
+    pub fn status_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.status.as_fd()
+    }
+
     /// Waits for the builder to exit.
     pub fn wait(mut self) -> Result<ExitStatus, SandboxError> {
         let mut code = [0u8; 4];
@@ -227,7 +234,11 @@ fn report(status: &OwnedFd, log: Option<&OwnedFd>, code: i32, message: &str) {
 /// by a helper process on the side, with loopback up, because creating one
 /// is the most expensive step of entering a sandbox.
 pub fn server_main() -> ! {
-    die_with_parent();
+    let caller = std::env::args_os()
+        .nth(3)
+        .and_then(|a| a.to_str().and_then(|a| a.parse::<i32>().ok()))
+        .map(nix::unistd::Pid::from_raw);
+    die_with_parent(caller);
     let namespaces = std::env::args_os().nth(2).is_none_or(|a| a != "no-probe");
     if namespaces && let Err(reason) = enter_user_namespace() {
         write_verdict(1, &reason);
@@ -308,12 +319,13 @@ pub fn server_main() -> ! {
             (Some(pool), true) => pool.take(),
             _ => None,
         };
+        let server = nix::unistd::getpid();
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 unsafe {
                     let _ = signal(Signal::SIGCHLD, SigHandler::SigDfl);
                 }
-                monitor(&spec, log, status, root.as_deref(), net)
+                monitor(&spec, log, status, root.as_deref(), net, server)
             }
             Ok(ForkResult::Parent { .. }) => {
                 drop(log);
@@ -340,13 +352,14 @@ const PREPARED: usize = 2;
 fn prepare_monitor(nets: &mut Option<NetPool>, roots: &[PathBuf]) -> Option<UnixStream> {
     let (ours, theirs) = UnixStream::pair().ok()?;
     let net = nets.as_mut().and_then(NetPool::take);
+    let server = nix::unistd::getpid();
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(ours);
             unsafe {
                 let _ = signal(Signal::SIGCHLD, SigHandler::SigDfl);
             }
-            die_with_parent();
+            die_with_parent(Some(server));
             let own_net = match enter(&net, false) {
                 Ok(own) => own,
                 Err(_) => std::process::exit(0),
@@ -411,7 +424,7 @@ fn prepared_pid1(
     own_net: bool,
     to_monitor: UnixStream,
 ) -> ! {
-    die_with_parent();
+    die_with_parent(None);
     // Until a request comes, a failure can only be reported by exiting.
     if premount(roots, own_net).is_err() {
         std::process::exit(128)
@@ -604,10 +617,11 @@ impl NetPool {
     fn start() -> Option<NetPool> {
         let (ours, theirs) = UnixStream::pair().ok()?;
         let (returned, give_back) = UnixStream::pair().ok()?;
+        let server = nix::unistd::getpid();
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 drop(ours);
-                die_with_parent();
+                die_with_parent(Some(server));
                 net_maker(theirs)
             }
             Ok(ForkResult::Parent { .. }) => {
@@ -782,15 +796,33 @@ fn skeleton(
     for b in &spec.toolchain {
         bind(&b.source, &inside(&b.target), b.writable)?;
     }
+    // Read-only from now on: every build of the realise shares this tmpfs
+    // (a copied mount namespace shares its mounts' contents), so a build
+    // must not be able to leave anything in it for the next.
+    mount(
+        None::<&str>,
+        &root,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        Some("mode=0755"),
+    )
+    .map_err(|e| format!("make the root read-only: {e}"))?;
     made.push((spec.toolchain.clone(), root.clone()));
     Ok(root)
 }
 
 /// Asks for `SIGKILL` when the parent exits, so that nothing outlives the
 /// cbuild that started it.
-fn die_with_parent() {
+/// `expected` is the parent's pid when it can be checked: a parent that died
+/// between the fork and this call sends no signal, so the child goes itself.
+/// (Pid 1 of a new pid namespace sees no parent pid; it is covered by its
+/// monitor, which only waits, and by the namespace dying with it.)
+fn die_with_parent(expected: Option<nix::unistd::Pid>) {
     unsafe {
         nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0);
+    }
+    if expected.is_some_and(|p| nix::unistd::getppid() != p) {
+        unsafe { nix::libc::_exit(0) }
     }
 }
 
@@ -820,8 +852,9 @@ fn monitor(
     status: OwnedFd,
     root: Option<&Path>,
     net: Option<OwnedFd>,
+    server: nix::unistd::Pid,
 ) -> ! {
-    die_with_parent();
+    die_with_parent(Some(server));
     let mut own_net = false;
     if spec.namespaces {
         match enter(&net, spec.network) {
@@ -873,6 +906,9 @@ fn run_build(
                     Err(_) => break 128,
                 }
             };
+            if !spec.namespaces {
+                let _ = nix::sys::signal::killpg(child, Signal::SIGKILL);
+            }
             report(&status, None, code, "");
             if let Some(ns) = &ns {
                 give_back_network(ns);
@@ -888,7 +924,12 @@ fn run_build(
 }
 
 fn build_pid1(spec: &SandboxSpec, log: OwnedFd, root: Option<&Path>, own_net: bool) -> ! {
-    die_with_parent();
+    die_with_parent(None);
+    if !spec.namespaces {
+        // Without a pid namespace, whatever the builder leaves running is
+        // found by its process group and killed when it exits.
+        let _ = nix::unistd::setsid();
+    }
     if dup2_stdout(&log).and_then(|_| dup2_stderr(&log)).is_err() {
         std::process::exit(128);
     }
@@ -977,6 +1018,19 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
         std::os::unix::fs::symlink(target, &at).map_err(|e| format!("symlink {link}: {e}"))?;
     }
     for b in &spec.binds {
+        let under = |dir: &str| {
+            !dir.is_empty()
+                && b.target
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if !under(&spec.store_dir) && !under("/.cbuild") {
+            return Err(format!(
+                "cannot bind {} at {}: the root is read-only; binds go into the store \
+                 directory {} or /.cbuild",
+                b.source, b.target, spec.store_dir
+            ));
+        }
         bind(&b.source, &inside(&b.target), b.writable)?;
     }
     bind(&spec.build_dir, &inside("/build"), true)?;
