@@ -110,6 +110,13 @@ fn download_to(url: &str, dest: &Path, algo: HashAlgo) -> Result<Vec<u8>, BuildE
         Box::new(File::open(&path).map_err(|e| fail(format!("{path}: {e}")))?)
     } else {
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            // The machine's certificate authorities, as curl and pip use
+            // them: a TLS-inspecting proxy's CA is installed there.
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                    .build(),
+            )
             .timeout_connect(Some(std::time::Duration::from_secs(30)))
             .timeout_recv_response(Some(std::time::Duration::from_secs(120)))
             // A stalled transfer fails; a long one does not.

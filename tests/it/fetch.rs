@@ -278,3 +278,21 @@ fn only_fixed_output_derivations_reach_the_network() {
         "the plain build must not get through"
     );
 }
+
+/// https with the machine's certificate authorities, from crates.io (which
+/// every machine that builds cbuild reaches): a crate is a tar.gz with one
+/// top folder.
+#[test]
+fn https_downloads_use_the_machine_s_certificate_authorities() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"fetch(
+             "https://static.crates.io/crates/itoa/itoa-1.0.11.crate",
+             "sha256:49f1f14873335454500d59611f1cf4a4b0f786f9ac11f4312a78e4cf2566695b",
+             unpack = true,
+           )"#,
+    );
+    let out = p.run(&["realise", "recipe.cb"]).ok().stdout();
+    let toml = std::fs::read_to_string(format!("{}/Cargo.toml", out.trim())).unwrap();
+    assert!(toml.contains("name = \"itoa\""), "{toml}");
+}
