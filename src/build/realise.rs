@@ -499,11 +499,24 @@ impl Scheduler<'_> {
     ) -> Result<Option<Job>, BuildError> {
         let resolved = self.resolve(i);
         let rhash = resolved.drv_hash();
-        if let Some(paths) = realised(self.store.db(), &rhash, &resolved)? {
+        // Realised already: the resolved derivation (early cutoff), or the
+        // same download from another URL.
+        let mut known = realised(self.store.db(), &rhash, &resolved)?;
+        if known.is_none()
+            && let Some(key) = resolved.fixed_output_key()
+        {
+            known = realised(self.store.db(), &key, &resolved)?;
+        }
+        if let Some(paths) = known {
             let hash = self.nodes[i].hash;
             let recs: Vec<(DrvHash, String, String)> = paths
                 .iter()
-                .map(|(o, p)| (hash, o.clone(), p.base_name()))
+                .flat_map(|(o, p)| {
+                    [
+                        (hash, o.clone(), p.base_name()),
+                        (rhash, o.clone(), p.base_name()),
+                    ]
+                })
                 .collect();
             self.store
                 .db_mut()
@@ -631,9 +644,10 @@ impl Scheduler<'_> {
                         references: o.references.clone(),
                     })
                     .collect();
+                let fixed = self.nodes[i].drv.fixed_output_key();
                 let mut recs = Vec::new();
                 for o in &outputs {
-                    for key in [rhash, hash] {
+                    for key in [Some(rhash), Some(hash), fixed].into_iter().flatten() {
                         recs.push((key, o.output.clone(), o.path.base_name()));
                     }
                 }

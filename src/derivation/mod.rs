@@ -141,6 +141,26 @@ impl Derivation {
         DrvHash(*blake3::hash(&self.to_canonical_bytes()).as_bytes())
     }
 
+    /// For a download (`builtin:fetch`), the realisation key that depends
+    /// only on what is fetched, not where from: BLAKE3 of
+    /// `cbuild-fixed-output-v1:<algo>:<digest hex>:<unpack 0|1>:<name>`. A
+    /// mirror's URL for the same bytes under the same name is then reused
+    /// without downloading.
+    pub fn fixed_output_key(&self) -> Option<DrvHash> {
+        let f = self
+            .fixed
+            .as_ref()
+            .filter(|_| self.builder == "builtin:fetch")?;
+        let hex: String = f.digest.iter().map(|b| format!("{b:02x}")).collect();
+        let text = format!(
+            "cbuild-fixed-output-v1:{}:{hex}:{}:{}",
+            f.algo.as_str(),
+            u8::from(f.unpack),
+            self.name
+        );
+        Some(DrvHash(*blake3::hash(text.as_bytes()).as_bytes()))
+    }
+
     /// The `.drv` store path, given the hash of this derivation.
     pub fn drv_path(&self, store: &StoreDir, hash: &DrvHash) -> Result<StorePath, StorePathError> {
         StorePath::compute(

@@ -135,6 +135,7 @@ fn fetch_downloads_once_checks_the_hash_and_unpacks_every_archive_kind() {
     let files: HashMap<String, Vec<u8>> = [
         ("pkg.tar".to_string(), tar.clone()),
         ("pkg.tar.gz".to_string(), gz.clone()),
+        ("mirror/pkg.tar.gz".to_string(), gz.clone()),
         ("pkg.tar.zst".to_string(), zst.clone()),
         ("pkg.zip".to_string(), zip.clone()),
     ]
@@ -159,12 +160,14 @@ fn fetch_downloads_once_checks_the_hash_and_unpacks_every_archive_kind() {
            in {{
              one = one, two = two, gz = gz,
              wrong = fetch("{gz_url}", "sha256:{zeros}", unpack = true),
+             mirrored = fetch("{mirror_url}", "sha256:{gz_sha}", unpack = true),
              missing = fetch("{missing}", "sha256:{zeros}"),
            }}"#,
         tar_url = server.url("pkg.tar"),
         tar_sha = sha256(&tar),
         gz_url = server.url("pkg.tar.gz"),
         gz_sha = sha256(&gz),
+        mirror_url = server.url("mirror/pkg.tar.gz"),
         zst_url = server.url("pkg.tar.zst"),
         zst_b3 = blake3::hash(&zst).to_hex(),
         zip_url = server.url("pkg.zip"),
@@ -204,6 +207,13 @@ fn fetch_downloads_once_checks_the_hash_and_unpacks_every_archive_kind() {
     // A second realise downloads nothing.
     p.run(&["realise", "recipe.cb", "-A", "one"]).ok();
     assert_eq!(server.hits("pkg.tar.gz"), 1);
+    // The same bytes from another URL are not downloaded again.
+    let mirrored = p
+        .run(&["realise", "recipe.cb", "-A", "mirrored"])
+        .ok()
+        .stdout();
+    assert_eq!(mirrored.trim(), gz_out);
+    assert_eq!(server.hits("mirror/pkg.tar.gz"), 0);
     // A wrong hash names both, and no output is stored.
     let outputs = || {
         std::fs::read_dir(p.store().join("store"))

@@ -357,3 +357,36 @@ fn path_locks_are_where_the_format_says() {
     assert!(child.wait().unwrap().success());
     assert_eq!(held(offset), Some(false), "released after the build");
 }
+
+/// The realisation key of a download, as the format gives it.
+#[test]
+fn fixed_output_keys_are_pinned() {
+    let d = Derivation {
+        name: "pkg.tar.gz".into(),
+        version: None,
+        system: "x86_64-linux".into(),
+        builder: "builtin:fetch".into(),
+        args: Vec::new(),
+        env: BTreeMap::new(),
+        outputs: vec!["out".into()],
+        input_drvs: BTreeMap::new(),
+        input_sources: BTreeSet::new(),
+        host_tools: BTreeMap::new(),
+        path_inputs: Vec::new(),
+        host_inputs: Vec::new(),
+        fixed: Some(cbuild::derivation::FixedOutput {
+            algo: cbuild::derivation::HashAlgo::Sha256,
+            digest: vec![0x11; 32],
+            unpack: true,
+            url: "https://example.org/any/pkg.tar.gz".into(),
+        }),
+    };
+    let key = d.fixed_output_key().unwrap();
+    assert_eq!(key.to_hex(), value(&doc(), "fixed-output-key"));
+    // The URL is not in it.
+    let mut mirror = d.clone();
+    if let Some(f) = &mut mirror.fixed {
+        f.url = "https://mirror.example.net/pkg.tar.gz".into();
+    }
+    assert_eq!(mirror.fixed_output_key(), Some(key));
+}
