@@ -219,7 +219,16 @@ pub fn realise(
     let jobs = opts.jobs.max(1);
     let (job_tx, job_rx) = mpsc::channel::<(usize, Job)>();
     let job_rx = Mutex::new(job_rx);
-    let work_pool = WorkPool::new(store.scratch_dir().join("pool"), jobs + 2, nodes.len());
+    let (nudge, nudged) = mpsc::channel::<()>();
+    let outbox = Outbox {
+        placed: Mutex::new(Vec::new()),
+        nudge: Mutex::new(Some(nudge)),
+    };
+    let work_pool = WorkPool::new(
+        store.scratch_dir().join("pool"),
+        jobs + 2 * HAND_OVER,
+        nodes.len(),
+    );
     let result = std::thread::scope(|s| -> Result<(), BuildError> {
         let job_tx = job_tx;
         let (done_tx, done_rx) = mpsc::channel::<(usize, Result<JobResult, BuildError>)>();
@@ -245,10 +254,12 @@ pub fn realise(
             });
         }
         drop(done_tx);
-        let (to_registrar, from_scheduler) = mpsc::channel::<Placed>();
-        let pool = &work_pool;
+        // However this closure returns, the registrar registers what was
+        // placed and ends (the scope waits for it).
+        let _close = CloseOnDrop(&outbox);
+        let (pool, outbox_ref) = (&work_pool, &outbox);
         let (reg_db_path, reg_dir) = (&db_path, store.dir().clone());
-        let registrar = s.spawn(move || registrar(reg_db_path, &reg_dir, from_scheduler, pool));
+        let registrar = s.spawn(move || registrar(reg_db_path, &reg_dir, nudged, outbox_ref, pool));
         let mut sched = Scheduler {
             store,
             nodes: &mut nodes,
@@ -259,9 +270,8 @@ pub fn realise(
             index: HashMap::new(),
             resolved: HashMap::new(),
             namespaces: opts.namespaces,
-            registrar: to_registrar.clone(),
+            outbox: &outbox,
             pool: &work_pool,
-            unsent: Vec::new(),
             placed_refs: HashMap::new(),
         };
         sched.index = (0..sched.nodes.len())
@@ -288,12 +298,10 @@ pub fn realise(
                     if running == 1 && sched.ready.is_empty() {
                         // The only build there is (a chain's next link): run
                         // it here rather than hand it to a worker and back.
-                        // Should its lock be held elsewhere, what this thread
-                        // placed goes to the registrar before it waits.
-                        let (store, unsent, registrar) =
-                            (&*sched.store, &mut sched.unsent, &sched.registrar);
-                        let mut release = || send_all(unsent, registrar);
-                        inline = Some((i, job::run(&cx, store.db(), job, &mut release)));
+                        // Should its lock be held elsewhere, the registrar is
+                        // asked to register what this run placed first.
+                        let mut release = || outbox.nudge();
+                        inline = Some((i, job::run(&cx, sched.store.db(), job, &mut release)));
                         break;
                     }
                     if job_tx.send((i, job)).is_err() {
@@ -306,15 +314,7 @@ pub fn realise(
             }
             let next = match inline.take() {
                 Some(r) => Ok(r),
-                // Placed builds are handed over after a short wait at most:
-                // their locks must not be held for long (a worker may be
-                // waiting for a lock whose holder waits for one of them).
-                None => loop {
-                    match done_rx.recv_timeout(HOLD_AT_MOST) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => sched.hand_over()?,
-                        other => break other.map_err(|_| mpsc::RecvError),
-                    }
-                },
+                None => done_rx.recv(),
             };
             let Ok((i, r)) = next else {
                 return Err(SandboxError::Lost.into());
@@ -331,15 +331,12 @@ pub fn realise(
             }
         }
         drop(job_tx);
-        let handed = sched.hand_over();
-        // The scheduler holds a sender too: the registrar ends once both go.
         drop(sched);
-        drop(to_registrar);
-        let registered = match registrar.join() {
+        drop(_close);
+        match registrar.join() {
             Ok(r) => r,
             Err(_) => Err(SandboxError::Lost.into()),
-        };
-        handed.and(registered)
+        }
     });
     drop(sandboxes);
     let _ = std::fs::remove_dir(&sandbox_root);
@@ -464,28 +461,71 @@ struct Scheduler<'a> {
     /// Whether builds run in namespaces.
     namespaces: bool,
     /// Where placed builds go to be registered, off the critical path.
-    registrar: mpsc::Sender<Placed>,
+    outbox: &'a Outbox,
     /// Work directories made ahead of time.
     pool: &'a WorkPool,
-    /// Placed builds not handed to the registrar yet.
-    unsent: Vec<Placed>,
     /// References of the objects this run placed: until the registrar has
     /// registered them, the database does not know them, and a dependent's
     /// input closure must still include what they refer to.
     placed_refs: HashMap<String, Vec<String>>,
 }
 
-impl Drop for Scheduler<'_> {
-    fn drop(&mut self) {
-        // On an early return too: what was built gets registered.
-        let _ = self.hand_over();
+/// Placed builds on their way to the registrar, which takes them when it
+/// is nudged (a full batch, or a lock someone waits for) and every
+/// [`HOLD_AT_MOST`] anyway: placed builds hold locks, which must not be held
+/// for long, and a hand-over per build would wake a thread per build.
+struct Outbox {
+    placed: Mutex<Vec<Placed>>,
+    nudge: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl Outbox {
+    fn put(&self, p: Placed) {
+        let full = self.placed.lock().map(|mut v| {
+            v.push(p);
+            v.len() >= HAND_OVER
+        });
+        if full.unwrap_or(true) {
+            let _ = self.nudge();
+        }
+    }
+
+    /// Asks the registrar to register what is here now.
+    fn nudge(&self) -> Result<(), StoreError> {
+        if let Ok(n) = self.nudge.lock()
+            && let Some(tx) = &*n
+        {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+
+    fn take(&self) -> Vec<Placed> {
+        self.placed
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+
+    /// No more builds: the registrar registers what is left and ends.
+    fn close(&self) {
+        if let Ok(mut n) = self.nudge.lock() {
+            n.take();
+        }
     }
 }
 
-/// Placed builds handed to the registrar at once.
+struct CloseOnDrop<'a>(&'a Outbox);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Placed builds that make a batch.
 const HAND_OVER: usize = 8;
-/// Longest time placed builds wait for the hand-over while the scheduler
-/// waits for builds.
+/// Longest time placed builds wait for the registrar.
 const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Scheduler<'_> {
@@ -655,10 +695,12 @@ impl Scheduler<'_> {
                 // An identical output placed by an earlier build of this run
                 // holds its path's lock until it is registered: on contention
                 // the placed builds are handed over before waiting.
-                let (store, unsent, registrar) = (&*self.store, &mut self.unsent, &self.registrar);
-                let placed = store.place_build(&path, self.namespaces, &objects, recs, &mut || {
-                    send_all(unsent, registrar)
-                });
+                let outbox = self.outbox;
+                let placed =
+                    self.store
+                        .place_build(&path, self.namespaces, &objects, recs, &mut || {
+                            outbox.nudge()
+                        });
                 self.pool.discard(work);
                 let mut placed = placed?;
                 placed.hold(lock);
@@ -666,11 +708,7 @@ impl Scheduler<'_> {
                     self.placed_refs
                         .insert(o.path.base_name(), o.references.clone());
                 }
-                // Handed over a few at a time: each hand-over wakes a thread.
-                self.unsent.push(placed);
-                if self.unsent.len() >= HAND_OVER {
-                    self.hand_over()?;
-                }
+                self.outbox.put(placed);
                 let mut paths: Vec<(String, StorePath)> =
                     outputs.into_iter().map(|o| (o.output, o.path)).collect();
                 let order = &self.nodes[i].drv.outputs;
@@ -684,11 +722,6 @@ impl Scheduler<'_> {
             }
         }
         Ok(())
-    }
-
-    /// Hands the placed builds over to the registrar.
-    fn hand_over(&mut self) -> Result<(), BuildError> {
-        send_all(&mut self.unsent, &self.registrar).map_err(BuildError::from)
     }
 
     fn done(&mut self, i: usize, paths: Vec<(String, StorePath)>, built: bool) {
@@ -772,42 +805,36 @@ impl Scheduler<'_> {
     }
 }
 
-/// Sends placed builds to the registrar.
-fn send_all(unsent: &mut Vec<Placed>, registrar: &mpsc::Sender<Placed>) -> Result<(), StoreError> {
-    for p in unsent.drain(..) {
-        if registrar.send(p).is_err() {
-            return Err(StoreError::Write {
-                path: std::path::PathBuf::from("<registrar>"),
-                source: std::io::Error::other("the registrar thread is gone"),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Registers placed builds as they come, a batch at a time (one sync and
-/// one transaction for everything that arrived meanwhile), and keeps the
-/// work directory pool filled; on its own thread, so that neither costs the
-/// builds' critical path. Returns the first error.
+/// Registers placed builds a batch at a time (one sync and one transaction
+/// for everything placed meanwhile), and keeps the work directory pool
+/// filled; on its own thread, so that neither costs the builds' critical
+/// path. Returns the first error.
 fn registrar(
     db_path: &std::path::Path,
     dir: &crate::derivation::StoreDir,
-    from_scheduler: mpsc::Receiver<Placed>,
+    nudged: mpsc::Receiver<()>,
+    outbox: &Outbox,
     pool: &WorkPool,
 ) -> Result<(), BuildError> {
     let mut db = Db::open(db_path)?;
     let mut first_error = None;
-    while let Ok(p) = from_scheduler.recv() {
-        let mut batch = vec![p];
-        batch.extend(from_scheduler.try_iter());
-        if first_error.is_none()
+    loop {
+        let last = matches!(
+            nudged.recv_timeout(HOLD_AT_MOST),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        let batch = outbox.take();
+        if !batch.is_empty()
+            && first_error.is_none()
             && let Err(e) = crate::store::outputs::register(&mut db, dir, batch)
         {
             first_error = Some(e);
         }
         pool.tidy();
+        if last {
+            break;
+        }
     }
-    pool.tidy();
     pool.close();
     first_error.map_or(Ok(()), |e| Err(e.into()))
 }
