@@ -280,6 +280,15 @@ pub fn realise(
         sched.ready = (0..sched.nodes.len())
             .filter(|&i| sched.nodes[i].waiting == 0)
             .collect();
+        // Before anything is reported as building: a machine that cannot
+        // sandbox says so first.
+        if sched
+            .nodes
+            .iter()
+            .any(|n| n.drv.builder != crate::build::fetch::BUILDER)
+        {
+            start_sandboxes(&sandboxes, exe, opts.namespaces)?;
+        }
         let mut running = 0usize;
         let mut stopping = false;
         let mut inline = None;
@@ -289,9 +298,6 @@ pub fn realise(
                     break;
                 };
                 if let Some(job) = sched.prepare(i, opts, report)? {
-                    if job.drv.fixed.is_none() || !job.drv.builder.starts_with("builtin:") {
-                        start_sandboxes(&sandboxes, exe, opts.namespaces)?;
-                    }
                     sched.nodes[i].state = State::Running;
                     sched.started.insert(i, Instant::now());
                     running += 1;
