@@ -306,3 +306,51 @@ fn https_downloads_use_the_machine_s_certificate_authorities() {
     let toml = std::fs::read_to_string(format!("{}/Cargo.toml", out.trim())).unwrap();
     assert!(toml.contains("name = \"itoa\""), "{toml}");
 }
+
+/// An archive whose symlink points outside and whose next entry goes
+/// through it is refused, and nothing is written outside.
+#[test]
+fn archives_cannot_write_outside_their_output() {
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().to_string_lossy().into_owned();
+    let mut t = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    t.append_link(&mut link, "top/evil", &target).unwrap();
+    let mut file = tar::Header::new_gnu();
+    file.set_size(6);
+    file.set_mode(0o644);
+    t.append_data(&mut file, "top/evil/pwned", &b"gotcha"[..])
+        .unwrap();
+    let tar = t.into_inner().unwrap();
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    z.add_symlink("top/evil", &target, opts).unwrap();
+    z.start_file("top/evil/pwned", opts).unwrap();
+    z.write_all(b"gotcha").unwrap();
+    let zip = z.finish().unwrap().into_inner();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("evil.tar"), &tar).unwrap();
+    std::fs::write(dir.path().join("evil.zip"), &zip).unwrap();
+    let recipe = format!(
+        r#"{{
+             t = fetch("file://{d}/evil.tar", "sha256:{ts}", unpack = true),
+             z = fetch("file://{d}/evil.zip", "sha256:{zs}", unpack = true),
+           }}"#,
+        d = dir.path().display(),
+        ts = sha256(&tar),
+        zs = sha256(&zip),
+    );
+    let p = Project::new().file("recipe.cb", recipe);
+    for attr in ["t", "z"] {
+        let r = p.run(&["realise", "recipe.cb", "-A", attr]).fails_with(1);
+        assert!(
+            r.stderr().contains("cannot unpack"),
+            "{attr}: {}",
+            r.stderr()
+        );
+    }
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+}
