@@ -340,7 +340,8 @@ fn follow(
         }
     }
     let status = running.wait()?;
-    Ok((status, log.finish()?))
+    let tail = log.finish(!status.success())?;
+    Ok((status, tail))
 }
 
 /// The sandbox description of a build.

@@ -77,9 +77,14 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Writes the file (none when nothing was written, and none is left
-    /// from an earlier build); returns the last lines.
-    pub fn finish(mut self) -> Result<String, StoreError> {
+    /// Writes the file; returns the last lines. When nothing was written,
+    /// there is no file (and none is left from an earlier build), unless
+    /// `always` (a failed build's log exists, even empty, so that `cbuild
+    /// log` has something to show).
+    pub fn finish(mut self, always: bool) -> Result<String, StoreError> {
+        if always && self.sink.is_none() {
+            self.write(&[])?;
+        }
         match self.sink.take() {
             Some(enc) => enc.finish().and_then(Spill::finish).map_err(self.err())?,
             None => {

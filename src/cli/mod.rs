@@ -75,6 +75,7 @@ fn log_cmd(
     for p in show::drv_targets(&mut store, a)? {
         let (sp, _) = store.parse_valid(&p)?;
         match crate::build::realise::read_log(&store, &sp)? {
+            Some(bytes) if bytes.is_empty() => {}
             Some(bytes) => out.line(String::from_utf8_lossy(&bytes).trim_end_matches('\n'))?,
             // A build that printed nothing leaves no log file.
             None if store.db().built_by(&sp.base_name())? => {}

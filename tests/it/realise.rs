@@ -643,3 +643,29 @@ fn sandbox_off_does_not_wait_for_what_a_builder_leaves_running() {
         .args(["-f", "sleep 31.5"])
         .status();
 }
+
+#[test]
+fn logs_are_kept_for_failures_even_silent_ones_and_not_for_silent_successes() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"{
+             quiet_fail = derivation { name = "qf", script = "exit 4" },
+             quiet_ok = derivation { name = "qo", script = "echo > $out" },
+             loud = derivation { name = "loud", script = "echo to-stdout; echo to-stderr >&2; echo > $out" },
+           }"#,
+    );
+    p.run(&["realise", "recipe.cb", "-A", "quiet_fail"])
+        .fails_with(1);
+    p.run(&["realise", "recipe.cb", "-A", "quiet_ok", "-A", "loud"])
+        .ok();
+    let log = |attr: &str| p.run(&["log", "recipe.cb", "-A", attr]);
+    assert_eq!(log("quiet_fail").ok().stdout(), "");
+    assert_eq!(log("quiet_ok").ok().stdout(), "");
+    assert_eq!(log("loud").ok().stdout(), "to-stdout\nto-stderr\n");
+    let files: Vec<String> = std::fs::read_dir(p.store().join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+}
