@@ -2,9 +2,10 @@
 //! paths, and its outputs made ready to register (normalised, named by their
 //! content, self-references rewritten, references found).
 //!
-//! A job runs on a worker thread and touches no shared state but the files
-//! of its own work directory and the store's read-only database view; the
-//! scheduler ([`super::realise`]) registers what it returns.
+//! A job runs on a worker thread (or the scheduler's) and touches no shared
+//! state but the files of its own work directory and a database connection
+//! it only reads; the scheduler ([`super::realise`]) places and registers
+//! what it returns.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

@@ -7,8 +7,15 @@
 //! derivation's inputs' placeholders are replaced by their real output paths
 //! (the *resolved* derivation); if the resolved hash is realised (an input
 //! was rebuilt to identical bytes) nothing runs: early cutoff. Otherwise a
-//! worker thread builds it ([`super::job`]) and the scheduler registers its
-//! outputs with both hashes' realisations in one transaction.
+//! worker thread builds it ([`super::job`]); the only runnable build (a
+//! chain's next link) runs on the scheduler's own thread instead.
+//!
+//! A finished build's outputs are *placed* at once (moved to their final
+//! paths under their locks), so that its dependents can start, and
+//! *registered* by a registrar thread a batch at a time, within
+//! [`HOLD_AT_MOST`]: one `syncfs` and one transaction for many builds, off
+//! the critical path. Until then the scheduler knows the placed objects'
+//! references itself, for its dependents' input closures.
 //!
 //! A failed build stops the scheduling of new builds (running ones finish
 //! and are kept) unless `keep_going`; its dependents are skipped.

@@ -1,17 +1,19 @@
 //! The build sandbox: what a build sees ([`spec::SandboxSpec`], pure data)
 //! and how it is entered on Linux ([`linux`]).
 //!
-//! A build runs in fresh user, mount, pid, network, ipc and uts namespaces,
-//! `pivot_root`ed into a root that holds only what the spec lists: its
+//! A build runs in fresh mount, pid, ipc and uts namespaces, a network
+//! namespace no other build is using, and a user namespace shared by the
+//! builds of one realise; `pivot_root`ed into a read-only root that holds
+//! only what the spec lists: its
 //! inputs read-only, its outputs and `/build` writable, a private `/tmp`, a
 //! minimal `/dev` and `/proc`, generated `/etc/passwd`, `/etc/group` and
 //! `/etc/hosts`, and, when host tools are declared, the host's `/usr`, `/bin`
 //! and `/lib*` read-only. Only loopback networking, unless the spec allows
 //! the network (fixed-output derivations).
 //!
-//! Namespaces are entered in a fresh process (`cbuild __sandbox`, reading
-//! the spec on stdin), never in a thread of the caller: `unshare` of a user
-//! namespace needs a single-threaded process.
+//! Namespaces are entered by a single-threaded server process (`cbuild
+//! __sandbox`) and its children, never by a thread of the caller: `unshare`
+//! of a user namespace needs a single-threaded process.
 
 pub mod linux;
 pub mod spec;
