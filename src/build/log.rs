@@ -4,7 +4,7 @@
 //!
 //! A build that prints nothing leaves no file (creating one costs more than
 //! a trivial build's other file operations); `cbuild log` prints nothing for
-//! it. A log is kept in memory until it passes [`SPILL`] compressed bytes,
+//! it. A log is kept in memory until it passes `SPILL` compressed bytes,
 //! then streamed to its file.
 
 use std::collections::VecDeque;

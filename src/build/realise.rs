@@ -13,7 +13,7 @@
 //! A finished build's outputs are *placed* at once (moved to their final
 //! paths under their locks), so that its dependents can start, and
 //! *registered* by a registrar thread a batch at a time, within
-//! [`HOLD_AT_MOST`]: one `syncfs` and one transaction for many builds, off
+//! `HOLD_AT_MOST`: one `syncfs` and one transaction for many builds, off
 //! the critical path. Until then the scheduler knows the placed objects'
 //! references itself, for its dependents' input closures.
 //!
@@ -485,7 +485,7 @@ struct Scheduler<'a> {
 
 /// Placed builds on their way to the registrar, which takes them when it
 /// is nudged (a full batch, or a lock someone waits for) and every
-/// [`HOLD_AT_MOST`] anyway: placed builds hold locks, which must not be held
+/// `HOLD_AT_MOST` anyway: placed builds hold locks, which must not be held
 /// for long, and a hand-over per build would wake a thread per build.
 struct Outbox {
     placed: Mutex<Vec<Placed>>,

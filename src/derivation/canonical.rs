@@ -1,6 +1,6 @@
 //! The canonical serialisation of a derivation: the bytes of its `.drv`
 //! file, and the input of its hash. Written by hand, versioned, and parsed
-//! back strictly: bytes that are not exactly what [`write`] would produce
+//! back strictly: bytes that are not exactly what [`write()`] would produce
 //! are rejected, so one derivation has one serialisation.
 //!
 //! Grammar (every line ends with `\n`; `S` is a length-prefixed string

@@ -644,7 +644,7 @@ pub(crate) fn lock_object(root: &Path, p: &StorePath) -> Result<File, StoreError
     lock_path(root, p, &mut || Ok(()))
 }
 
-/// [`lock_object`], calling `before_wait` first if another holder makes it
+/// `lock_object`, calling `before_wait` first if another holder makes it
 /// wait: a caller that holds locks of its own releases them there, so that
 /// two processes never wait on each other.
 pub fn lock_path(

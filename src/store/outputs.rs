@@ -41,7 +41,7 @@ impl Placed {
 
 impl Store {
     /// Moves a build's `objects` to their final paths, holding their locks,
-    /// so that the builds that use them can start at once; [`Store::register`]
+    /// so that the builds that use them can start at once; [`register`]
     /// makes them valid, with `realisations` (key, output name, base name).
     /// An object whose path is valid already (identical bytes built before)
     /// is dropped and the existing one is used. Until it is registered, a
