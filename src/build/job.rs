@@ -563,7 +563,11 @@ pub fn finish_outputs(
 /// Every file and symlink under `root` (or `root` itself).
 fn all_files(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut files = Vec::new();
-    for e in walkdir::WalkDir::new(root).follow_links(false) {
+    for e in walkdir::WalkDir::new(root)
+        // A symlink at the top is an entry, never followed.
+        .follow_root_links(false)
+        .follow_links(false)
+    {
         let e = e.map_err(|e| {
             let (path, source) = crate::store::walk_error(root, e);
             StoreError::Read { path, source }

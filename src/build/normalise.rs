@@ -38,6 +38,8 @@ pub fn normalise(root: &Path) -> Result<(), NormaliseError> {
     // Directories are made writable first so that their contents can be
     // changed, and read-only last, after their contents.
     let entries: Vec<walkdir::DirEntry> = walkdir::WalkDir::new(root)
+        // A symlink at the top is an entry, never followed.
+        .follow_root_links(false)
         .follow_links(false)
         .contents_first(true)
         .into_iter()

@@ -957,6 +957,12 @@ impl WorkPool {
 /// Removes everything in `dir` but the entry `keep` (and `store`, for the
 /// work directory itself); whether `dir` is now so.
 fn empty(dir: &std::path::Path, keep: Option<&str>) -> bool {
+    // The build could have replaced `build/tmp` by a symlink to anywhere:
+    // only a real directory is read (anything else makes the whole work
+    // directory go, symlinks unfollowed).
+    if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return false;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };

@@ -29,6 +29,8 @@ pub fn scan(root: &Path, hash_parts: &[String]) -> Result<BTreeSet<usize>, ScanE
         source: std::io::Error::other(e.to_string()),
     })?;
     let entries: Vec<walkdir::DirEntry> = walkdir::WalkDir::new(root)
+        // A symlink at the top is an entry, never followed.
+        .follow_root_links(false)
         .follow_links(false)
         .into_iter()
         .collect::<Result<_, _>>()

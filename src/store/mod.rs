@@ -694,6 +694,8 @@ pub fn lock_path(
 pub(crate) fn make_writable_recursive(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     for e in walkdir::WalkDir::new(p)
+        // A symlink at the top is an entry, never followed.
+        .follow_root_links(false)
         .follow_links(false)
         .into_iter()
         .flatten()

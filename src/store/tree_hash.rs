@@ -237,7 +237,12 @@ pub fn walk_object(root: &Path) -> Result<Walk, StoreError> {
         return Ok(walk);
     }
     walk.root_is_dir = true;
-    for entry in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
+    for entry in walkdir::WalkDir::new(root)
+        // A symlink at the top is an entry, never followed.
+        .follow_root_links(false)
+        .follow_links(false)
+        .min_depth(1)
+    {
         let entry = entry.map_err(|e| {
             let (path, source) = super::walk_error(root, e);
             StoreError::Read { path, source }

@@ -669,3 +669,68 @@ fn logs_are_kept_for_failures_even_silent_ones_and_not_for_silent_successes() {
         .collect();
     assert_eq!(files.len(), 2, "{files:?}");
 }
+
+#[test]
+fn a_builder_cannot_reach_the_host_through_symlinks_signals_or_descriptors() {
+    let victim = tempfile::tempdir().unwrap();
+    std::fs::write(victim.path().join("precious"), "keep me").unwrap();
+    let v = victim.path().display();
+    let recipe = format!(
+        r#"let
+             ln = host_tool("ln"), rm = host_tool("rm"), cat = host_tool("cat"), kill = host_tool("kill"),
+             link = derivation {{ name = "link", build_inputs = [ln], script = "ln -s {v} $out" }},
+           in {{
+             # Leaves /build/tmp as a symlink to a host directory, which
+             # cbuild empties for reuse after the build.
+             tmp_link = derivation {{
+               name = "tmp-link", build_inputs = [ln, rm],
+               script = "rm -r /build/tmp; ln -s {v} /build/tmp; echo > $out",
+             }},
+             # An output that is a symlink to a host directory, then a
+             # build that reads through it.
+             link = link,
+             reader = derivation {{
+               name = "reader", build_inputs = [cat],
+               script = "cat ${{link}}/precious > $out",
+             }},
+             # Signals every process of its process group.
+             killer = derivation {{ name = "killer", build_inputs = [kill], script = "kill -9 0; echo > $out" }},
+             # Lists its open descriptors.
+             fds = derivation {{ name = "fds", script = "for f in /proc/self/fd/*; do echo $f; done > $out" }},
+           }}"#
+    );
+    let p = Project::new().file("recipe.cb", recipe);
+    p.run(&["realise", "recipe.cb", "-A", "tmp_link"]).ok();
+    // The registrar empties work directories after builds: give it time.
+    p.run(&["realise", "recipe.cb", "-A", "link"]).ok();
+    assert_eq!(
+        std::fs::read_to_string(victim.path().join("precious")).unwrap(),
+        "keep me"
+    );
+    let r = p
+        .run(&["realise", "recipe.cb", "-A", "reader"])
+        .fails_with(1);
+    assert!(r.stderr().contains("No such file"), "{}", r.stderr());
+    // kill -9 0 reaches only the build's own session (where the builder is
+    // pid 1, which ignores it): cbuild finishes and reports.
+    p.run(&["realise", "recipe.cb", "-A", "killer"]).ok();
+    // A descriptor cbuild inherits without close-on-exec stays out.
+    let script = format!(
+        "exec 7</dev/null; exec {} realise recipe.cb -A fds",
+        crate::support::cbuild_bin().display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(p.path())
+        .env("CBUILD_STORE", p.store())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let fds = std::fs::read_to_string(path).unwrap();
+    assert!(!fds.contains("/proc/self/fd/7"), "{fds}");
+}

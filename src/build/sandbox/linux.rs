@@ -763,7 +763,8 @@ fn skeleton(
     }
     let dev = inside("/dev");
     mkdir(&dev)?;
-    for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+    // No `tty`: it would be the caller's terminal.
+    for d in ["null", "zero", "full", "random", "urandom"] {
         let target = dev.join(d);
         std::fs::write(&target, "").map_err(|e| format!("create {}: {e}", target.display()))?;
         mount(
@@ -925,11 +926,9 @@ fn run_build(
 
 fn build_pid1(spec: &SandboxSpec, log: OwnedFd, root: Option<&Path>, own_net: bool) -> ! {
     die_with_parent(None);
-    if !spec.namespaces {
-        // Without a pid namespace, whatever the builder leaves running is
-        // found by its process group and killed when it exits.
-        let _ = nix::unistd::setsid();
-    }
+    // Without a pid namespace, whatever the builder leaves running is found
+    // by its process group (its own session, see `exec_builder`) and killed
+    // when it exits.
     if dup2_stdout(&log).and_then(|_| dup2_stderr(&log)).is_err() {
         std::process::exit(128);
     }
@@ -947,6 +946,19 @@ fn build_pid1(spec: &SandboxSpec, log: OwnedFd, root: Option<&Path>, own_net: bo
 }
 
 fn exec_builder(spec: &SandboxSpec) -> ! {
+    // A session of its own: the builder can signal neither cbuild nor other
+    // builds through a process group, and has no controlling terminal.
+    let _ = nix::unistd::setsid();
+    // Descriptors cbuild itself inherited without close-on-exec (a make
+    // jobserver, a CI pipe) must not reach the builder.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            nix::libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
     let program = cstr(&spec.program);
     let mut argv = vec![program.clone()];
     argv.extend(spec.args.iter().map(|a| cstr(a)));
@@ -1044,6 +1056,18 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
 /// Binds `source` at `target` (created as a directory or an empty file like
 /// the source), read-only unless `writable`.
 fn bind(source: &str, target: &Path, writable: bool) -> Result<(), String> {
+    // A symlink (an input whose output is one) is copied as a symlink: a bind
+    // would follow it here, where the host's paths are still visible.
+    if let Ok(m) = std::fs::symlink_metadata(source)
+        && m.file_type().is_symlink()
+    {
+        if let Some(parent) = target.parent() {
+            mkdir(parent)?;
+        }
+        let link = std::fs::read_link(source).map_err(|e| format!("read {source}: {e}"))?;
+        return std::os::unix::fs::symlink(&link, target)
+            .map_err(|e| format!("symlink {}: {e}", target.display()));
+    }
     let is_dir = std::fs::metadata(source)
         .map(|m| m.is_dir())
         .unwrap_or(true);
