@@ -260,6 +260,7 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
             for (_, q) in &found {
                 discard(q);
             }
+            log::ensure(&cx.root, &job.drv_path);
             return Err(BuildError::MissingOutput {
                 drv: shown,
                 output: s.output.clone(),
@@ -267,6 +268,11 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         }
     }
     let mut r = finish_outputs(cx, job, &found);
+    if r.is_err() {
+        // The builder succeeded, the build did not: `cbuild log` must have
+        // something to show even if it printed nothing.
+        log::ensure(&cx.root, &job.drv_path);
+    }
     if let (Ok(ready), Some(fixed)) = (&r, &d.fixed)
         && let Some(o) = ready.first()
         && let Err(e) = fetch::check_output(fixed, &o.tmp, &o.node, &shown)
@@ -293,6 +299,15 @@ fn follow(
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::io::Read;
     let mut log = log::LogWriter::new(&cx.root, &job.drv_path);
+    // The first thing that went wrong with the log; reading goes on.
+    let mut failure: Option<StoreError> = None;
+    let keep = |log: &mut log::LogWriter, failure: &mut Option<StoreError>, bytes: &[u8]| {
+        if failure.is_none()
+            && let Err(e) = log.write(bytes)
+        {
+            *failure = Some(e);
+        }
+    };
     let mut pipe = File::from(reader);
     let mut buf = [0u8; 16 * 1024];
     let mut open = true;
@@ -309,7 +324,11 @@ fn follow(
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(read_err(e.into()).into()),
+                // Nothing to wait on but the status itself.
+                Err(e) => {
+                    failure.get_or_insert(read_err(e.into()));
+                    break;
+                }
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
             (open && ready(&fds[1]), ready(&fds[0]))
@@ -317,9 +336,12 @@ fn follow(
         if log_ready {
             match pipe.read(&mut buf) {
                 Ok(0) => open = false,
-                Ok(n) => log.write(&buf[..n])?,
+                Ok(n) => keep(&mut log, &mut failure, &buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(read_err(e).into()),
+                Err(e) => {
+                    failure.get_or_insert(read_err(e));
+                    open = false;
+                }
             }
         }
         if done {
@@ -334,13 +356,20 @@ fn follow(
         loop {
             match pipe.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => log.write(&buf[..n])?,
+                Ok(n) => keep(&mut log, &mut failure, &buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
         }
     }
+    // The builder has exited (or the sandbox is gone) before this returns,
+    // whatever happened to its log: its lock must not be let go earlier.
     let status = running.wait()?;
+    if let Some(e) = failure {
+        // No log of an earlier build may pass for this one's.
+        let _ = std::fs::remove_file(log::log_path(&cx.root, &job.drv_path));
+        return Err(e.into());
+    }
     let tail = log.finish(!status.success())?;
     Ok((status, tail))
 }

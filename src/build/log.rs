@@ -136,6 +136,14 @@ impl Write for Spill {
     }
 }
 
+/// Makes sure `drv` has a log file (an empty one if it printed nothing).
+pub fn ensure(root: &Path, drv: &StorePath) {
+    let path = log_path(root, drv);
+    if !path.exists() {
+        let _ = zstd::stream::encode_all(&[][..], 3).map(|frame| std::fs::write(&path, frame));
+    }
+}
+
 /// The stored log of the last build of `drv`: `None` when it has none (it
 /// was never built here, or printed nothing).
 pub fn read_log(store: &Store, drv: &StorePath) -> Result<Option<Vec<u8>>, StoreError> {

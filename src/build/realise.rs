@@ -230,7 +230,11 @@ pub fn realise(
     let outbox = Outbox {
         placed: Mutex::new(Vec::new()),
         nudge: Mutex::new(Some(nudge)),
+        error: Mutex::new(None),
     };
+    // Opened here: a registrar that cannot start is an error before any
+    // build, not a hang after one.
+    let reg_db = Db::open(&store.root().join("db.sqlite"))?;
     let work_pool = WorkPool::new(
         store.scratch_dir().join("pool"),
         jobs + 2 * HAND_OVER,
@@ -265,8 +269,8 @@ pub fn realise(
         // placed and ends (the scope waits for it).
         let _close = CloseOnDrop(&outbox);
         let (pool, outbox_ref) = (&work_pool, &outbox);
-        let (reg_db_path, reg_dir) = (&db_path, store.dir().clone());
-        let registrar = s.spawn(move || registrar(reg_db_path, &reg_dir, nudged, outbox_ref, pool));
+        let reg_dir = store.dir().clone();
+        let registrar = s.spawn(move || registrar(reg_db, &reg_dir, nudged, outbox_ref, pool));
         let mut sched = Scheduler {
             store,
             nodes: &mut nodes,
@@ -296,6 +300,9 @@ pub fn realise(
         {
             start_sandboxes(&sandboxes, exe, opts.namespaces)?;
         }
+        // An error below leaves the scope, which waits for the workers: the
+        // builds they wait on are killed rather than waited for.
+        let mut abort = AbortOnError(&sandboxes, true);
         let mut running = 0usize;
         let mut stopping = false;
         let mut inline = None;
@@ -334,7 +341,12 @@ pub fn realise(
             };
             running -= 1;
             match r {
-                Ok(r) => sched.finish(i, r, report)?,
+                Ok(r) => {
+                    sched.finish(i, r, report)?;
+                    if sched.outbox.failed() {
+                        break;
+                    }
+                }
                 Err(e) => {
                     sched.fail(i, e, report);
                     if !opts.keep_going {
@@ -343,13 +355,14 @@ pub fn realise(
                 }
             }
         }
+        abort.1 = false;
         drop(job_tx);
         drop(sched);
         drop(_close);
-        match registrar.join() {
-            Ok(r) => r,
-            Err(_) => Err(SandboxError::Lost.into()),
+        if registrar.join().is_err() {
+            return Err(SandboxError::Lost.into());
         }
+        outbox.error().map_or(Ok(()), |e| Err(e.into()))
     });
     drop(sandboxes);
     let _ = std::fs::remove_dir(&sandbox_root);
@@ -490,6 +503,8 @@ struct Scheduler<'a> {
 struct Outbox {
     placed: Mutex<Vec<Placed>>,
     nudge: Mutex<Option<mpsc::Sender<()>>>,
+    /// Why registering failed, if it did.
+    error: Mutex<Option<StoreError>>,
 }
 
 impl Outbox {
@@ -503,14 +518,35 @@ impl Outbox {
         }
     }
 
-    /// Asks the registrar to register what is here now.
+    /// Asks the registrar to register what is here now. Fails when it
+    /// cannot: whoever was about to wait for a lock it holds must not.
     fn nudge(&self) -> Result<(), StoreError> {
-        if let Ok(n) = self.nudge.lock()
-            && let Some(tx) = &*n
-        {
-            let _ = tx.send(());
+        let sent = self
+            .nudge
+            .lock()
+            .ok()
+            .and_then(|n| n.as_ref().map(|tx| tx.send(()).is_ok()));
+        match (sent, self.failed()) {
+            (Some(true), false) => Ok(()),
+            _ => Err(StoreError::Write {
+                path: std::path::PathBuf::from("db.sqlite"),
+                source: std::io::Error::other("builds can no longer be registered"),
+            }),
         }
-        Ok(())
+    }
+
+    fn fail(&self, e: StoreError) {
+        if let Ok(mut err) = self.error.lock() {
+            err.get_or_insert(e);
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.error.lock().map_or(true, |e| e.is_some())
+    }
+
+    fn error(&self) -> Option<StoreError> {
+        self.error.lock().ok().and_then(|mut e| e.take())
     }
 
     fn take(&self) -> Vec<Placed> {
@@ -524,6 +560,18 @@ impl Outbox {
     fn close(&self) {
         if let Ok(mut n) = self.nudge.lock() {
             n.take();
+        }
+    }
+}
+
+struct AbortOnError<'a>(&'a OnceLock<Sandboxes>, bool);
+
+impl Drop for AbortOnError<'_> {
+    fn drop(&mut self) {
+        if self.1
+            && let Some(s) = self.0.get()
+        {
+            s.abort();
         }
     }
 }
@@ -823,14 +871,12 @@ impl Scheduler<'_> {
 /// filled; on its own thread, so that neither costs the builds' critical
 /// path. Returns the first error.
 fn registrar(
-    db_path: &std::path::Path,
+    mut db: Db,
     dir: &crate::derivation::StoreDir,
     nudged: mpsc::Receiver<()>,
     outbox: &Outbox,
     pool: &WorkPool,
-) -> Result<(), BuildError> {
-    let mut db = Db::open(db_path)?;
-    let mut first_error = None;
+) {
     loop {
         let last = matches!(
             nudged.recv_timeout(HOLD_AT_MOST),
@@ -838,10 +884,11 @@ fn registrar(
         );
         let batch = outbox.take();
         if !batch.is_empty()
-            && first_error.is_none()
             && let Err(e) = crate::store::outputs::register(&mut db, dir, batch)
         {
-            first_error = Some(e);
+            // The scheduler stops at its next step; what is placed after
+            // this is left unregistered, as after a crash.
+            outbox.fail(e);
         }
         pool.tidy();
         if last {
@@ -849,7 +896,6 @@ fn registrar(
         }
     }
     pool.close();
-    first_error.map_or(Ok(()), |e| Err(e.into()))
 }
 
 /// Work directories (`build/tmp/` and `store/` inside) made ahead of time,

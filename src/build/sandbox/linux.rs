@@ -77,6 +77,7 @@ pub struct Sandboxes {
     socket: Mutex<UnixStream>,
     next: AtomicU64,
     child: Option<Child>,
+    pid: i32,
 }
 
 impl Sandboxes {
@@ -108,10 +109,12 @@ impl Sandboxes {
             let _ = child.wait();
             return Err(SandboxError::Unavailable { reason: message });
         }
+        let pid = child.id() as i32;
         Ok(Sandboxes {
             socket: Mutex::new(ours),
             next: AtomicU64::new(1),
             child: Some(child),
+            pid,
         })
     }
 
@@ -169,6 +172,14 @@ impl Running {
             }
         }
         Ok(ExitStatus::from_raw((i32::from_le_bytes(code) & 0xff) << 8))
+    }
+}
+
+impl Sandboxes {
+    /// Kills the server, and with it every build it runs (each process dies
+    /// with its parent): those waiting for them get [`SandboxError::Lost`].
+    pub fn abort(&self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), Signal::SIGKILL);
     }
 }
 
