@@ -650,12 +650,28 @@ fn logs_are_kept_for_failures_even_silent_ones_and_not_for_silent_successes() {
         "recipe.cb",
         r#"{
              quiet_fail = derivation { name = "qf", script = "exit 4" },
+             no_output = derivation { name = "no-out", script = "true" },
              quiet_ok = derivation { name = "qo", script = "echo > $out" },
              loud = derivation { name = "loud", script = "echo to-stdout; echo to-stderr >&2; echo > $out" },
            }"#,
     );
     p.run(&["realise", "recipe.cb", "-A", "quiet_fail"])
         .fails_with(1);
+    // The builder succeeded, the build did not (no output): a log too.
+    let r = p
+        .run(&["realise", "recipe.cb", "-A", "no_output"])
+        .fails_with(1);
+    assert!(
+        r.stderr().contains("did not produce its output"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(
+        p.run(&["log", "recipe.cb", "-A", "no_output"])
+            .ok()
+            .stdout(),
+        ""
+    );
     p.run(&["realise", "recipe.cb", "-A", "quiet_ok", "-A", "loud"])
         .ok();
     let log = |attr: &str| p.run(&["log", "recipe.cb", "-A", attr]);
@@ -667,7 +683,7 @@ fn logs_are_kept_for_failures_even_silent_ones_and_not_for_silent_successes() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files.len(), 3, "{files:?}");
 }
 
 #[test]
