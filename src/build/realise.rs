@@ -671,20 +671,10 @@ impl Scheduler<'_> {
                 }
             }
         }
-        let r = |s: &String| {
-            subst
-                .iter()
-                .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
-        };
         Derivation {
-            builder: r(&d.builder),
-            args: d.args.iter().map(r).collect(),
-            env: d.env.iter().map(|(k, v)| (k.clone(), r(v))).collect(),
             input_drvs: BTreeMap::new(),
             input_sources: sources,
-            path_inputs: d.path_inputs.iter().map(r).collect(),
-            host_inputs: d.host_inputs.iter().map(r).collect(),
-            ..d.clone()
+            ..d.with_replaced(&subst)
         }
     }
 

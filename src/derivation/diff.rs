@@ -99,17 +99,5 @@ fn neutral(d: &Derivation, hashes: &BTreeMap<StorePath, DrvHash>) -> Derivation 
             ));
         }
     }
-    let r = |s: &String| {
-        subst
-            .iter()
-            .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
-    };
-    Derivation {
-        builder: r(&d.builder),
-        args: d.args.iter().map(r).collect(),
-        env: d.env.iter().map(|(k, v)| (k.clone(), r(v))).collect(),
-        path_inputs: d.path_inputs.iter().map(r).collect(),
-        host_inputs: d.host_inputs.iter().map(r).collect(),
-        ..d.clone()
-    }
+    d.with_replaced(&subst)
 }

@@ -141,6 +141,25 @@ impl Derivation {
         DrvHash(*blake3::hash(&self.to_canonical_bytes()).as_bytes())
     }
 
+    /// This derivation with every occurrence of each `from` replaced by its
+    /// `to` in the strings a build sees (builder, arguments, environment,
+    /// build and host inputs): how placeholders are resolved.
+    pub fn with_replaced(&self, subst: &[(String, String)]) -> Derivation {
+        let r = |s: &String| {
+            subst
+                .iter()
+                .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
+        };
+        Derivation {
+            builder: r(&self.builder),
+            args: self.args.iter().map(r).collect(),
+            env: self.env.iter().map(|(k, v)| (k.clone(), r(v))).collect(),
+            path_inputs: self.path_inputs.iter().map(r).collect(),
+            host_inputs: self.host_inputs.iter().map(r).collect(),
+            ..self.clone()
+        }
+    }
+
     /// For a download (`builtin:fetch`), the realisation key that depends
     /// only on what is fetched, not where from: BLAKE3 of
     /// `cbuild-fixed-output-v1:<algo>:<digest hex>:<unpack 0|1>:<name>`. A
