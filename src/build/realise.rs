@@ -610,22 +610,7 @@ impl Scheduler<'_> {
         }
         if let Some(paths) = known {
             let hash = self.nodes[i].hash;
-            let recs: Vec<(DrvHash, String, String)> = paths
-                .iter()
-                .flat_map(|(o, p)| {
-                    [
-                        (hash, o.clone(), p.base_name()),
-                        (rhash, o.clone(), p.base_name()),
-                    ]
-                })
-                .collect();
-            self.store
-                .db_mut()
-                .register_with(&[], &recs, crate::store::now())?;
-            report(Event::Cached {
-                drv: &self.nodes[i].path,
-            });
-            self.done(i, paths, false);
+            self.reuse(i, &[hash, rhash], paths, report)?;
             return Ok(None);
         }
         let inputs = self.store.closure_with(
@@ -706,19 +691,9 @@ impl Scheduler<'_> {
         };
         match r {
             JobResult::Done => {
-                let d = self.nodes[i].drv.clone();
-                let paths = realised(self.store.db(), &rhash, &d)?.unwrap_or_default();
-                let recs: Vec<(DrvHash, String, String)> = paths
-                    .iter()
-                    .map(|(o, p)| (hash, o.clone(), p.base_name()))
-                    .collect();
-                self.store
-                    .db_mut()
-                    .register_with(&[], &recs, crate::store::now())?;
-                report(Event::Cached {
-                    drv: &self.nodes[i].path,
-                });
-                self.done(i, paths, false);
+                let paths =
+                    realised(self.store.db(), &rhash, &self.nodes[i].drv)?.unwrap_or_default();
+                self.reuse(i, &[hash], paths, report)?;
             }
             JobResult::Built {
                 outputs,
@@ -772,6 +747,29 @@ impl Scheduler<'_> {
                 self.done(i, paths, true);
             }
         }
+        Ok(())
+    }
+
+    /// Node `i` is realised already as `paths`: records them under `keys`
+    /// too and finishes it as reused.
+    fn reuse(
+        &mut self,
+        i: usize,
+        keys: &[DrvHash],
+        paths: Vec<(String, StorePath)>,
+        report: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), BuildError> {
+        let recs: Vec<(DrvHash, String, String)> = paths
+            .iter()
+            .flat_map(|(o, p)| keys.iter().map(move |k| (*k, o.clone(), p.base_name())))
+            .collect();
+        self.store
+            .db_mut()
+            .register_with(&[], &recs, crate::store::now())?;
+        report(Event::Cached {
+            drv: &self.nodes[i].path,
+        });
+        self.done(i, paths, false);
         Ok(())
     }
 
