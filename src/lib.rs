@@ -8,5 +8,6 @@
 pub mod build;
 pub mod cli;
 pub mod derivation;
+pub mod export;
 pub mod instantiate;
 pub mod store;

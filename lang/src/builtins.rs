@@ -122,6 +122,7 @@ impl Builtin {
                 ("path", None),
                 ("exclude", Some("[]")),
                 ("gitignore", Some("false")),
+                ("recipes", Some("false")),
             ],
             Builtin::Fetch => &[("url", None), ("hash", None), ("unpack", Some("false"))],
             Builtin::HostTool => &[("name", None)],
@@ -213,9 +214,13 @@ impl Evaluator<'_> {
                     Some((v, sp)) => self.expect_bool(&v, sp, "gitignore", fname)?,
                     None => false,
                 };
+                let recipes = match next() {
+                    Some((v, sp)) => self.expect_bool(&v, sp, "recipes", fname)?,
+                    None => false,
+                };
                 let s = self
                     .host
-                    .source(&path, &exclude, gitignore)
+                    .source(&path, &exclude, gitignore, recipes)
                     .map_err(|e| self.host_error(e, call))?;
                 Ok(Value::Str(s))
             }

@@ -135,6 +135,11 @@ impl<'h> Evaluator<'h> {
         for b in Builtin::ALL {
             ev.add_global(b.name(), Thunk::Ready(Self::builtin_value(b)));
         }
+        let platform = ev.host.target_platform();
+        ev.add_global(
+            "target_platform",
+            Thunk::Ready(Value::Str(Str::plain(platform))),
+        );
         let prelude = ev.eval_text(
             "<prelude>".into(),
             None,

@@ -45,13 +45,22 @@ pub trait Host {
     /// string, and returns its store path with the matching context.
     fn import_path(&mut self, path: &Path) -> Result<Str, HostError>;
 
-    /// `source(path, exclude, gitignore)`.
+    /// `source(path, exclude, gitignore, recipes)`: with `recipes` false,
+    /// recipe files (`*.cb`) inside a directory are left out, so that editing
+    /// a recipe's metadata rebuilds nothing.
     fn source(
         &mut self,
         path: &Path,
         exclude: &[String],
         gitignore: bool,
+        recipes: bool,
     ) -> Result<Str, HostError>;
+
+    /// The conda subdir being built for (`target_platform` in recipes), e.g.
+    /// `linux-64`; by default the evaluating machine's own.
+    fn target_platform(&self) -> String {
+        host_subdir().to_string()
+    }
 
     /// `fetch(url, hash, unpack)`: a fixed-output derivation.
     fn fetch(&mut self, url: &str, hash: &str, unpack: bool) -> Result<Derivation, HostError>;
@@ -108,7 +117,7 @@ impl Host for FsHost {
         self.refuse(&format!("importing `{}` into the store", self.shown(path)))
     }
 
-    fn source(&mut self, _: &Path, _: &[String], _: bool) -> Result<Str, HostError> {
+    fn source(&mut self, _: &Path, _: &[String], _: bool, _: bool) -> Result<Str, HostError> {
         self.refuse("`source`")
     }
 
@@ -171,4 +180,21 @@ pub fn read_text_file(path: &Path, shown: &str) -> Result<String, HostError> {
 /// tests.
 pub fn value_of(d: Derivation) -> Value {
     Value::Derivation(std::rc::Rc::new(d))
+}
+
+/// The conda subdir of the machine cbuild runs on (`linux-64`, ...).
+pub fn host_subdir() -> &'static str {
+    match (std::env::consts::OS, std::env::consts::ARCH) {
+        ("linux", "x86_64") => "linux-64",
+        ("linux", "aarch64") => "linux-aarch64",
+        ("linux", "powerpc64") => "linux-ppc64le",
+        ("linux", "s390x") => "linux-s390x",
+        ("linux", "x86") => "linux-32",
+        ("linux", "arm") => "linux-armv7l",
+        ("macos", "x86_64") => "osx-64",
+        ("macos", "aarch64") => "osx-arm64",
+        ("windows", "x86_64") => "win-64",
+        ("windows", "aarch64") => "win-arm64",
+        _ => "unknown",
+    }
 }

@@ -67,6 +67,7 @@ impl Host for RecordingHost {
         path: &Path,
         exclude: &[String],
         gitignore: bool,
+        _recipes: bool,
     ) -> Result<Str, HostError> {
         let p = format!(
             "/store/ssss-src{}{}",

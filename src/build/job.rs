@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::build::ca;
+use crate::build::export;
 use crate::build::fetch;
 use crate::build::log;
 use crate::build::normalise::normalise;
@@ -22,7 +23,7 @@ use crate::build::sandbox::linux::Sandboxes;
 use crate::build::sandbox::spec::in_host_toolchain;
 use crate::build::sandbox::{Bind, SandboxSpec};
 use crate::derivation::{
-    Derivation, DrvHash, ObjectKind, StoreDir, StorePath, base32, placeholder,
+    Derivation, DrvHash, ObjectKind, StoreDir, StorePath, base32, placeholder, prefix,
 };
 use crate::store::tree_hash::{self, Node};
 use crate::store::{Db, StoreError, make_writable_recursive};
@@ -217,6 +218,12 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
     };
     mkdirs(&[&build_dir, &build_dir.join("tmp"), &out_dir])?;
     let scratch = scratch_outputs(&job.drv_path, d);
+    // An export build writes into conda prefixes, not store paths.
+    let export = match d.env.get(prefix::LAYERS_ENV) {
+        Some(layers) if cx.namespaces => Some(export::Prefixes::lay(&job.work, d, layers)?),
+        Some(_) => return Err(BuildError::ExportNeedsSandbox { drv: shown }),
+        None => None,
+    };
     let own: Vec<(String, String)> = scratch
         .iter()
         .map(|s| {
@@ -230,7 +237,10 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         own.iter()
             .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
     };
-    let spec = spec(cx, job, &build_dir, &out_dir, &r)?;
+    let mut spec = spec(cx, job, &build_dir, &out_dir, &r)?;
+    if let Some(e) = &export {
+        spec.binds.extend(e.binds());
+    }
     let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
         BuildError::from(crate::build::sandbox::linux::SandboxError::Pipe(e.into()))
     })?;
@@ -254,6 +264,13 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
             (s, p)
         })
         .collect();
+    if let Some(e) = export {
+        let finished = e.finish(&shown, &found);
+        if finished.is_err() {
+            log::ensure(&cx.root, &job.drv_path);
+        }
+        finished?;
+    }
     for (s, p) in &found {
         if std::fs::symlink_metadata(p).is_err() {
             // Nothing half-made may stay in the store directory.
@@ -590,7 +607,7 @@ pub fn finish_outputs(
 }
 
 /// Every file and symlink under `root` (or `root` itself).
-fn all_files(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
+pub fn all_files(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut files = Vec::new();
     for e in walkdir::WalkDir::new(root)
         // A symlink at the top is an entry, never followed.

@@ -4,6 +4,7 @@
 //! logs.
 
 pub mod ca;
+pub mod export;
 pub mod fetch;
 pub mod job;
 pub mod log;

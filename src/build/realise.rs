@@ -79,6 +79,26 @@ pub enum BuildError {
         /// The outputs in the cycle.
         outputs: Vec<String>,
     },
+    /// An export build (into a conda prefix) asked for without namespaces.
+    #[error("{drv} builds into a conda prefix, which needs the sandbox (not --sandbox=off)")]
+    ExportNeedsSandbox {
+        /// The `.drv` path.
+        drv: String,
+    },
+    /// An export build changed, replaced or removed a file its host inputs
+    /// laid into the prefix.
+    #[error(
+        "building {drv} {how} `{path}`, which a host input put into the prefix; a package may \
+         only add files"
+    )]
+    ChangedHostFile {
+        /// The `.drv` path.
+        drv: String,
+        /// The file, relative to the prefix.
+        path: String,
+        /// `changed` or `removed`.
+        how: &'static str,
+    },
     /// A download failed or did not match its hash.
     #[error(transparent)]
     Fetch(#[from] crate::build::fetch::FetchError),

@@ -181,9 +181,12 @@ pub struct ExportArgs {
     /// Write into this channel directory and rewrite its repodata.json.
     #[arg(long, value_name = "DIR")]
     pub channel: Option<PathBuf>,
-    /// The conda subdir [default: the host's, e.g. linux-64].
+    /// The conda subdir to build for [default: the host's, e.g. linux-64]; recipes read it as `target_platform`.
     #[arg(long, value_name = "SUBDIR")]
     pub subdir: Option<String>,
+    /// The package format.
+    #[arg(long, value_name = "conda|tar.bz2", default_value = "conda", value_parser = ["conda", "tar.bz2"])]
+    pub format: String,
 }
 
 /// `cbuild gc`

@@ -57,6 +57,9 @@ pub enum CliError {
         /// How many derivations were skipped because an input failed.
         skipped: usize,
     },
+    /// An export failed.
+    #[error(transparent)]
+    Export(Box<crate::export::ExportError>),
     /// Writing the result to stdout failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] io::Error),
@@ -69,6 +72,21 @@ impl CliError {
         match self {
             CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
             CliError::BuildsFailed { .. } => 1,
+            CliError::Export(e) => match &**e {
+                crate::export::ExportError::Build(b)
+                    if matches!(
+                        **b,
+                        BuildError::Failed { .. } | BuildError::MissingOutput { .. }
+                    ) =>
+                {
+                    1
+                }
+                // The build made something that cannot be a package.
+                crate::export::ExportError::Leak { .. }
+                | crate::export::ExportError::RpathOutsidePrefix { .. }
+                | crate::export::ExportError::WrongMachine { .. } => 1,
+                _ => 2,
+            },
             CliError::Build(b)
                 if matches!(
                     **b,
@@ -85,5 +103,11 @@ impl CliError {
 impl From<Box<Diagnostic>> for CliError {
     fn from(d: Box<Diagnostic>) -> Self {
         CliError::Recipe(d)
+    }
+}
+
+impl From<crate::export::ExportError> for CliError {
+    fn from(e: crate::export::ExportError) -> Self {
+        CliError::Export(Box::new(e))
     }
 }

@@ -6,6 +6,7 @@ pub mod args;
 pub mod attr_path;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod progress;
 pub mod realise;
 pub mod show;
@@ -58,7 +59,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Log(a) => log_cmd(&cli.global, a, &mut out),
         Command::Check(_) => Err(CliError::NotImplemented("check")),
         Command::Audit(_) => Err(CliError::NotImplemented("audit")),
-        Command::Export(_) => Err(CliError::NotImplemented("export")),
+        Command::Export(a) => export::run(&cli.global, a, &mut out),
         Command::Gc(_) => Err(CliError::NotImplemented("gc")),
         Command::Store(c) => store_cmd::run(&cli.global, c, &mut out),
     };

@@ -41,13 +41,28 @@ pub fn drv_targets(store: &mut Store, args: DrvTarget) -> Result<Vec<String>, Cl
             return Ok(vec![s.into_owned()]);
         }
     }
-    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let file = args.target.unwrap_or_else(|| PathBuf::from("recipe.cb"));
+    Ok(evaluate(store, &file, &args.attrs, None)?.0)
+}
+
+/// Evaluates `file` (for the conda subdir `platform`, default the host's),
+/// writes its derivations and returns the `.drv` paths of the targets `attrs`
+/// selects, with every file the evaluation read.
+pub fn evaluate(
+    store: &mut Store,
+    file: &std::path::Path,
+    attrs: &[String],
+    platform: Option<&str>,
+) -> Result<(Vec<String>, std::collections::BTreeSet<PathBuf>), CliError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let shown = file.display().to_string();
     let mut host = Instantiator::new(store, cwd.clone());
+    if let Some(p) = platform {
+        host = host.with_target_platform(p);
+    }
     let mut ev = Evaluator::new(&mut host, cwd)?;
-    let root = ev.eval_file(&file)?;
-    let selected = targets::select(&mut ev, &root, &args.attrs, &shown)?;
+    let root = ev.eval_file(file)?;
+    let selected = targets::select(&mut ev, &root, attrs, &shown)?;
     std::mem::forget(root);
     std::mem::forget(ev);
     let paths: Vec<String> = selected
@@ -59,7 +74,7 @@ pub fn drv_targets(store: &mut Store, args: DrvTarget) -> Result<Vec<String>, Cl
         .map(|p| store_dir_parse(host.store().dir(), p))
         .collect::<Result<Vec<_>, _>>()?;
     host.flush(&sps)?;
-    Ok(paths)
+    Ok((paths, host.reads().clone()))
 }
 
 fn store_dir_parse(dir: &StoreDir, p: &str) -> Result<StorePath, CliError> {

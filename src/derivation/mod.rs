@@ -33,6 +33,7 @@ pub mod canonical;
 pub mod diff;
 pub mod hash;
 pub mod placeholder;
+pub mod prefix;
 pub mod store_path;
 
 use std::collections::{BTreeMap, BTreeSet};

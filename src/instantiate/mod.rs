@@ -53,6 +53,7 @@ pub struct Instantiator<'s> {
     by_path: HashMap<StorePath, usize>,
     reads: BTreeSet<PathBuf>,
     base: PathBuf,
+    target_platform: String,
 }
 
 impl<'s> Instantiator<'s> {
@@ -68,7 +69,14 @@ impl<'s> Instantiator<'s> {
             by_path: HashMap::new(),
             reads: BTreeSet::new(),
             base,
+            target_platform: cbuild_lang::host::host_subdir().to_string(),
         }
+    }
+
+    /// Evaluates for another conda subdir: `target_platform` in recipes.
+    pub fn with_target_platform(mut self, subdir: &str) -> Self {
+        self.target_platform = subdir.to_string();
+        self
     }
 
     /// The derivation made with this `.drv` path.
@@ -165,14 +173,20 @@ impl Host for Instantiator<'_> {
         path: &Path,
         exclude: &[String],
         gitignore: bool,
+        recipes: bool,
     ) -> Result<Str, HostError> {
         self.import(
             path,
             Filter {
                 exclude: exclude.to_vec(),
                 gitignore,
+                skip_recipes: !recipes,
             },
         )
+    }
+
+    fn target_platform(&self) -> String {
+        self.target_platform.clone()
     }
 
     fn fetch(&mut self, url: &str, hash: &str, unpack: bool) -> Result<LangDrv, HostError> {

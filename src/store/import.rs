@@ -26,6 +26,10 @@ pub struct Filter {
     pub exclude: Vec<String>,
     /// Honour `.gitignore` files inside the imported directory.
     pub gitignore: bool,
+    /// Leave out recipe files (`*.cb`) inside the imported directory: what
+    /// `source()` does unless asked for them, so that a recipe beside its
+    /// sources can change without changing the source.
+    pub skip_recipes: bool,
 }
 
 /// Files changed less than this long before they are hashed are not cached:
@@ -192,6 +196,7 @@ fn walk_filtered(root: &Path, filter: &Filter) -> Result<Walk, StoreError> {
         pattern: filter.exclude.join(" "),
         reason: e.to_string(),
     })?;
+    let skip_recipes = filter.skip_recipes;
     let mut builder = ignore::WalkBuilder::new(root);
     builder
         .standard_filters(false)
@@ -203,6 +208,9 @@ fn walk_filtered(root: &Path, filter: &Filter) -> Result<Walk, StoreError> {
         .sort_by_file_name(|a, b| a.cmp(b))
         .filter_entry(move |e| {
             e.file_name() != ".git"
+                && !(skip_recipes
+                    && e.file_type().is_some_and(|t| !t.is_dir())
+                    && e.file_name().as_encoded_bytes().ends_with(b".cb"))
                 && !excludes
                     .matched_path_or_any_parents(
                         e.path(),

@@ -1,0 +1,130 @@
+//! `cbuild export --conda`: evaluate, build each target into a conda prefix
+//! and write its packages (and its host inputs'), into a folder or a channel.
+
+use std::path::PathBuf;
+
+use super::args::{ExportArgs, GlobalArgs};
+use super::error::CliError;
+use super::progress::Progress;
+use super::{Output, open_store, show};
+use crate::build::realise::{Event, Options as RealiseOptions};
+use crate::export::archive::Format;
+use crate::export::{ExportError, Options, export, platform};
+
+/// Runs `cbuild export`.
+pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<(), CliError> {
+    let subdir = args
+        .subdir
+        .clone()
+        .unwrap_or_else(|| cbuild_lang::host::host_subdir().to_string());
+    // Before anything is evaluated or built.
+    if !platform::is_known(&subdir) || subdir == "noarch" {
+        return Err(ExportError::UnknownSubdir { subdir }.into());
+    }
+    let epoch = source_date_epoch()?;
+    let mut store = open_store(global)?;
+    let file = args.target.file.clone();
+    let (paths, reads) = show::evaluate(&mut store, &file, &args.target.attrs, Some(&subdir))?;
+    let mut targets = Vec::new();
+    for p in &paths {
+        targets.push(store.parse_valid(p)?.0);
+    }
+    let recipe_dir = std::env::current_dir()
+        .unwrap_or_else(|_| "/".into())
+        .join(&file)
+        .parent()
+        .map(cbuild_lang::eval::normalize)
+        .unwrap_or_default();
+    let mut recipe_files = Vec::new();
+    for r in &reads {
+        // Named relative to the recipe's folder (else by file name alone):
+        // the package must not depend on where the checkout is.
+        let name = r
+            .strip_prefix(&recipe_dir)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| {
+                r.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+        let data = std::fs::read(r).map_err(|source| crate::store::StoreError::Read {
+            path: r.clone(),
+            source,
+        })?;
+        recipe_files.push((name, data));
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
+    let opts = Options {
+        output_dir: args.output_dir.clone(),
+        channel: args.channel.clone(),
+        subdir,
+        format: if args.format == "tar.bz2" {
+            Format::TarBz2
+        } else {
+            Format::Conda
+        },
+        epoch,
+        recipe_files,
+        realise: RealiseOptions {
+            jobs: global
+                .jobs
+                .map_or_else(|| RealiseOptions::default().jobs, |n| n.get()),
+            explain: global.verbose > 0,
+            ..RealiseOptions::default()
+        },
+    };
+    let mut progress = Progress::new(store.dir().clone(), global.quiet);
+    let result = export(&mut store, &exe, &targets, &opts, &mut |e| {
+        if let Event::Failed { error, .. } = &e {
+            super::report_error(&format!("{error}"));
+        }
+        progress.event(e)
+    });
+    progress.finish();
+    let outcome = result?;
+    if outcome.failed > 0 {
+        return Err(CliError::BuildsFailed {
+            failed: outcome.failed,
+            skipped: outcome.skipped,
+        });
+    }
+    if global.json {
+        let list: Vec<serde_json::Value> = outcome
+            .packages
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "path": p.path,
+                    "name": p.name,
+                    "version": p.version,
+                    "build": p.build,
+                    "subdir": p.subdir,
+                    "sha256": p.sha256,
+                    "target": p.target,
+                    "host_input": !p.target,
+                    "export_drv": p.export_drv,
+                    "built": p.built,
+                })
+            })
+            .collect();
+        out.line(&serde_json::to_string_pretty(&list).unwrap_or_default())?;
+    } else {
+        for p in &outcome.packages {
+            out.line(&p.path.display().to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// `SOURCE_DATE_EPOCH` when set (whole seconds), else the fixed default.
+fn source_date_epoch() -> Result<u64, CliError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse::<u64>().map_err(|_| {
+            CliError::from(ExportError::BadMetadata {
+                what: "SOURCE_DATE_EPOCH".into(),
+                reason: format!("`{v}` is not a whole number of seconds since 1970"),
+            })
+        }),
+        _ => Ok(crate::export::run::DEFAULT_EPOCH),
+    }
+}

@@ -1,0 +1,247 @@
+//! Package files, byte for byte: `.conda` (a STORED zip of `metadata.json`,
+//! `pkg-<stem>.tar.zst` and `info-<stem>.tar.zst`) and `.tar.bz2`. Members
+//! are sorted, every tar header has uid/gid 0, no owner names, mode 0644 or
+//! 0755 and one mtime; zstd runs at a fixed level on one thread; the zip's
+//! entry times are that mtime. So the same members give the same bytes
+//! whatever the machine, clock or time zone.
+//!
+//! Written by hand on the `tar`, `zstd`, `bzip2` and `zip` crates rather
+//! than with `rattler_package_streaming`, whose writer brings an async HTTP
+//! stack into the build; `tests/it/export.rs` pins the bytes.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::{ExportError, write_err};
+
+/// zstd level of `.conda` tars: conda-forge's and conda-build's.
+pub const ZSTD_LEVEL: i32 = 19;
+/// bzip2 level of `.tar.bz2` packages.
+pub const BZIP2_LEVEL: u32 = 9;
+
+/// A package format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `.conda` (v2).
+    Conda,
+    /// `.tar.bz2` (v1).
+    TarBz2,
+}
+
+impl Format {
+    /// The file extension, with its dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Conda => ".conda",
+            Format::TarBz2 => ".tar.bz2",
+        }
+    }
+
+    /// The repodata key packages of this format are listed under.
+    pub fn repodata_key(self) -> &'static str {
+        match self {
+            Format::Conda => "packages.conda",
+            Format::TarBz2 => "packages",
+        }
+    }
+}
+
+/// What a member is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File {
+        /// Its bytes.
+        data: Vec<u8>,
+        /// Mode 0755 rather than 0644.
+        executable: bool,
+    },
+    /// A symbolic link and its target.
+    Symlink(String),
+    /// An (empty) directory.
+    Dir,
+}
+
+/// One member of a package, by its path relative to the prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The path, `/`-separated, relative.
+    pub path: String,
+    /// What it is.
+    pub kind: Kind,
+}
+
+/// Writes the package `dest` (its file name is `<stem><extension>`)
+/// atomically: into a temporary file beside it, then renamed.
+pub fn write(
+    dest: &Path,
+    stem: &str,
+    info: &[Member],
+    payload: &[Member],
+    mtime: u64,
+    format: Format,
+) -> Result<(), ExportError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".cbuild-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(write_err(dir))?;
+    let file = tmp.as_file().try_clone().map_err(write_err(tmp.path()))?;
+    match format {
+        Format::Conda => write_conda(file, stem, info, payload, mtime),
+        Format::TarBz2 => {
+            let w = bzip2::write::BzEncoder::new(
+                std::io::BufWriter::new(file),
+                bzip2::Compression::new(BZIP2_LEVEL),
+            );
+            let all: Vec<&Member> = sorted(info).into_iter().chain(sorted(payload)).collect();
+            let w = write_tar(w, &all, mtime)?;
+            w.finish()
+                .and_then(|mut b| b.flush())
+                .map_err(write_err(tmp.path()))
+        }
+    }
+    .map_err(|e| match e {
+        ExportError::Write { source, .. } => ExportError::Write {
+            path: dest.to_path_buf(),
+            source,
+        },
+        e => e,
+    })?;
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(write_err(dest))?;
+    tmp.as_file().sync_all().map_err(write_err(dest))?;
+    tmp.persist(dest).map_err(|e| ExportError::Write {
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+fn sorted(members: &[Member]) -> Vec<&Member> {
+    let mut v: Vec<&Member> = members.iter().collect();
+    v.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    v
+}
+
+fn write_conda(
+    file: std::fs::File,
+    stem: &str,
+    info: &[Member],
+    payload: &[Member],
+    mtime: u64,
+) -> Result<(), ExportError> {
+    let io = |e: std::io::Error| ExportError::Write {
+        path: stem.into(),
+        source: e,
+    };
+    let zip_err = |e: zip::result::ZipError| io(std::io::Error::other(e.to_string()));
+    let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .last_modified_time(zip_time(mtime))
+        .unix_permissions(0o644)
+        .large_file(false);
+    zip.start_file("metadata.json", options).map_err(zip_err)?;
+    zip.write_all(br#"{"conda_pkg_format_version": 2}"#)
+        .map_err(io)?;
+    for (name, members) in [
+        (format!("pkg-{stem}.tar.zst"), payload),
+        (format!("info-{stem}.tar.zst"), info),
+    ] {
+        // The tar is compressed into memory first: a STORED zip entry's
+        // size goes before its data.
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), ZSTD_LEVEL).map_err(io)?;
+        enc.include_checksum(true).map_err(io)?;
+        let enc = write_tar(enc, &sorted(members), mtime)?;
+        let bytes = enc.finish().map_err(io)?;
+        let big = bytes.len() as u64 >= u64::from(u32::MAX);
+        zip.start_file(name, options.large_file(big))
+            .map_err(zip_err)?;
+        zip.write_all(&bytes).map_err(io)?;
+    }
+    let mut w = zip.finish().map_err(zip_err)?;
+    w.flush().map_err(io)
+}
+
+fn write_tar<W: Write>(w: W, members: &[&Member], mtime: u64) -> Result<W, ExportError> {
+    let io = |e: std::io::Error| ExportError::Write {
+        path: "tar".into(),
+        source: e,
+    };
+    let mut b = tar::Builder::new(w);
+    for m in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(mtime);
+        match &m.kind {
+            Kind::File { data, executable } => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(if *executable { 0o755 } else { 0o644 });
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, &m.path, data.as_slice())
+                    .map_err(io)?;
+            }
+            Kind::Symlink(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, &m.path, target).map_err(io)?;
+            }
+            Kind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, &m.path, std::io::empty())
+                    .map_err(io)?;
+            }
+        }
+    }
+    b.into_inner().map_err(io)
+}
+
+/// A zip (DOS) time for unix seconds, in UTC; DOS times start in 1980.
+fn zip_time(secs: u64) -> zip::DateTime {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    zip::DateTime::from_date_and_time(
+        y.clamp(1980, 2107) as u16,
+        m as u8,
+        d as u8,
+        (rem / 3600) as u8,
+        (rem % 3600 / 60) as u8,
+        (rem % 60) as u8,
+    )
+    .unwrap_or_default()
+}
+
+/// Howard Hinnant's days-to-civil: (year, month, day) of a day number
+/// since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_358), (2023, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 3, 1));
+    }
+}

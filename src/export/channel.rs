@@ -1,0 +1,202 @@
+//! Channels on disk: `<channel>/<subdir>/` folders of packages, each with a
+//! `repodata.json` that lists them. Adding packages takes the channel's lock
+//! (`<channel>/.cbuild-channel.lock`, `flock`), checks every repodata file it
+//! will touch before changing anything, moves the packages in, then replaces
+//! each `repodata.json` atomically. `noarch/` and the packages' subdirs always
+//! have one. A `repodata.json.zst` is rewritten with it; sharded repodata and
+//! `current_repodata.json`, which cbuild does not write, are removed rather
+//! than left stale.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use super::package::json_bytes;
+use super::{ExportError, write_err};
+
+/// A package to add: its file (anywhere on the same file system, moved in),
+/// subdir, repodata key (`packages` or `packages.conda`) and record.
+pub struct Entry {
+    /// The package file to move in.
+    pub file: PathBuf,
+    /// Its file name in the channel.
+    pub file_name: String,
+    /// Its subdir.
+    pub subdir: String,
+    /// `packages.conda` or `packages`.
+    pub key: &'static str,
+    /// Its repodata record.
+    pub record: Value,
+}
+
+/// The channel directory, created if missing; an error naming it when it is
+/// a file or cannot be written.
+pub fn open(channel: &Path) -> Result<ChannelLock, ExportError> {
+    match std::fs::metadata(channel) {
+        Ok(m) if !m.is_dir() => {
+            return Err(ExportError::Channel {
+                path: channel.into(),
+                reason: "is not a directory, so it cannot be a channel".into(),
+            });
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir_all(channel).map_err(write_err(channel))?,
+    }
+    let lock_path = channel.join(".cbuild-channel.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| ExportError::Channel {
+            path: channel.into(),
+            reason: format!("cannot be written ({e})"),
+        })?;
+    let lock =
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            ExportError::Channel {
+                path: lock_path.clone(),
+                reason: format!("cannot be locked ({e})"),
+            }
+        })?;
+    Ok(ChannelLock {
+        dir: channel.to_path_buf(),
+        _lock: lock,
+    })
+}
+
+/// A channel held locked.
+pub struct ChannelLock {
+    dir: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl ChannelLock {
+    /// The channel directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Adds `entries`; with no entries, makes sure `noarch/` and `subdirs`
+    /// have a repodata.json.
+    pub fn add(&self, entries: Vec<Entry>, subdirs: &[&str]) -> Result<(), ExportError> {
+        let mut touched: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        touched.entry("noarch".into()).or_default();
+        for s in subdirs {
+            touched.entry((*s).to_string()).or_default();
+        }
+        for e in entries {
+            touched.entry(e.subdir.clone()).or_default().push(e);
+        }
+        // Read (and check) every repodata first: a corrupt one fails the
+        // export before anything in the channel changes.
+        let mut current = BTreeMap::new();
+        for subdir in touched.keys() {
+            current.insert(subdir.clone(), self.read_repodata(subdir)?);
+        }
+        for (subdir, entries) in touched {
+            let dir = self.dir.join(&subdir);
+            std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+            let mut repodata = current.remove(&subdir).unwrap_or_default();
+            let changed = !entries.is_empty() || !dir.join("repodata.json").exists();
+            for e in entries {
+                let dest = dir.join(&e.file_name);
+                std::fs::rename(&e.file, &dest).map_err(write_err(&dest))?;
+                let map = repodata
+                    .entry(e.key)
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(m) = map {
+                    m.insert(e.file_name.clone(), e.record);
+                }
+            }
+            if changed {
+                self.write_repodata(&subdir, &repodata)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_repodata(&self, subdir: &str) -> Result<Map<String, Value>, ExportError> {
+        let path = self.dir.join(subdir).join("repodata.json");
+        let mut m = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(m)) => m,
+                Ok(_) => {
+                    return Err(ExportError::Channel {
+                        path,
+                        reason: "is not a repodata file (not a JSON object); fix or remove it"
+                            .into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(ExportError::Channel {
+                        path,
+                        reason: format!("is not valid JSON ({e}); fix or remove it"),
+                    });
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
+            Err(e) => return Err(super::read_err(path)(e)),
+        };
+        for key in ["packages", "packages.conda"] {
+            match m.get(key) {
+                None => {
+                    m.insert(key.into(), json!({}));
+                }
+                Some(Value::Object(_)) => {}
+                Some(_) => {
+                    return Err(ExportError::Channel {
+                        path,
+                        reason: format!("`{key}` is not an object; fix or remove the file"),
+                    });
+                }
+            }
+        }
+        m.entry("info").or_insert_with(|| json!({"subdir": subdir}));
+        m.entry("repodata_version").or_insert(json!(1));
+        Ok(m)
+    }
+
+    fn write_repodata(&self, subdir: &str, m: &Map<String, Value>) -> Result<(), ExportError> {
+        let dir = self.dir.join(subdir);
+        let bytes = json_bytes(&Value::Object(m.clone()));
+        atomic_write(&dir.join("repodata.json"), &bytes)?;
+        let zst = dir.join("repodata.json.zst");
+        if zst.exists() {
+            let compressed = zstd::bulk::compress(&bytes, 19).map_err(write_err(&zst))?;
+            atomic_write(&zst, &compressed)?;
+        }
+        for stale in ["repodata_shards.msgpack.zst", "current_repodata.json"] {
+            let p = dir.join(stale);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(write_err(&p))?;
+            }
+        }
+        let shards = dir.join("shards");
+        if shards.is_dir() {
+            std::fs::remove_dir_all(&shards).map_err(write_err(&shards))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `path` through a temporary file beside it and a rename.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".cbuild-")
+        .tempfile_in(dir)
+        .map_err(write_err(path))?;
+    tmp.write_all(bytes).map_err(write_err(path))?;
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(write_err(path))?;
+    tmp.as_file().sync_all().map_err(write_err(path))?;
+    tmp.persist(path).map_err(|e| ExportError::Write {
+        path: path.into(),
+        source: e.error,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Conda export: targets rebuilt hermetically into a conda prefix
+//! ([`plan`]), packaged as `.conda` or `.tar.bz2` files that are the same
+//! bytes wherever and whenever they are made ([`package`], [`archive`]), and
+//! written into channels ([`channel`]).
+//!
+//! What is hashed is store-independent ([`portable`]): two users whose
+//! stores live in different directories get the same file.
+
+pub mod archive;
+pub mod channel;
+pub mod elf;
+pub mod package;
+pub mod plan;
+pub mod platform;
+pub mod portable;
+pub mod run;
+
+pub use run::{Exported, Options, Outcome, export};
+
+use std::path::PathBuf;
+
+use crate::build::realise::BuildError;
+use crate::store::StoreError;
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A store path could not be computed.
+    #[error(transparent)]
+    Path(#[from] crate::derivation::StorePathError),
+    /// The export builds could not run.
+    #[error(transparent)]
+    Build(Box<BuildError>),
+    /// A `host_inputs` entry that is not a derivation's output.
+    #[error(
+        "{drv}: host input `{input}` is not the output of a derivation, so it cannot become a package"
+    )]
+    HostInputNotADerivation {
+        /// The `.drv` path.
+        drv: String,
+        /// The entry.
+        input: String,
+    },
+    /// A `run_inputs` entry that names no derivation.
+    #[error("{drv}: run input `{input}` is not a derivation")]
+    BadRunInput {
+        /// The `.drv` path.
+        drv: String,
+        /// The entry.
+        input: String,
+    },
+    /// Run inputs that need each other.
+    #[error("run inputs form a cycle: {}", drvs.join(" -> "))]
+    Cycle {
+        /// The derivations on the cycle.
+        drvs: Vec<String>,
+    },
+    /// A subdir conda does not know.
+    #[error("unknown subdir `{subdir}`; conda's subdirs are {}", platform::SUBDIRS.join(", "))]
+    UnknownSubdir {
+        /// As given.
+        subdir: String,
+    },
+    /// A package name, version or field conda would refuse.
+    #[error("{what}: {reason}")]
+    BadMetadata {
+        /// Which package and field.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// A file in the package still names the store, the build directory or
+    /// a build tool.
+    #[error(
+        "{package}: `{file}` names {what} at byte offset {offset} (`{snippet}`); a package must not \
+         depend on the build machine's store or build directory"
+    )]
+    Leak {
+        /// Package name.
+        package: String,
+        /// File inside the package.
+        file: String,
+        /// What it names.
+        what: String,
+        /// Where.
+        offset: usize,
+        /// The bytes around it.
+        snippet: String,
+    },
+    /// An ELF search path outside the prefix.
+    #[error(
+        "{package}: `{file}` has the RPATH/RUNPATH entry `{entry}`, outside the prefix; only \
+         entries inside it ({prefix}/...) can be made relative"
+    )]
+    RpathOutsidePrefix {
+        /// Package name.
+        package: String,
+        /// File.
+        file: String,
+        /// The entry.
+        entry: String,
+        /// `$PREFIX` as the build saw it.
+        prefix: String,
+    },
+    /// An ELF file for another machine than the subdir's.
+    #[error(
+        "{package}: `{file}` is an ELF file for {machine}, which does not run in subdir {subdir}"
+    )]
+    WrongMachine {
+        /// Package name.
+        package: String,
+        /// File.
+        file: String,
+        /// Its machine.
+        machine: String,
+        /// The subdir.
+        subdir: String,
+    },
+    /// A file name that is not UTF-8 (conda's paths.json cannot hold it).
+    #[error("{package}: the file name {path:?} is not UTF-8")]
+    NonUtf8Path {
+        /// Package name.
+        package: String,
+        /// The path.
+        path: PathBuf,
+    },
+    /// A licence file that cannot be found.
+    #[error("{package}: license_file `{file}` not found{}", if within.is_empty() { String::new() } else { format!(" in {within}") })]
+    NoLicenseFile {
+        /// Package name.
+        package: String,
+        /// As given.
+        file: String,
+        /// Where it was looked for.
+        within: String,
+    },
+    /// Writing a package or channel failed.
+    #[error("cannot write {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading a file failed.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The channel cannot be written to.
+    #[error("{path}: {reason}")]
+    Channel {
+        /// The channel directory or file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<BuildError> for ExportError {
+    fn from(e: BuildError) -> Self {
+        ExportError::Build(Box::new(e))
+    }
+}
+
+/// `ExportError::Write` for `path`.
+pub(crate) fn write_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ExportError {
+    let path = path.into();
+    move |source| ExportError::Write { path, source }
+}
+
+/// `ExportError::Read` for `path`.
+pub(crate) fn read_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ExportError {
+    let path = path.into();
+    move |source| ExportError::Read { path, source }
+}

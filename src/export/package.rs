@@ -1,0 +1,263 @@
+//! One package: the payload an export build produced, checked and made
+//! relocatable, and the `info/` files that describe it.
+//!
+//! Payload: every file and symlink of the export output (the files the
+//! build added to the prefix) and its empty directories. Files that hold the
+//! placeholder prefix are listed with it (`text` when valid UTF-8 without
+//! NUL bytes, else `binary`); ELF RPATH/RUNPATH entries inside the prefix
+//! become `$ORIGIN`-relative; absolute symlinks into the prefix become
+//! relative. A file that still names the store, the build directory or an
+//! ELF search path outside the prefix fails the export.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use aho_corasick::AhoCorasick;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use super::archive::{Kind, Member};
+use super::{ExportError, elf, read_err};
+use crate::derivation::prefix::PREFIX;
+
+/// The payload of a package, ready to archive.
+pub struct Payload {
+    /// Members, sorted by path.
+    pub members: Vec<Member>,
+    /// `paths.json` entries, sorted by path.
+    pub paths: Vec<Value>,
+    /// The highest `GLIBC_X.Y` any ELF file needs.
+    pub glibc: Option<(u32, u32)>,
+}
+
+/// Reads, checks and relocates the export output at `root` for package
+/// `package` of `subdir`; `store_dir` is the store the build saw.
+pub fn payload(
+    root: &Path,
+    package: &str,
+    subdir: &str,
+    store_dir: &str,
+) -> Result<Payload, ExportError> {
+    let store_needle = format!("{store_dir}/");
+    let needles = AhoCorasick::new([store_needle.as_str(), "/build", PREFIX])
+        .map_err(|e| read_err(root)(std::io::Error::other(e.to_string())))?;
+    let mut members = Vec::new();
+    let mut paths = Vec::new();
+    let mut glibc = None;
+    let walk = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .follow_root_links(false)
+        .sort_by(|a, b| a.file_name().cmp(b.file_name()))
+        .min_depth(1);
+    let entries: Vec<walkdir::DirEntry> =
+        walk.into_iter().collect::<Result<_, _>>().map_err(|e| {
+            let (path, source) = crate::store::walk_error(root, e);
+            ExportError::Read { path, source }
+        })?;
+    for (k, e) in entries.iter().enumerate() {
+        let rel_path = e.path().strip_prefix(root).unwrap_or(e.path());
+        let Some(rel) = rel_path.to_str().map(str::to_string) else {
+            return Err(ExportError::NonUtf8Path {
+                package: package.into(),
+                path: rel_path.to_path_buf(),
+            });
+        };
+        let ft = e.file_type();
+        if ft.is_dir() {
+            let empty = entries
+                .get(k + 1)
+                .is_none_or(|n| !n.path().starts_with(e.path()));
+            if empty {
+                members.push(Member {
+                    path: rel.clone(),
+                    kind: Kind::Dir,
+                });
+                paths.push(json!({"_path": rel, "path_type": "directory"}));
+            }
+            continue;
+        }
+        if ft.is_symlink() {
+            let target = std::fs::read_link(e.path()).map_err(read_err(e.path()))?;
+            let mut target = target.to_string_lossy().into_owned();
+            if let Some(inside) = target.strip_prefix(PREFIX) {
+                // Absolute into the prefix: relative to the link's folder.
+                let up = "../".repeat(rel.matches('/').count());
+                target = format!("{up}{}", inside.trim_start_matches('/'));
+            }
+            check_leaks(&needles, target.as_bytes(), package, &rel, false)?;
+            members.push(Member {
+                path: rel.clone(),
+                kind: Kind::Symlink(target),
+            });
+            paths.push(json!({"_path": rel, "path_type": "softlink"}));
+            continue;
+        }
+        let mut data = std::fs::read(e.path()).map_err(read_err(e.path()))?;
+        let executable = {
+            use std::os::unix::fs::PermissionsExt;
+            e.metadata()
+                .map(|m| m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        };
+        let is_elf = elf::is_elf(&data);
+        if is_elf && let Some(info) = elf::inspect(&data) {
+            let subdirs = elf::machine_subdirs(info.machine);
+            if !subdirs.contains(&subdir) {
+                return Err(ExportError::WrongMachine {
+                    package: package.into(),
+                    file: rel,
+                    machine: elf::machine_name(info.machine),
+                    subdir: subdir.into(),
+                });
+            }
+            glibc = glibc.max(info.glibc);
+            elf::relocate(&mut data, &info, &rel, PREFIX).map_err(|o| {
+                ExportError::RpathOutsidePrefix {
+                    package: package.into(),
+                    file: rel.clone(),
+                    entry: o.entry,
+                    prefix: PREFIX.into(),
+                }
+            })?;
+        }
+        let has_prefix = check_leaks(&needles, &data, package, &rel, true)?;
+        let sha = hex(&sha2::Sha256::digest(&data));
+        let mut entry = BTreeMap::from([
+            ("_path".to_string(), json!(rel)),
+            ("path_type".into(), json!("hardlink")),
+            ("sha256".into(), json!(sha)),
+            ("size_in_bytes".into(), json!(data.len())),
+        ]);
+        if has_prefix {
+            let text = !is_elf && !data.contains(&0) && std::str::from_utf8(&data).is_ok();
+            entry.insert(
+                "file_mode".into(),
+                json!(if text { "text" } else { "binary" }),
+            );
+            entry.insert("prefix_placeholder".into(), json!(PREFIX));
+        }
+        paths.push(serde_json::to_value(entry).unwrap_or_default());
+        members.push(Member {
+            path: rel,
+            kind: Kind::File { data, executable },
+        });
+    }
+    Ok(Payload {
+        members,
+        paths,
+        glibc,
+    })
+}
+
+/// Fails on a mention of the store or the build directory; says whether
+/// the placeholder prefix occurs.
+fn check_leaks(
+    needles: &AhoCorasick,
+    data: &[u8],
+    package: &str,
+    file: &str,
+    is_file: bool,
+) -> Result<bool, ExportError> {
+    let mut has_prefix = false;
+    for m in needles.find_overlapping_iter(data) {
+        let what = match m.pattern().as_usize() {
+            0 => "a store path",
+            1 => {
+                // `/build` as a path of its own, not `cmake/build` or `/buildx`.
+                let before = m.start().checked_sub(1).map(|i| data[i]);
+                let after = data.get(m.end()).copied();
+                let part = |c: u8| c.is_ascii_alphanumeric() || b"._-+/".contains(&c);
+                if before.is_some_and(part) || after.is_some_and(|c| c != b'/' && part(c)) {
+                    continue;
+                }
+                "the build directory /build"
+            }
+            _ => {
+                has_prefix = true;
+                continue;
+            }
+        };
+        let lo = m.start().saturating_sub(20);
+        let hi = (m.end() + 40).min(data.len());
+        let snippet: String = String::from_utf8_lossy(&data[lo..hi])
+            .chars()
+            .map(|c| if c.is_control() { '.' } else { c })
+            .collect();
+        return Err(ExportError::Leak {
+            package: package.into(),
+            file: if is_file {
+                file.into()
+            } else {
+                format!("{file} (symlink target)")
+            },
+            what: what.into(),
+            offset: m.start(),
+            snippet,
+        });
+    }
+    Ok(has_prefix)
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// JSON as conda writes it: keys sorted, two-space indent.
+pub fn json_bytes(v: &Value) -> Vec<u8> {
+    let sorted = sort_keys(v);
+    let mut out = serde_json::to_vec_pretty(&sorted).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+fn sort_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let b: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, sort_keys(v))).collect();
+            serde_json::to_value(b).unwrap_or_default()
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sort_keys).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Whether conda accepts `name` as a package name: lower case
+/// `[a-z0-9_.-]`, starting with a letter, digit or `_`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a package name cannot be empty".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(*c)))
+    {
+        return Err(format!(
+            "`{name}` is not a conda package name: `{c}` is not allowed (lower-case letters, \
+             digits, `_`, `.` and `-` only)"
+        ));
+    }
+    if name.starts_with(['.', '-']) {
+        return Err(format!(
+            "`{name}` is not a conda package name: it cannot start with `.` or `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether conda accepts `version`: no `-` or spaces, not empty.
+pub fn check_version(version: &str) -> Result<(), String> {
+    if version.is_empty() {
+        return Err("a conda package needs a version".into());
+    }
+    if let Some(c) = version
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.+!".contains(*c)))
+    {
+        return Err(format!(
+            "`{version}` is not a conda version: `{c}` is not allowed (conda versions hold \
+             letters, digits, `.`, `_`, `+` and `!`)"
+        ));
+    }
+    Ok(())
+}

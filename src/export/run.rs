@@ -1,0 +1,527 @@
+//! One `cbuild export --conda`: plan the export derivations, realise them
+//! (cached like any build), then write a package per output, dependencies
+//! first, so each dependent can pin the exact builds it was built against.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use super::archive::{self, Format, Kind, Member};
+use super::channel::{self, Entry};
+use super::package::{self, check_name, check_version, hex, json_bytes};
+use super::plan::{self, PackageRef, Plan};
+use super::platform;
+use super::portable::{PORTABLE_STORE, Portable};
+use super::{ExportError, read_err};
+use crate::build::realise::{self, Event};
+use crate::derivation::StorePath;
+use crate::derivation::prefix::PREFIX;
+use crate::store::Store;
+
+/// The `timestamp` (ms) and tar mtime (s) of packages when
+/// `SOURCE_DATE_EPOCH` is not set: 2023-01-01T00:00:00Z, never the clock.
+pub const DEFAULT_EPOCH: u64 = 1_672_531_200;
+
+/// How to export.
+pub struct Options {
+    /// Where packages go without a channel.
+    pub output_dir: PathBuf,
+    /// A channel to add them to instead.
+    pub channel: Option<PathBuf>,
+    /// The subdir of platform packages.
+    pub subdir: String,
+    /// The package format.
+    pub format: Format,
+    /// Seconds since the epoch for `timestamp` and tar mtimes.
+    pub epoch: u64,
+    /// The recipe files evaluated, by name relative to the recipe's folder.
+    pub recipe_files: Vec<(String, Vec<u8>)>,
+    /// How to realise the export builds.
+    pub realise: realise::Options,
+}
+
+/// One package written.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Build string.
+    pub build: String,
+    /// Subdir.
+    pub subdir: String,
+    /// sha256 of the file.
+    pub sha256: String,
+    /// Whether a selected target (else a host or run input of one).
+    pub target: bool,
+    /// The export derivation.
+    pub export_drv: String,
+    /// Whether its export build ran in this export (else it was cached).
+    pub built: bool,
+}
+
+/// What an export did.
+pub struct Outcome {
+    /// Packages, dependencies first.
+    pub packages: Vec<Exported>,
+    /// Export builds that failed, and those skipped because of them.
+    pub failed: usize,
+    /// Skipped builds.
+    pub skipped: usize,
+}
+
+/// Exports `targets` (original `.drv` paths).
+pub fn export(
+    store: &mut Store,
+    exe: &Path,
+    targets: &[StorePath],
+    opts: &Options,
+    report: &mut dyn FnMut(Event<'_>),
+) -> Result<Outcome, ExportError> {
+    if !platform::is_known(&opts.subdir) {
+        return Err(ExportError::UnknownSubdir {
+            subdir: opts.subdir.clone(),
+        });
+    }
+    let plan = plan::plan(store, targets)?;
+    // Names and versions are checked before anything is built.
+    for (i, n) in plan.nodes.iter().enumerate() {
+        for o in &n.drv.outputs {
+            let name = plan.package_name(&PackageRef {
+                node: i,
+                output: o.clone(),
+            });
+            check_name(&name).map_err(|reason| ExportError::BadMetadata {
+                what: store.dir().path_of(&n.original),
+                reason,
+            })?;
+        }
+        check_version(n.drv.version.as_deref().unwrap_or("")).map_err(|reason| {
+            ExportError::BadMetadata {
+                what: store.dir().path_of(&n.original),
+                reason,
+            }
+        })?;
+    }
+    let lock = match &opts.channel {
+        Some(c) => Some(channel::open(c)?),
+        None => {
+            std::fs::create_dir_all(&opts.output_dir)
+                .map_err(super::write_err(&opts.output_dir))?;
+            None
+        }
+    };
+    let export_paths: Vec<StorePath> = plan.nodes.iter().map(|n| n.export_path.clone()).collect();
+    let outcome = realise::realise(store, exe, &export_paths, &opts.realise, report)?;
+    if !outcome.failed.is_empty() {
+        return Ok(Outcome {
+            packages: Vec::new(),
+            failed: outcome.failed.len(),
+            skipped: outcome.skipped.len(),
+        });
+    }
+    let built: std::collections::HashSet<&StorePath> = outcome.built.iter().collect();
+    let staging = match &lock {
+        Some(l) => l.dir().to_path_buf(),
+        None => opts.output_dir.clone(),
+    };
+    let mut portable = Portable::default();
+    let mut done: HashMap<PackageRef, (String, Exported, Option<Value>)> = HashMap::new();
+    let mut packages = Vec::new();
+    let mut entries = Vec::new();
+    let mut subdirs_used = Vec::new();
+    for (i, n) in plan.nodes.iter().enumerate() {
+        let outs = outcome
+            .outputs
+            .get(&n.export_path)
+            .cloned()
+            .unwrap_or_default();
+        // `out` first: the other outputs pin it.
+        let mut order: Vec<&(String, StorePath)> = outs.iter().collect();
+        order.sort_by_key(|(o, _)| o != "out");
+        for (o, path) in order {
+            let p = PackageRef {
+                node: i,
+                output: o.clone(),
+            };
+            let w = write_package(store, &plan, &p, path, opts, &staging, &done, &mut portable)?;
+            let mut ex = w.exported;
+            ex.built = built.contains(&n.export_path);
+            ex.target = n.target;
+            if let Some(tmp) = w.staged {
+                subdirs_used.push(ex.subdir.clone());
+                entries.push(Entry {
+                    file: tmp,
+                    file_name: file_name(&ex, opts.format),
+                    subdir: ex.subdir.clone(),
+                    key: opts.format.repodata_key(),
+                    record: w.record,
+                });
+                if let Some(l) = &lock {
+                    ex.path = l.dir().join(&ex.subdir).join(file_name(&ex, opts.format));
+                }
+            }
+            packages.push(ex.clone());
+            done.insert(p, (w.spec, ex, w.run_exports));
+        }
+    }
+    if let Some(l) = &lock {
+        let mut subdirs: Vec<&str> = subdirs_used.iter().map(String::as_str).collect();
+        subdirs.push(opts.subdir.as_str());
+        l.add(entries, &subdirs)?;
+    }
+    Ok(Outcome {
+        packages,
+        failed: 0,
+        skipped: 0,
+    })
+}
+
+fn file_name(e: &Exported, format: Format) -> String {
+    format!("{}-{}-{}{}", e.name, e.version, e.build, format.extension())
+}
+
+struct Written {
+    exported: Exported,
+    /// The exact-pin match spec of this package.
+    spec: String,
+    run_exports: Option<Value>,
+    record: Value,
+    /// With a channel: the file to move in.
+    staged: Option<PathBuf>,
+}
+
+/// Match specs a dependent gets from `dep`: its `run_exports` (weak and
+/// strong) when it declares them, else an exact pin.
+fn dep_specs(dep: &(String, Exported, Option<Value>)) -> Vec<String> {
+    let (spec, _, run_exports) = dep;
+    match run_exports {
+        Some(Value::Object(m)) => ["weak", "strong"]
+            .iter()
+            .filter_map(|k| m.get(*k))
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => vec![spec.clone()],
+    }
+}
+
+/// `run_exports` of a recipe as conda's `run_exports.json`: a list means
+/// `weak`.
+fn normalise_run_exports(v: &Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::Array(a) => Some(json!({ "weak": a })),
+        Value::String(s) => Some(json!({ "weak": [s] })),
+        Value::Object(_) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_package(
+    store: &Store,
+    plan: &Plan,
+    p: &PackageRef,
+    output_path: &StorePath,
+    opts: &Options,
+    dest_dir: &Path,
+    done: &HashMap<PackageRef, (String, Exported, Option<Value>)>,
+    portable: &mut Portable,
+) -> Result<Written, ExportError> {
+    let n = &plan.nodes[p.node];
+    let meta = &n.meta;
+    let name = plan.package_name(p);
+    let version = n.drv.version.clone().unwrap_or_default();
+    let noarch = meta
+        .get("noarch")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(na) = &noarch
+        && na != "generic"
+    {
+        return Err(ExportError::BadMetadata {
+            what: format!("{name}: noarch"),
+            reason: format!("`{na}` is not supported; noarch packages are `generic`"),
+        });
+    }
+    let subdir = if noarch.is_some() {
+        "noarch".to_string()
+    } else {
+        opts.subdir.clone()
+    };
+    let root = PathBuf::from(store.dir().path_of(output_path));
+    let payload = package::payload(&root, &name, &subdir, store.dir().as_str())?;
+
+    // depends: what it was built against, its run inputs, its own specs,
+    // and the glibc its ELF files need.
+    let mut depends: Vec<String> = Vec::new();
+    for d in plan.package_deps(p) {
+        if let Some(dep) = done.get(&d) {
+            if d.node == p.node {
+                depends.push(dep.0.clone());
+            } else {
+                depends.extend(dep_specs(dep));
+            }
+        }
+    }
+    depends.extend(strings(meta.get("depends")));
+    if let Some((major, minor)) = payload.glibc
+        && noarch.is_none()
+    {
+        depends.push(format!("__glibc >={major}.{minor}"));
+    }
+    depends.sort();
+    depends.dedup();
+    let mut constrains = strings(meta.get("constrains"));
+    constrains.sort();
+    constrains.dedup();
+    let build_number = meta
+        .get("build_number")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let (arch, platform) = platform::arch_platform(&subdir);
+    let license = meta.get("license").and_then(Value::as_str);
+    let run_exports = if p.output == "out" {
+        meta.get("run_exports").and_then(normalise_run_exports)
+    } else {
+        None
+    };
+
+    let mut index = serde_json::Map::new();
+    index.insert("name".into(), json!(name));
+    index.insert("version".into(), json!(version));
+    index.insert("build_number".into(), json!(build_number));
+    index.insert("depends".into(), json!(depends));
+    if !constrains.is_empty() {
+        index.insert("constrains".into(), json!(constrains));
+    }
+    index.insert("subdir".into(), json!(subdir));
+    index.insert("arch".into(), json!(arch));
+    index.insert("platform".into(), json!(platform));
+    index.insert("timestamp".into(), json!(opts.epoch * 1000));
+    if let Some(l) = license {
+        index.insert("license".into(), json!(l));
+    }
+    if let Some(na) = &noarch {
+        index.insert("noarch".into(), json!(na));
+    }
+
+    let mut about = serde_json::Map::new();
+    for (from, to) in [
+        ("summary", "summary"),
+        ("description", "description"),
+        ("license", "license"),
+        ("homepage", "home"),
+        ("repository", "dev_url"),
+    ] {
+        if let Some(v) = meta.get(from).filter(|v| !v.is_null()) {
+            about.insert(to.into(), v.clone());
+        }
+    }
+
+    let licenses = license_files(store, n, &name)?;
+    let (target_drv, _) = portable.rebase(store, &n.original)?;
+    let (export_drv, export_hash) = portable.rebase_drv(store, &n.export_path, &n.export_drv)?;
+
+    let digests = |files: &[(String, Vec<u8>)]| -> BTreeMap<String, String> {
+        files
+            .iter()
+            .map(|(k, v)| (k.clone(), hex(&sha2::Sha256::digest(v))))
+            .collect()
+    };
+    // Everything that goes into the package but the payload (which the
+    // export derivation determines) and the build string itself.
+    let hash_input = json!({
+        "cbuild_export": 1,
+        "export_drv": export_drv.base_name(),
+        "export_drv_hash": export_hash.to_hex(),
+        "output": p.output,
+        "index": Value::Object(index.clone()),
+        "about": Value::Object(about.clone()),
+        "run_exports": run_exports,
+        "licenses": digests(&licenses),
+        "recipe": digests(&opts.recipe_files),
+    });
+    let hash_input_bytes = json_bytes(&hash_input);
+    let digest = blake3::hash(&hash_input_bytes);
+    let build = format!("h{}_{build_number}", &digest.to_hex()[..12]);
+    index.insert("build".into(), json!(build));
+
+    let mut info: Vec<Member> = Vec::new();
+    let file = |path: &str, data: Vec<u8>| Member {
+        path: format!("info/{path}"),
+        kind: Kind::File {
+            data,
+            executable: false,
+        },
+    };
+    info.push(file(
+        "index.json",
+        json_bytes(&Value::Object(index.clone())),
+    ));
+    info.push(file(
+        "paths.json",
+        json_bytes(&json!({"paths": payload.paths, "paths_version": 1})),
+    ));
+    let mut files_list = String::new();
+    for m in &payload.members {
+        if !matches!(m.kind, Kind::Dir) {
+            files_list.push_str(&m.path);
+            files_list.push('\n');
+        }
+    }
+    info.push(file("files", files_list.into_bytes()));
+    info.push(file("about.json", json_bytes(&Value::Object(about))));
+    info.push(file("hash_input.json", hash_input_bytes));
+    if let Some(re) = &run_exports {
+        info.push(file("run_exports.json", json_bytes(re)));
+    }
+    for (k, v) in &licenses {
+        info.push(file(&format!("licenses/{k}"), v.clone()));
+    }
+    for (k, v) in &opts.recipe_files {
+        info.push(file(&format!("recipe/{k}"), v.clone()));
+    }
+    // Provenance: the rebased closures of the original and the export
+    // derivation, and the sources' digests.
+    let mut closure = Portable::default();
+    closure.rebase(store, &n.original)?;
+    closure.rebase_drv(store, &n.export_path, &n.export_drv)?;
+    info.push(file(
+        "cbuild/export.json",
+        json_bytes(&json!({
+            "format": 1,
+            "store": PORTABLE_STORE,
+            "prefix_placeholder": PREFIX,
+            "drv": target_drv.base_name(),
+            "export_drv": export_drv.base_name(),
+            "output": p.output,
+            "sources": closure.sources,
+        })),
+    ));
+    for (base, bytes) in &closure.drvs {
+        info.push(file(&format!("cbuild/drv/{base}"), bytes.clone()));
+    }
+
+    let stem = format!("{name}-{version}-{build}");
+    let fname = format!("{stem}{}", opts.format.extension());
+    let (dest, staged) = if opts.channel.is_some() {
+        let tmp = dest_dir.join(format!(".cbuild-staged-{fname}"));
+        (tmp.clone(), Some(tmp))
+    } else {
+        (dest_dir.join(&fname), None)
+    };
+    archive::write(
+        &dest,
+        &stem,
+        &info,
+        &payload.members,
+        opts.epoch,
+        opts.format,
+    )?;
+    let bytes = std::fs::read(&dest).map_err(read_err(&dest))?;
+    let sha256 = hex(&sha2::Sha256::digest(&bytes));
+    let md5 = hex(&md5::Md5::digest(&bytes));
+    let mut record = index.clone();
+    record.insert("sha256".into(), json!(sha256));
+    record.insert("md5".into(), json!(md5));
+    record.insert("size".into(), json!(bytes.len()));
+    if let Some(re) = &run_exports {
+        record.insert("run_exports".into(), re.clone());
+    }
+    Ok(Written {
+        exported: Exported {
+            path: dest,
+            name: name.clone(),
+            version: version.clone(),
+            build: build.clone(),
+            subdir,
+            sha256,
+            target: n.target,
+            export_drv: store.dir().path_of(&n.export_path),
+            built: false,
+        },
+        spec: format!("{name} =={version} {build}"),
+        run_exports,
+        record: Value::Object(record),
+        staged,
+    })
+}
+
+/// `license_file`: a store path (an imported file or folder), a list of
+/// them, or a path inside the derivation's `src`.
+fn license_files(
+    store: &Store,
+    n: &plan::Node,
+    package: &str,
+) -> Result<Vec<(String, Vec<u8>)>, ExportError> {
+    let mut out = Vec::new();
+    let dir = store.dir().as_str();
+    for f in strings(n.meta.get("license_file")) {
+        let (path, within) = if f.starts_with(&format!("{dir}/")) {
+            (PathBuf::from(&f), String::new())
+        } else {
+            let Some(src) = n.drv.env.get("src") else {
+                return Err(ExportError::NoLicenseFile {
+                    package: package.into(),
+                    file: f,
+                    within: "the package's src (it has none)".into(),
+                });
+            };
+            (Path::new(src).join(&f), "src".to_string())
+        };
+        let meta = std::fs::metadata(&path).map_err(|_| ExportError::NoLicenseFile {
+            package: package.into(),
+            file: f.clone(),
+            within: within.clone(),
+        })?;
+        if meta.is_dir() {
+            for e in walkdir::WalkDir::new(&path).sort_by_file_name() {
+                let e = e.map_err(|e| {
+                    let (path, source) = crate::store::walk_error(&path, e);
+                    ExportError::Read { path, source }
+                })?;
+                if e.file_type().is_file() {
+                    let rel = e.path().strip_prefix(&path).unwrap_or(e.path());
+                    let data = std::fs::read(e.path()).map_err(read_err(e.path()))?;
+                    out.push((rel.to_string_lossy().into_owned(), data));
+                }
+            }
+        } else {
+            let base = path
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            // An imported file's object name is `<hash>-<name>`.
+            let base = if within.is_empty() {
+                base.split_once('-')
+                    .map_or(base.clone(), |(_, n)| n.to_string())
+            } else {
+                base
+            };
+            let data = std::fs::read(&path).map_err(read_err(&path))?;
+            out.push((base, data));
+        }
+    }
+    out.sort();
+    out.dedup_by(|a, b| a.0 == b.0);
+    Ok(out)
+}
