@@ -190,13 +190,26 @@ pub(super) fn derivation(
     }
     let mut host_inputs = Vec::new();
     for v in list(get("host_inputs"), "host_inputs")? {
-        let Value::Derivation(d) = &v else {
-            return Err(HostError::new(format!(
-                "`host_inputs` holds derivations, found {}",
-                describe(&v)
-            )));
+        // A derivation (its `out`) or one of its outputs as given by
+        // `d.outputs.o`: exactly one output in the context, nothing added.
+        let one_output = |s: &Str| {
+            let mut it = s.context_iter();
+            matches!(
+                (it.next(), it.next()),
+                (Some(ContextElem::Output { .. }), None)
+            ) && s.text.starts_with('/')
+                && !s.text[1..].contains('/')
         };
-        let s = out_of(d)?;
+        let s = match &v {
+            Value::Derivation(d) => out_of(d)?,
+            Value::Str(s) if one_output(s) => s.clone(),
+            _ => {
+                return Err(HostError::new(format!(
+                    "`host_inputs` holds derivations or their outputs (`d.outputs.dev`), found {}",
+                    describe(&v)
+                )));
+            }
+        };
         inputs.add(inst, &s)?;
         host_inputs.push(s.text.to_string());
     }

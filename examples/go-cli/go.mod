@@ -1,0 +1,3 @@
+module example.com/devssh
+
+go 1.19
