@@ -54,9 +54,14 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
         recipe_files.push((name, data));
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
+    // Absolute, so that printed paths can be used from anywhere.
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let opts = Options {
-        output_dir: args.output_dir.clone(),
-        channel: args.channel.clone(),
+        output_dir: cbuild_lang::eval::normalize(&cwd.join(&args.output_dir)),
+        channel: args
+            .channel
+            .as_ref()
+            .map(|c| cbuild_lang::eval::normalize(&cwd.join(c))),
         subdir,
         format: if args.format == "tar.bz2" {
             Format::TarBz2

@@ -2,6 +2,7 @@
 
 mod cli;
 mod examples;
+mod export;
 mod fetch;
 mod format;
 mod hashing;

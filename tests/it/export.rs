@@ -1,0 +1,668 @@
+//! `cbuild export --conda`: real recipes built in the sandbox, packages
+//! checked and installed by a real conda client (py-rattler, through
+//! `../shared/tools/conda-check` and from a channel served over HTTP).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::Project;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `conda-check` from `$CONDA_CHECK` or `../shared/tools`; `None` (said on
+/// stderr) where neither exists, e.g. in a clone without `../shared`.
+fn conda_check() -> Option<PathBuf> {
+    let p = std::env::var_os("CONDA_CHECK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/tools/conda-check"));
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "conda-check not found at {}: its checks are left out",
+            p.display()
+        );
+        None
+    }
+}
+
+#[track_caller]
+fn run_conda_check(pkg: &Path, args: &[&str]) {
+    let Some(cc) = conda_check() else { return };
+    let out = Command::new(cc)
+        .arg(pkg)
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .expect("run conda-check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("RESULT: PASS"),
+        "conda-check {} {args:?}:\n{text}\n{}",
+        pkg.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A copy of an example in a fresh project with its own store; the example
+/// is in `src/`, beside the store rather than around it.
+struct Example {
+    project: Project,
+    src: PathBuf,
+}
+
+impl Example {
+    fn path(&self) -> &Path {
+        &self.src
+    }
+    fn run(&self, args: &[&str]) -> crate::support::Run {
+        self.project.run_in(&self.src, args, &[])
+    }
+    fn run_in(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> crate::support::Run {
+        self.project.run_in(dir, args, env)
+    }
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.src.join(name)).unwrap()
+    }
+    fn store(&self) -> PathBuf {
+        self.project.store()
+    }
+    /// A directory outside the example.
+    fn outside(&self, name: &str) -> PathBuf {
+        self.project.path().join(name)
+    }
+}
+
+fn example(name: &str) -> Example {
+    let project = Project::new();
+    let src = project.path().join("src");
+    copy_dir(&repo().join("examples").join(name), &src);
+    Example { project, src }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
+
+fn json(r: &crate::support::Run) -> Vec<Value> {
+    serde_json::from_str::<Value>(&r.stdout())
+        .unwrap_or_else(|e| panic!("{e}: {}", r.stdout()))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn find<'a>(pkgs: &'a [Value], name: &str) -> &'a Value {
+    pkgs.iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no package {name} in {pkgs:?}"))
+}
+
+/// Reads `info/<file>` of a `.conda` package.
+fn info_file(pkg: &Path, file: &str) -> Vec<u8> {
+    let f = std::fs::File::open(pkg).unwrap();
+    let mut zip = zip::ZipArchive::new(f).unwrap();
+    let name = zip
+        .file_names()
+        .find(|n| n.starts_with("info-"))
+        .unwrap()
+        .to_string();
+    let member = zip.by_name(&name).unwrap();
+    let dec = zstd::stream::Decoder::new(member).unwrap();
+    let mut tar = tar::Archive::new(dec);
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some(&format!("info/{file}")) {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+            return v;
+        }
+    }
+    panic!("no info/{file} in {}", pkg.display());
+}
+
+fn index(pkg: &Path) -> Value {
+    serde_json::from_slice(&info_file(pkg, "index.json")).unwrap()
+}
+
+#[test]
+fn greet_exports_to_a_channel_that_a_conda_client_installs_from() {
+    let p = example("greet");
+    let ch = p.path().join("channel");
+    let r = p
+        .run(&[
+            "export",
+            "--conda",
+            "-A",
+            "hello",
+            "--channel",
+            ch.to_str().unwrap(),
+            "--json",
+        ])
+        .ok();
+    let pkgs = json(&r);
+    let hello = find(&pkgs, "hello");
+    let libgreet = find(&pkgs, "libgreet");
+    assert_eq!(hello["target"], true);
+    assert_eq!(libgreet["host_input"], true, "{libgreet}");
+    let hello_path = PathBuf::from(hello["path"].as_str().unwrap());
+    assert!(
+        hello_path.starts_with(ch.join("linux-64")),
+        "{hello_path:?}"
+    );
+    assert!(ch.join("noarch/repodata.json").is_file());
+    let idx = index(&hello_path);
+    let depends: Vec<&str> = idx["depends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    // Pinned to the exact build it was built against, and the glibc it needs.
+    let pin = format!("libgreet ==1.2.0 {}", libgreet["build"].as_str().unwrap());
+    assert!(depends.contains(&pin.as_str()), "{depends:?}");
+    assert!(
+        depends.iter().any(|d| d.starts_with("__glibc >=2.")),
+        "{depends:?}"
+    );
+    let repodata: Value =
+        serde_json::from_slice(&std::fs::read(ch.join("linux-64/repodata.json")).unwrap()).unwrap();
+    let fname = hello_path.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        repodata["packages.conda"][fname]["sha256"], hello["sha256"],
+        "{repodata}"
+    );
+    run_conda_check(
+        &hello_path,
+        &[
+            "--channel",
+            ch.to_str().unwrap(),
+            "--run",
+            "hello conda",
+            "--expect-stdout",
+            "hello, conda",
+        ],
+    );
+
+    // The same channel over HTTP, installed by py-rattler from the URL.
+    let python = repo().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run .ci/setup: it makes .venv with py-rattler"
+    );
+    let port = free_port();
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(&ch)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let prefix = p
+        .path()
+        .join("env/a-long-prefix-to-install-into-for-the-test");
+    let out = Command::new(&python)
+        .arg(repo().join("tests/it/helpers/rattler_install.py"))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg("hello")
+        .arg(&prefix)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ran = Command::new(prefix.join("bin/hello"))
+        .arg("http")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "hello, http");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing listens on {port}");
+}
+
+#[test]
+fn the_same_inputs_give_the_same_bytes_anywhere() {
+    let a = example("greet");
+    let b = example("greet");
+    let ra = a
+        .run(&["export", "--conda", "-A", "hello", "-o", "../out", "--json"])
+        .ok();
+    // Another store, working directory, clock, time zone, locale and -j.
+    let sub = b.outside("cwd/deeper");
+    std::fs::create_dir_all(&sub).unwrap();
+    let mut cmd = Command::new("faketime");
+    let faketime = cmd.arg("--version").output().is_ok();
+    let args = [
+        "-j",
+        "1",
+        "export",
+        "--conda",
+        "../../src/recipe.cb",
+        "-A",
+        "hello",
+        "-o",
+        "out",
+        "--json",
+    ];
+    let out = if faketime {
+        let mut c = Command::new("faketime");
+        c.arg("2031-05-05 10:00:00")
+            .arg(crate::support::cbuild_bin());
+        c.args(args)
+            .current_dir(&sub)
+            .env("CBUILD_STORE", b.outside("elsewhere/store"))
+            .env("TZ", "Asia/Tokyo")
+            .env("LC_ALL", "C.UTF-8");
+        crate::support::Run(c.output().unwrap())
+    } else {
+        b.run_in(
+            &sub,
+            &args,
+            &[
+                (
+                    "CBUILD_STORE",
+                    b.path().join("elsewhere/store").to_str().unwrap(),
+                ),
+                ("TZ", "Asia/Tokyo"),
+                ("LC_ALL", "C.UTF-8"),
+            ],
+        )
+    }
+    .ok();
+    let (pa, pb) = (json(&ra), json(&out));
+    for name in ["hello", "libgreet"] {
+        assert_eq!(
+            find(&pa, name)["sha256"],
+            find(&pb, name)["sha256"],
+            "{name}"
+        );
+        assert_eq!(find(&pa, name)["build"], find(&pb, name)["build"], "{name}");
+    }
+
+    // A second export of an unchanged target builds nothing.
+    let again = json(
+        &a.run(&["export", "--conda", "-A", "hello", "-o", "../out", "--json"])
+            .ok(),
+    );
+    assert!(again.iter().all(|p| p["built"] == false), "{again:?}");
+    assert_eq!(
+        find(&again, "hello")["sha256"],
+        find(&pa, "hello")["sha256"]
+    );
+
+    // Only the summary changes: a new package, no build.
+    let recipe = a
+        .read("recipe.cb")
+        .replace("Says hello", "Says hello, politely");
+    std::fs::write(a.path().join("recipe.cb"), recipe).unwrap();
+    let edited = json(
+        &a.run(&["export", "--conda", "-A", "hello", "-o", "../out", "--json"])
+            .ok(),
+    );
+    assert!(edited.iter().all(|p| p["built"] == false), "{edited:?}");
+    assert_ne!(find(&edited, "hello")["build"], find(&pa, "hello")["build"]);
+    assert_ne!(
+        find(&edited, "hello")["sha256"],
+        find(&pa, "hello")["sha256"]
+    );
+
+    // A source byte changes: a new build string, and a build.
+    let src = a.read("hello.c").replace("world", "World");
+    std::fs::write(a.path().join("hello.c"), src).unwrap();
+    let changed = json(
+        &a.run(&["export", "--conda", "-A", "hello", "-o", "../out", "--json"])
+            .ok(),
+    );
+    assert_ne!(
+        find(&changed, "hello")["build"],
+        find(&edited, "hello")["build"]
+    );
+    assert_eq!(find(&changed, "hello")["built"], true);
+}
+
+#[test]
+fn split_outputs_compile_once_and_pin_each_other() {
+    let p = example("greet");
+    let ch = p.path().join("ch");
+    let r = p
+        .run(&[
+            "export",
+            "--conda",
+            "split.cb",
+            "-A",
+            "howdy",
+            "--channel",
+            ch.to_str().unwrap(),
+            "--json",
+        ])
+        .ok();
+    let pkgs = json(&r);
+    let (greet, dev) = (find(&pkgs, "greet"), find(&pkgs, "greet-dev"));
+    // One export derivation, built once, for both packages.
+    assert_eq!(greet["export_drv"], dev["export_drv"]);
+    let builds = r.stderr().matches("built ").count();
+    assert_eq!(builds, 2, "greet once and howdy once:\n{}", r.stderr());
+    let dev_idx = index(Path::new(dev["path"].as_str().unwrap()));
+    let pin = format!("greet ==1.2.0 {}", greet["build"].as_str().unwrap());
+    assert!(
+        dev_idx["depends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == &pin),
+        "{dev_idx}"
+    );
+    let files =
+        String::from_utf8(info_file(Path::new(dev["path"].as_str().unwrap()), "files")).unwrap();
+    assert_eq!(files, "include/greet.h\n");
+    let howdy = find(&pkgs, "howdy");
+    run_conda_check(
+        Path::new(howdy["path"].as_str().unwrap()),
+        &[
+            "--channel",
+            ch.to_str().unwrap(),
+            "--run",
+            "howdy split",
+            "--expect-stdout",
+            "hello, split",
+        ],
+    );
+}
+
+#[test]
+fn a_prefix_inside_a_longer_c_string_and_a_text_file_are_relocated() {
+    let p = Project::new()
+        .file(
+            "recipe.cb",
+            r#"
+let src = source(./.) in {
+  where = package {
+    name = "where", version = "1.0", src = src,
+    build_inputs = [host_tool("cc")],
+    script = ''
+      mkdir -p $out/bin $out/share
+      printf 'data lives in %s/share\n' "$out" > $out/share/where.txt
+      cc -o $out/bin/where ${src}/where.c -DDATA="\"data=$out/share/where.txt;end\""
+    '',
+    about = { license = "MIT", summary = "Prints where its data is" },
+  },
+}
+"#,
+        )
+        .file(
+            "where.c",
+            "#include <stdio.h>\nint main(void) { puts(DATA); return 0; }\n",
+        );
+    let r = p
+        .run(&["export", "--conda", "-A", "where", "-o", "out", "--json"])
+        .ok();
+    let pkg = PathBuf::from(json(&r)[0]["path"].as_str().unwrap().to_string());
+    let paths: Value = serde_json::from_slice(&info_file(&pkg, "paths.json")).unwrap();
+    let modes: Vec<(String, String)> = paths["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["_path"].as_str().unwrap().to_string(),
+                e["file_mode"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("bin/where".to_string(), "binary".to_string()),
+            ("share/where.txt".to_string(), "text".to_string())
+        ]
+    );
+    run_conda_check(
+        &pkg,
+        &[
+            "--run",
+            "where",
+            "--expect-stdout",
+            "data={prefix}/share/where.txt;end",
+        ],
+    );
+}
+
+#[test]
+fn a_package_naming_the_build_directory_or_the_store_fails_with_file_and_offset() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"
+let src = source(./.) in {
+  builddir = package {
+    name = "builddir", version = "1.0",
+    script = ''
+      mkdir -p $out/etc
+      printf 'built in %s\n' "$PWD" > $out/etc/where
+    '',
+  },
+  storepath = package {
+    name = "storepath", version = "1.0", src = src,
+    script = ''
+      mkdir -p $out/share
+      printf 'abc %s\n' "${src}" > $out/share/src
+    '',
+  },
+}
+"#,
+    );
+    let r = p
+        .run(&["export", "--conda", "-A", "builddir", "-o", "out"])
+        .fails_with(1);
+    assert!(
+        r.stderr()
+            .contains("`etc/where` names the build directory /build at byte offset 9"),
+        "{}",
+        r.stderr()
+    );
+    let r = p
+        .run(&["export", "--conda", "-A", "storepath", "-o", "out"])
+        .fails_with(1);
+    assert!(
+        r.stderr()
+            .contains("`share/src` names a store path at byte offset 4"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!p.path().join("out").read_dir().unwrap().any(|_| true));
+}
+
+#[test]
+fn bad_input_is_refused_before_the_channel_changes() {
+    let p = example("greet");
+    let r = p
+        .run(&["export", "--conda", "-A", "hello", "--subdir", "linux-65"])
+        .fails_with(2);
+    assert!(
+        r.stderr().contains("unknown subdir `linux-65`"),
+        "{}",
+        r.stderr()
+    );
+
+    std::fs::write(p.path().join("afile"), "x").unwrap();
+    let r = p
+        .run(&["export", "--conda", "-A", "hello", "--channel", "afile"])
+        .fails_with(2);
+    assert!(
+        r.stderr().contains("afile: is not a directory"),
+        "{}",
+        r.stderr()
+    );
+
+    let ch = p.path().join("ch");
+    std::fs::create_dir_all(ch.join("linux-64")).unwrap();
+    std::fs::write(ch.join("linux-64/repodata.json"), "{ not json").unwrap();
+    std::fs::write(ch.join("linux-64/other-1-0.conda"), "keep me").unwrap();
+    let r = p
+        .run(&["export", "--conda", "-A", "hello", "--channel", "ch"])
+        .fails_with(2);
+    assert!(
+        r.stderr().contains("repodata.json: is not valid JSON"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(
+        std::fs::read_to_string(ch.join("linux-64/repodata.json")).unwrap(),
+        "{ not json"
+    );
+    let left: Vec<_> = std::fs::read_dir(ch.join("linux-64"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"package { name = "Hello_World", version = "1.0", script = "mkdir $out" }"#,
+    );
+    let r = p.run(&["export", "--conda", "-o", "out"]).fails_with(2);
+    assert!(
+        r.stderr()
+            .contains("`Hello_World` is not a conda package name"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn two_exports_into_one_channel_at_once_lose_nothing() {
+    let p = example("greet");
+    let ch = p.path().join("ch");
+    let spawn = |attr: &str| {
+        Command::new(crate::support::cbuild_bin())
+            .args(["export", "--conda", "-A", attr, "--channel", "ch", "-q"])
+            .current_dir(p.path())
+            .env("CBUILD_STORE", p.store())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn("hello"), spawn("libgreet"));
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    let repodata: Value =
+        serde_json::from_slice(&std::fs::read(ch.join("linux-64/repodata.json")).unwrap()).unwrap();
+    let names: Vec<&String> = repodata["packages.conda"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for n in names {
+        assert!(ch.join("linux-64").join(n).is_file(), "{n}");
+    }
+}
+
+#[test]
+fn go_cli_exports_for_linux_64_and_cross_compiles_for_aarch64() {
+    if Command::new("go").arg("version").output().is_err() {
+        panic!("Go is missing: .ci/setup installs golang-go");
+    }
+    let p = example("go-cli");
+    let r = p
+        .run(&["export", "--conda", "-A", "devssh", "-o", "x86", "--json"])
+        .ok();
+    let pkg = PathBuf::from(json(&r)[0]["path"].as_str().unwrap().to_string());
+    let files = String::from_utf8(info_file(&pkg, "files")).unwrap();
+    assert_eq!(files, "bin/devssh\n");
+    assert!(!info_file(&pkg, "licenses/LICENSE").is_empty());
+    // A static binary needs no glibc.
+    assert_eq!(index(&pkg)["depends"], serde_json::json!([]));
+    run_conda_check(
+        &pkg,
+        &[
+            "--run",
+            "devssh -user me box",
+            "--expect-stdout",
+            "ssh -p 22 me@box",
+        ],
+    );
+
+    let r = p
+        .run(&[
+            "export",
+            "--conda",
+            "-A",
+            "devssh",
+            "-o",
+            "arm",
+            "--subdir",
+            "linux-aarch64",
+            "--json",
+        ])
+        .ok();
+    let arm = json(&r);
+    let pkg = PathBuf::from(arm[0]["path"].as_str().unwrap().to_string());
+    assert_eq!(index(&pkg)["subdir"], "linux-aarch64");
+    assert_eq!(index(&pkg)["arch"], "aarch64");
+    run_conda_check(&pkg, &["--no-install"]);
+    let payload = payload_file(&pkg, "bin/devssh");
+    // e_machine 183: AArch64.
+    assert_eq!(u16::from_le_bytes([payload[18], payload[19]]), 183);
+}
+
+/// Reads a payload file of a `.conda` package.
+fn payload_file(pkg: &Path, file: &str) -> Vec<u8> {
+    let f = std::fs::File::open(pkg).unwrap();
+    let mut zip = zip::ZipArchive::new(f).unwrap();
+    let name = zip
+        .file_names()
+        .find(|n| n.starts_with("pkg-"))
+        .unwrap()
+        .to_string();
+    let dec = zstd::stream::Decoder::new(zip.by_name(&name).unwrap()).unwrap();
+    let mut tar = tar::Archive::new(dec);
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some(file) {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+            return v;
+        }
+    }
+    panic!("no {file} in {}", pkg.display());
+}
