@@ -390,3 +390,64 @@ fn fixed_output_keys_are_pinned() {
     }
     assert_eq!(mirror.fixed_output_key(), Some(key));
 }
+
+/// The package writer's bytes for a fixed set of members: what
+/// store-format.md's "Conda packages" section pins.
+fn golden_members() -> (
+    Vec<cbuild::export::archive::Member>,
+    Vec<cbuild::export::archive::Member>,
+) {
+    use cbuild::export::archive::{Kind, Member};
+    let file = |path: &str, data: &[u8], executable: bool| Member {
+        path: path.into(),
+        kind: Kind::File {
+            data: data.to_vec(),
+            executable,
+        },
+    };
+    let info = vec![file("info/index.json", b"{}\n", false)];
+    let payload = vec![
+        file("bin/run", b"#!/bin/sh\necho hi\n", true),
+        Member {
+            path: "bin/link".into(),
+            kind: Kind::Symlink("run".into()),
+        },
+        Member {
+            path: "share/empty".into(),
+            kind: Kind::Dir,
+        },
+        file("share/a.txt", b"a\n", false),
+    ];
+    (info, payload)
+}
+
+#[test]
+fn package_bytes_are_pinned() {
+    use cbuild::export::archive::{Format, write};
+    use sha2::Digest;
+    let doc = doc();
+    let dir = tempfile::tempdir().unwrap();
+    let (info, payload) = golden_members();
+    for (format, key) in [
+        (Format::Conda, "golden-conda-sha256"),
+        (Format::TarBz2, "golden-tar-bz2-sha256"),
+    ] {
+        let dest = dir.path().join(format!("golden-1.0-h0_0{}", format.extension()));
+        write(&dest, "golden-1.0-h0_0", &info, &payload, 1_672_531_200, format).unwrap();
+        let sha: String = sha2::Sha256::digest(std::fs::read(&dest).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sha, value(&doc, key), "{key}");
+    }
+    // Conda's JSON: sorted keys, two spaces, a final newline.
+    let v = serde_json::json!({"b": 1, "a": {"d": [1, 2], "c": null}});
+    assert_eq!(
+        String::from_utf8(cbuild::export::package::json_bytes(&v)).unwrap(),
+        "{\n  \"a\": {\n    \"c\": null,\n    \"d\": [\n      1,\n      2\n    ]\n  },\n  \"b\": 1\n}\n"
+    );
+    assert_eq!(
+        cbuild::derivation::prefix::PREFIX,
+        value(&doc, "prefix-placeholder")
+    );
+}
