@@ -187,6 +187,10 @@ pub struct ExportArgs {
     /// The package format.
     #[arg(long, value_name = "conda|tar.bz2", default_value = "conda", value_parser = ["conda", "tar.bz2"])]
     pub format: String,
+    /// zstd level of `.conda` packages (1 to 22; conda-forge uses 19).
+    #[arg(long, value_name = "N", default_value_t = crate::export::archive::DEFAULT_ZSTD_LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub zstd_level: i32,
 }
 
 /// `cbuild gc`

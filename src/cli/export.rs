@@ -68,6 +68,7 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
         } else {
             Format::Conda
         },
+        zstd_level: args.zstd_level,
         epoch,
         recipe_files,
         realise: RealiseOptions {

@@ -34,6 +34,8 @@ pub struct Options {
     pub subdir: String,
     /// The package format.
     pub format: Format,
+    /// zstd level of `.conda` packages.
+    pub zstd_level: i32,
     /// Seconds since the epoch for `timestamp` and tar mtimes.
     pub epoch: u64,
     /// The recipe files evaluated, by name relative to the recipe's folder.
@@ -359,6 +361,7 @@ fn write_package(
         "run_exports": run_exports,
         "licenses": digests(&licenses),
         "recipe": digests(&opts.recipe_files),
+        "zstd_level": (opts.format == Format::Conda).then_some(opts.zstd_level),
     });
     let hash_input_bytes = json_bytes(&hash_input);
     let digest = blake3::hash(&hash_input_bytes);
@@ -429,14 +432,31 @@ fn write_package(
     } else {
         (dest_dir.join(&fname), None)
     };
-    archive::write(
-        &dest,
-        &stem,
-        &info,
-        &payload.members,
-        opts.epoch,
-        opts.format,
-    )?;
+    // The same export output and file name give the same bytes: a package
+    // written before is copied rather than compressed again.
+    let cached = store
+        .root()
+        .join("packages")
+        .join(format!("{}-{fname}", output_path.hash_part()));
+    if std::fs::metadata(&cached).is_ok_and(|m| m.is_file()) {
+        copy_atomically(&cached, &dest)?;
+    } else {
+        archive::write(
+            &dest,
+            &stem,
+            &info,
+            &payload.members,
+            opts.epoch,
+            opts.format,
+            opts.zstd_level,
+        )?;
+        // Best effort: a cache that cannot be written only costs time.
+        if let Some(dir) = cached.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+        {
+            let _ = copy_atomically(&dest, &cached);
+        }
+    }
     let bytes = std::fs::read(&dest).map_err(read_err(&dest))?;
     let sha256 = hex(&sha2::Sha256::digest(&bytes));
     let md5 = hex(&md5::Md5::digest(&bytes));
@@ -524,4 +544,24 @@ fn license_files(
     out.sort();
     out.dedup_by(|a, b| a.0 == b.0);
     Ok(out)
+}
+
+/// Copies `from` to `to` through a temporary file beside `to`.
+fn copy_atomically(from: &Path, to: &Path) -> Result<(), ExportError> {
+    let dir = to.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".cbuild-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(super::write_err(dir))?;
+    std::fs::copy(from, tmp.path()).map_err(super::write_err(to))?;
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(super::write_err(to))?;
+    tmp.as_file().sync_all().map_err(super::write_err(to))?;
+    tmp.persist(to).map_err(|e| ExportError::Write {
+        path: to.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
 }

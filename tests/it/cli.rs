@@ -220,7 +220,6 @@ fn unimplemented_commands_say_so_and_exit_2() {
     for args in [
         &["check", "-A", "x", "--rounds", "2"][..],
         &["audit", "--closure"],
-        &["export", "--conda", "-A", "x", "--channel", "ch"],
         &["gc", "--dry-run"],
         &["store", "verify"],
     ] {

@@ -432,8 +432,19 @@ fn package_bytes_are_pinned() {
         (Format::Conda, "golden-conda-sha256"),
         (Format::TarBz2, "golden-tar-bz2-sha256"),
     ] {
-        let dest = dir.path().join(format!("golden-1.0-h0_0{}", format.extension()));
-        write(&dest, "golden-1.0-h0_0", &info, &payload, 1_672_531_200, format).unwrap();
+        let dest = dir
+            .path()
+            .join(format!("golden-1.0-h0_0{}", format.extension()));
+        write(
+            &dest,
+            "golden-1.0-h0_0",
+            &info,
+            &payload,
+            1_672_531_200,
+            format,
+            15,
+        )
+        .unwrap();
         let sha: String = sha2::Sha256::digest(std::fs::read(&dest).unwrap())
             .iter()
             .map(|b| format!("{b:02x}"))
