@@ -666,3 +666,200 @@ fn payload_file(pkg: &Path, file: &str) -> Vec<u8> {
     }
     panic!("no {file} in {}", pkg.display());
 }
+
+#[test]
+fn run_exports_depends_constrains_and_noarch_reach_the_metadata() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"
+let
+  lib = package {
+    name = "libdemo", version = "2.1.0",
+    script = ''
+      mkdir -p $out/share/libdemo
+      echo data > $out/share/libdemo/data
+    '',
+    run_exports = ["libdemo >=2.1,<3"],
+    about = { license = "MIT", summary = "A library with run_exports" },
+  },
+  tool = package {
+    name = "demo-tool", version = "1.0", noarch = "generic",
+    host_inputs = [lib],
+    depends = ["python >=3.8"], constrains = ["demo-legacy <0a0"],
+    script = ''
+      mkdir -p $out/bin
+      printf '#!/bin/sh\necho "tool at %s"\n' "$out" > $out/bin/demo-tool
+      chmod +x $out/bin/demo-tool
+    '',
+    about = { license = "MIT", summary = "A noarch script" },
+  },
+in { tool = tool }
+"#,
+    );
+    let r = p
+        .run(&[
+            "export",
+            "--conda",
+            "-A",
+            "tool",
+            "--channel",
+            "ch",
+            "--json",
+        ])
+        .ok();
+    let pkgs = json(&r);
+    let tool = find(&pkgs, "demo-tool");
+    assert_eq!(tool["subdir"], "noarch");
+    let path = PathBuf::from(tool["path"].as_str().unwrap());
+    assert!(path.starts_with(p.path().join("ch/noarch")), "{path:?}");
+    let idx = index(&path);
+    assert_eq!(idx["noarch"], "generic");
+    assert_eq!(idx["arch"], Value::Null);
+    assert_eq!(
+        idx["depends"],
+        serde_json::json!(["libdemo >=2.1,<3", "python >=3.8"]),
+        "run_exports instead of a pin, and the recipe's own"
+    );
+    assert_eq!(idx["constrains"], serde_json::json!(["demo-legacy <0a0"]));
+    let lib = PathBuf::from(find(&pkgs, "libdemo")["path"].as_str().unwrap());
+    let re: Value = serde_json::from_slice(&info_file(&lib, "run_exports.json")).unwrap();
+    assert_eq!(re, serde_json::json!({"weak": ["libdemo >=2.1,<3"]}));
+    // Both subdirs have a repodata.json that lists what is there.
+    let noarch: Value =
+        serde_json::from_slice(&std::fs::read(p.path().join("ch/noarch/repodata.json")).unwrap())
+            .unwrap();
+    assert!(
+        noarch["packages.conda"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("demo-tool-1.0-"))
+    );
+    assert!(p.path().join("ch/linux-64/repodata.json").is_file());
+
+    // The older format.
+    let r = p
+        .run(&[
+            "export", "--conda", "-A", "tool", "-o", "bz2", "--format", "tar.bz2", "--json",
+        ])
+        .ok();
+    let bz = json(&r);
+    // Another file (another format, in hash_input.json), another build string.
+    assert_ne!(find(&bz, "demo-tool")["build"], tool["build"]);
+    let bz_path = PathBuf::from(find(&bz, "demo-tool")["path"].as_str().unwrap());
+    assert!(bz_path.to_str().unwrap().ends_with(".tar.bz2"));
+    run_conda_check(&bz_path, &["--no-install"]);
+}
+
+#[test]
+fn rpaths_outside_the_prefix_and_foreign_machines_fail_naming_the_file() {
+    let p = Project::new()
+        .file(
+            "recipe.cb",
+            r#"
+let src = source(./.) in {
+  outside = package {
+    name = "outside", version = "1.0", src = src,
+    build_inputs = [host_tool("cc")],
+    script = ''
+      mkdir -p $out/bin
+      cc -o $out/bin/outside ${src}/main.c -Wl,-rpath,/opt/vendor/lib
+    '',
+  },
+  plain = package {
+    name = "plain", version = "1.0", src = src,
+    build_inputs = [host_tool("cc")],
+    script = ''
+      mkdir -p $out/bin
+      cc -o $out/bin/plain ${src}/main.c
+    '',
+  },
+}
+"#,
+        )
+        .file("main.c", "int main(void) { return 0; }\n");
+    let r = p
+        .run(&["export", "--conda", "-A", "outside", "-o", "out"])
+        .fails_with(1);
+    assert!(
+        r.stderr()
+            .contains("`bin/outside` has the RPATH/RUNPATH entry `/opt/vendor/lib`"),
+        "{}",
+        r.stderr()
+    );
+    let r = p
+        .run(&[
+            "export",
+            "--conda",
+            "-A",
+            "plain",
+            "-o",
+            "out",
+            "--subdir",
+            "linux-aarch64",
+        ])
+        .fails_with(1);
+    assert!(
+        r.stderr().contains("`bin/plain` is an ELF file for")
+            && r.stderr().contains("does not run in subdir linux-aarch64"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn stale_compressed_and_sharded_repodata_is_updated_or_removed() {
+    let p = example("greet");
+    let ch = p.outside("ch");
+    let sub = ch.join("linux-64");
+    std::fs::create_dir_all(sub.join("shards")).unwrap();
+    std::fs::write(sub.join("repodata.json.zst"), b"old").unwrap();
+    std::fs::write(sub.join("repodata_shards.msgpack.zst"), b"old").unwrap();
+    std::fs::write(sub.join("shards/abc.msgpack.zst"), b"old").unwrap();
+    p.run(&[
+        "export",
+        "--conda",
+        "-A",
+        "libgreet",
+        "--channel",
+        ch.to_str().unwrap(),
+    ])
+    .ok();
+    let plain = std::fs::read(sub.join("repodata.json")).unwrap();
+    let zst = zstd::decode_all(&std::fs::read(sub.join("repodata.json.zst")).unwrap()[..]).unwrap();
+    assert_eq!(plain, zst);
+    assert!(!sub.join("repodata_shards.msgpack.zst").exists());
+    assert!(!sub.join("shards").exists());
+}
+
+#[test]
+fn a_read_only_channel_is_a_clear_error_and_stays_as_it_was() {
+    let p = example("greet");
+    let ch = p.outside("ch");
+    std::fs::create_dir_all(ch.join("linux-64")).unwrap();
+    std::fs::write(ch.join("linux-64/repodata.json"), "{}").unwrap();
+    // Root ignores permission bits: a read-only bind mount in a private
+    // mount namespace is what a read-only channel is.
+    let script = format!(
+        "mount --bind {ch} {ch} && mount -o remount,bind,ro {ch} && exec \"$0\" export --conda -A libgreet --channel {ch}",
+        ch = ch.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .arg(crate::support::cbuild_bin())
+        .current_dir(p.path())
+        .env("CBUILD_STORE", p.store())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("mount:") {
+        eprintln!("cannot make a read-only bind mount here: {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot be written"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(ch.join("linux-64/repodata.json")).unwrap(),
+        "{}"
+    );
+}

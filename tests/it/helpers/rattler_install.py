@@ -24,3 +24,7 @@ async def main(channel, spec, prefix):
 
 
 asyncio.run(main(*sys.argv[1:4]))
+sys.stdout.flush()
+# py-rattler 0.28's threads can crash the interpreter while it finalizes
+# ("PyGILState_Release ... must be current"), after the install succeeded.
+os._exit(0)
