@@ -84,43 +84,23 @@ pub fn write(
     format: Format,
     zstd_level: i32,
 ) -> Result<(), ExportError> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".cbuild-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .map_err(write_err(dir))?;
-    let file = tmp.as_file().try_clone().map_err(write_err(tmp.path()))?;
-    match format {
-        Format::Conda => write_conda(file, stem, info, payload, mtime, zstd_level),
-        Format::TarBz2 => {
-            let w = bzip2::write::BzEncoder::new(
-                std::io::BufWriter::new(file),
-                bzip2::Compression::new(BZIP2_LEVEL),
-            );
-            let all: Vec<&Member> = sorted(info).into_iter().chain(sorted(payload)).collect();
-            let w = write_tar(w, &all, mtime)?;
-            w.finish()
-                .and_then(|mut b| b.flush())
-                .map_err(write_err(tmp.path()))
+    super::write_atomically(dest, |file| {
+        let file = file.try_clone().map_err(write_err(dest))?;
+        match format {
+            Format::Conda => write_conda(file, stem, info, payload, mtime, zstd_level),
+            Format::TarBz2 => {
+                let w = bzip2::write::BzEncoder::new(
+                    std::io::BufWriter::new(file),
+                    bzip2::Compression::new(BZIP2_LEVEL),
+                );
+                let all: Vec<&Member> = sorted(info).into_iter().chain(sorted(payload)).collect();
+                let w = write_tar(w, &all, mtime)?;
+                w.finish()
+                    .and_then(|mut b| b.flush())
+                    .map_err(write_err(dest))
+            }
         }
-    }
-    .map_err(|e| match e {
-        ExportError::Write { source, .. } => ExportError::Write {
-            path: dest.to_path_buf(),
-            source,
-        },
-        e => e,
-    })?;
-    tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .map_err(write_err(dest))?;
-    tmp.as_file().sync_all().map_err(write_err(dest))?;
-    tmp.persist(dest).map_err(|e| ExportError::Write {
-        path: dest.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    })
 }
 
 fn sorted(members: &[Member]) -> Vec<&Member> {

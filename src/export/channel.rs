@@ -184,19 +184,5 @@ impl ChannelLock {
 
 /// Writes `path` through a temporary file beside it and a rename.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".cbuild-")
-        .tempfile_in(dir)
-        .map_err(write_err(path))?;
-    tmp.write_all(bytes).map_err(write_err(path))?;
-    tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .map_err(write_err(path))?;
-    tmp.as_file().sync_all().map_err(write_err(path))?;
-    tmp.persist(path).map_err(|e| ExportError::Write {
-        path: path.into(),
-        source: e.error,
-    })?;
-    Ok(())
+    super::write_atomically(path, |f| f.write_all(bytes).map_err(write_err(path)))
 }

@@ -182,3 +182,35 @@ pub(crate) fn read_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) 
     let path = path.into();
     move |source| ExportError::Read { path, source }
 }
+
+/// Writes `dest` atomically: `fill` writes a temporary file beside it, which
+/// is then made readable by all (0644), flushed and renamed into place, so
+/// that nobody ever sees half a package or repodata file.
+pub(crate) fn write_atomically(
+    dest: &std::path::Path,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = dest.parent().unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".cbuild-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(write_err(dir))?;
+    fill(tmp.as_file_mut()).map_err(|e| match e {
+        ExportError::Write { source, .. } => ExportError::Write {
+            path: dest.to_path_buf(),
+            source,
+        },
+        e => e,
+    })?;
+    let f = tmp.as_file();
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| f.sync_all())
+        .map_err(write_err(dest))?;
+    tmp.persist(dest).map_err(|e| ExportError::Write {
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}

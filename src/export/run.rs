@@ -137,6 +137,9 @@ pub fn export(
     let mut packages = Vec::new();
     let mut entries = Vec::new();
     let mut subdirs_used = Vec::new();
+    // Staged files that did not make it into the channel go when this
+    // returns, whatever happens.
+    let mut staged = Staged(Vec::new());
     for (i, n) in plan.nodes.iter().enumerate() {
         let outs = outcome
             .outputs
@@ -156,6 +159,7 @@ pub fn export(
             ex.built = built.contains(&n.export_path);
             ex.target = n.target;
             if let Some(tmp) = w.staged {
+                staged.0.push(tmp.clone());
                 subdirs_used.push(ex.subdir.clone());
                 entries.push(Entry {
                     file: tmp,
@@ -182,6 +186,17 @@ pub fn export(
         failed: 0,
         skipped: 0,
     })
+}
+
+/// Files to remove when dropped (those already moved away are gone).
+struct Staged(Vec<PathBuf>);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 fn file_name(e: &Exported, format: Format) -> String {
@@ -427,7 +442,9 @@ fn write_package(
     let stem = format!("{name}-{version}-{build}");
     let fname = format!("{stem}{}", opts.format.extension());
     let (dest, staged) = if opts.channel.is_some() {
-        let tmp = dest_dir.join(format!(".cbuild-staged-{fname}"));
+        // Per process: two exports of one package into one channel at once
+        // each move their own file in.
+        let tmp = dest_dir.join(format!(".cbuild-staged-{}-{fname}", std::process::id()));
         (tmp.clone(), Some(tmp))
     } else {
         (dest_dir.join(&fname), None)
@@ -548,20 +565,9 @@ fn license_files(
 
 /// Copies `from` to `to` through a temporary file beside `to`.
 fn copy_atomically(from: &Path, to: &Path) -> Result<(), ExportError> {
-    let dir = to.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".cbuild-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .map_err(super::write_err(dir))?;
-    std::fs::copy(from, tmp.path()).map_err(super::write_err(to))?;
-    tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .map_err(super::write_err(to))?;
-    tmp.as_file().sync_all().map_err(super::write_err(to))?;
-    tmp.persist(to).map_err(|e| ExportError::Write {
-        path: to.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    super::write_atomically(to, |f| {
+        let mut src = std::fs::File::open(from).map_err(read_err(from))?;
+        std::io::copy(&mut src, f).map_err(super::write_err(to))?;
+        Ok(())
+    })
 }

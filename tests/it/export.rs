@@ -113,25 +113,34 @@ fn find<'a>(pkgs: &'a [Value], name: &str) -> &'a Value {
 
 /// Reads `info/<file>` of a `.conda` package.
 fn info_file(pkg: &Path, file: &str) -> Vec<u8> {
+    member(pkg, "info-", &format!("info/{file}"))
+}
+
+/// Reads a payload file of a `.conda` package.
+fn payload_file(pkg: &Path, file: &str) -> Vec<u8> {
+    member(pkg, "pkg-", file)
+}
+
+/// Reads `path` from the inner tar whose name starts with `tar`.
+fn member(pkg: &Path, tar: &str, path: &str) -> Vec<u8> {
     let f = std::fs::File::open(pkg).unwrap();
     let mut zip = zip::ZipArchive::new(f).unwrap();
     let name = zip
         .file_names()
-        .find(|n| n.starts_with("info-"))
+        .find(|n| n.starts_with(tar))
         .unwrap()
         .to_string();
-    let member = zip.by_name(&name).unwrap();
-    let dec = zstd::stream::Decoder::new(member).unwrap();
-    let mut tar = tar::Archive::new(dec);
-    for e in tar.entries().unwrap() {
+    let dec = zstd::stream::Decoder::new(zip.by_name(&name).unwrap()).unwrap();
+    let mut archive = tar::Archive::new(dec);
+    for e in archive.entries().unwrap() {
         let mut e = e.unwrap();
-        if e.path().unwrap().to_str() == Some(&format!("info/{file}")) {
+        if e.path().unwrap().to_str() == Some(path) {
             let mut v = Vec::new();
             std::io::Read::read_to_end(&mut e, &mut v).unwrap();
             return v;
         }
     }
-    panic!("no info/{file} in {}", pkg.display());
+    panic!("no {path} in {}", pkg.display());
 }
 
 fn index(pkg: &Path) -> Value {
@@ -510,6 +519,14 @@ let src = source(./.) in {
         r.stderr()
     );
     assert!(!p.path().join("out").read_dir().unwrap().any(|_| true));
+    // Into a channel: nothing of it reaches the channel, nothing is left over.
+    p.run(&["export", "--conda", "-A", "storepath", "--channel", "ch"])
+        .fails_with(1);
+    let left: Vec<String> = std::fs::read_dir(p.path().join("ch"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, [".cbuild-channel.lock"]);
 }
 
 #[test]
@@ -643,28 +660,6 @@ fn go_cli_exports_for_linux_64_and_cross_compiles_for_aarch64() {
     let payload = payload_file(&pkg, "bin/devssh");
     // e_machine 183: AArch64.
     assert_eq!(u16::from_le_bytes([payload[18], payload[19]]), 183);
-}
-
-/// Reads a payload file of a `.conda` package.
-fn payload_file(pkg: &Path, file: &str) -> Vec<u8> {
-    let f = std::fs::File::open(pkg).unwrap();
-    let mut zip = zip::ZipArchive::new(f).unwrap();
-    let name = zip
-        .file_names()
-        .find(|n| n.starts_with("pkg-"))
-        .unwrap()
-        .to_string();
-    let dec = zstd::stream::Decoder::new(zip.by_name(&name).unwrap()).unwrap();
-    let mut tar = tar::Archive::new(dec);
-    for e in tar.entries().unwrap() {
-        let mut e = e.unwrap();
-        if e.path().unwrap().to_str() == Some(file) {
-            let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut v).unwrap();
-            return v;
-        }
-    }
-    panic!("no {file} in {}", pkg.display());
 }
 
 #[test]
