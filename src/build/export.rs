@@ -104,14 +104,28 @@ impl Prefixes {
                 .to_path_buf();
             let to = target.join(&rel);
             let ft = e.file_type();
+            // Never through a symlink: this runs on the host, where a link
+            // from one layer could point a later layer's files anywhere. A
+            // walk is top-down, so every parent of `to` was checked to be a
+            // real directory before.
+            let existing = std::fs::symlink_metadata(&to).ok();
             if ft.is_dir() {
-                if !to.exists() {
-                    std::fs::create_dir(&to).map_err(|err| write_err(&to, err))?;
-                    self.laid_dirs.push(rel);
+                match existing {
+                    None => {
+                        std::fs::create_dir(&to).map_err(|err| write_err(&to, err))?;
+                        self.laid_dirs.push(rel);
+                    }
+                    Some(m) if m.is_dir() => {}
+                    Some(_) => {
+                        return Err(BuildError::LayerClash {
+                            path: rel.to_string_lossy().into(),
+                            layer: layer.to_string_lossy().into(),
+                        });
+                    }
                 }
                 continue;
             }
-            if std::fs::symlink_metadata(&to).is_ok() {
+            if existing.is_some() {
                 // Two layers with the same file: the first one's stays (the
                 // later layer is a dependency of an earlier one or a sibling).
                 continue;
@@ -154,7 +168,14 @@ impl Prefixes {
             make_writable_recursive(root);
             for l in &self.laid {
                 let p = root.join(&l.rel);
+                // The build may have swapped a directory for a symlink: what
+                // is removed here on the host must lie inside the prefix.
+                let through_link = l.rel.ancestors().skip(1).any(|a| {
+                    !a.as_os_str().is_empty()
+                        && std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir())
+                });
                 let how = match std::fs::symlink_metadata(&p) {
+                    _ if through_link => Some("replaced a folder of"),
                     Err(_) => Some("removed"),
                     Ok(m) => {
                         let mtime =

@@ -99,6 +99,18 @@ pub enum BuildError {
         /// `changed` or `removed`.
         how: &'static str,
     },
+    /// Two layers of an export build: a directory in one, a file or
+    /// symlink in another.
+    #[error(
+        "the host inputs laid into the prefix clash at `{path}`: a directory in {layer}, a file or \
+         symlink in another"
+    )]
+    LayerClash {
+        /// Relative to the prefix.
+        path: String,
+        /// The layer with the directory.
+        layer: String,
+    },
     /// A download failed or did not match its hash.
     #[error(transparent)]
     Fetch(#[from] crate::build::fetch::FetchError),

@@ -146,11 +146,31 @@ impl Derivation {
     /// `to` in the strings a build sees (builder, arguments, environment,
     /// build and host inputs): how placeholders are resolved.
     pub fn with_replaced(&self, subst: &[(String, String)]) -> Derivation {
-        let r = |s: &String| {
+        self.map_strings(|s| {
             subst
                 .iter()
                 .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
+        })
+    }
+
+    /// Like [`Self::with_replaced`], but in one pass: text a replacement
+    /// put in is never replaced again, and where two `from`s match at one
+    /// place the longer wins. For substitutions whose results may contain
+    /// another's `from` (rebasing one store directory onto another).
+    pub fn with_replaced_at_once(&self, subst: &[(String, String)]) -> Derivation {
+        let ac = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(subst.iter().map(|(from, _)| from));
+        let Ok(ac) = ac else {
+            return self.with_replaced(subst);
         };
+        let to: Vec<&str> = subst.iter().map(|(_, to)| to.as_str()).collect();
+        self.map_strings(|s| ac.replace_all(s, &to))
+    }
+
+    /// This derivation with `r` applied to the strings a build sees.
+    fn map_strings(&self, r: impl Fn(&String) -> String) -> Derivation {
+        let r = &r;
         Derivation {
             builder: r(&self.builder),
             args: self.args.iter().map(r).collect(),
@@ -195,5 +215,47 @@ impl Derivation {
     /// sources.
     pub fn references(&self) -> impl Iterator<Item = &StorePath> {
         self.input_drvs.keys().chain(self.input_sources.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacing_at_once_never_replaces_a_replacement() {
+        let d = Derivation {
+            name: "x".into(),
+            version: None,
+            system: "x86_64-linux".into(),
+            builder: "/store/aaa-src/build.sh /store/bbb-tool".into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            outputs: vec!["out".into()],
+            input_drvs: BTreeMap::new(),
+            input_sources: BTreeSet::new(),
+            host_tools: BTreeMap::new(),
+            path_inputs: Vec::new(),
+            host_inputs: Vec::new(),
+            fixed: None,
+        };
+        // Rebasing the store `/store` onto `/cbuild/store`: the rebased
+        // source path contains `/store/` again.
+        let subst = [
+            (
+                "/store/aaa-src".to_string(),
+                "/cbuild/store/ccc-src".to_string(),
+            ),
+            ("/store/".to_string(), "/cbuild/store/".to_string()),
+        ];
+        assert_eq!(
+            d.with_replaced_at_once(&subst).builder,
+            "/cbuild/store/ccc-src/build.sh /cbuild/store/bbb-tool"
+        );
+        assert_eq!(
+            d.with_replaced(&subst).builder,
+            "/cbuild/cbuild/store/ccc-src/build.sh /cbuild/store/bbb-tool",
+            "why rebasing needs the one-pass form"
+        );
     }
 }

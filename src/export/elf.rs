@@ -14,8 +14,8 @@ pub struct ElfInfo {
     pub machine: u16,
     /// The highest `GLIBC_X.Y` version it needs, as (X, Y).
     pub glibc: Option<(u32, u32)>,
-    /// RPATH/RUNPATH strings: (file offset, length, entries).
-    pub search_paths: Vec<(usize, usize, String)>,
+    /// RPATH/RUNPATH strings.
+    pub search_paths: Vec<SearchPath>,
 }
 
 /// Whether `bytes` start like an ELF file.
@@ -44,22 +44,72 @@ pub fn inspect(bytes: &[u8]) -> Option<ElfInfo> {
         }
     }
     if let Some(dynamic) = &elf.dynamic {
-        let strtab = file_offset(&elf, dynamic.info.strtab as u64);
+        // goblin gives the string table's file offset (not its address).
+        let base = dynamic.info.strtab;
+        // Offsets into .dynstr that something else names: a linker may
+        // store a string as the tail of a longer one, which an in-place
+        // rewrite of the longer one must not clobber.
+        let mut others: Vec<usize> = dynamic
+            .dyns
+            .iter()
+            .filter(|d| d.d_tag != DT_RPATH && d.d_tag != DT_RUNPATH)
+            .filter(|d| {
+                use goblin::elf::dynamic::{DT_NEEDED, DT_SONAME};
+                // DT_AUXILIARY and DT_FILTER (not named by goblin).
+                [DT_NEEDED, DT_SONAME, 0x7fff_fffd, 0x7fff_ffff].contains(&d.d_tag)
+            })
+            .map(|d| d.d_val as usize)
+            .collect();
+        others.extend(elf.dynsyms.iter().map(|s| s.st_name));
+        if let Some(vn) = &elf.verneed {
+            for need in vn.iter() {
+                others.push(need.vn_file);
+                others.extend(need.iter().map(|a| a.vna_name));
+            }
+        }
         for d in &dynamic.dyns {
             if d.d_tag != DT_RPATH && d.d_tag != DT_RUNPATH {
                 continue;
             }
-            let Some(base) = strtab else { continue };
-            let off = base + d.d_val as usize;
-            let Some(rest) = bytes.get(off..) else {
+            let rel = d.d_val as usize;
+            let Some(text) = elf.dynstrtab.get_at(rel) else {
                 continue;
             };
-            let len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-            info.search_paths
-                .push((off, len, String::from_utf8_lossy(&rest[..len]).into_owned()));
+            let off = base + rel;
+            let len = text.len();
+            // The bytes there must be the string goblin read.
+            if bytes.get(off..off + len) != Some(text.as_bytes()) {
+                continue;
+            }
+            let shared = others.iter().any(|&o| o > rel && o < rel + len)
+                || dynamic
+                    .dyns
+                    .iter()
+                    .filter(|o| o.d_tag == DT_RPATH || o.d_tag == DT_RUNPATH)
+                    .any(|o| (o.d_val as usize) > rel && (o.d_val as usize) < rel + len);
+            info.search_paths.push(SearchPath {
+                offset: off,
+                len,
+                text: text.to_string(),
+                shared,
+            });
         }
     }
     Some(info)
+}
+
+/// An RPATH or RUNPATH string.
+#[derive(Debug)]
+pub struct SearchPath {
+    /// File offset of its first byte.
+    pub offset: usize,
+    /// Its length, without the NUL.
+    pub len: usize,
+    /// The entries, `:`-separated.
+    pub text: String,
+    /// Whether another string of the table is stored inside it (so it
+    /// cannot be rewritten in place).
+    pub shared: bool,
 }
 
 fn parse_version(v: &str) -> Option<(u32, u32)> {
@@ -67,16 +117,6 @@ fn parse_version(v: &str) -> Option<(u32, u32)> {
     let major = it.next()?.parse().ok()?;
     let minor = it.next().map_or(Some(0), |m| m.parse().ok())?;
     Some((major, minor))
-}
-
-/// The file offset of virtual address `vaddr`, through the loadable
-/// segments.
-fn file_offset(elf: &Elf<'_>, vaddr: u64) -> Option<usize> {
-    elf.program_headers
-        .iter()
-        .filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD)
-        .find(|p| vaddr >= p.p_vaddr && vaddr < p.p_vaddr + p.p_filesz)
-        .map(|p| (vaddr - p.p_vaddr + p.p_offset) as usize)
 }
 
 /// The conda subdirs an ELF machine runs in.
@@ -100,9 +140,17 @@ pub fn machine_name(machine: u16) -> String {
 
 /// Why a search path cannot be made relative.
 #[derive(Debug)]
-pub struct OutsidePrefix {
-    /// The entry.
-    pub entry: String,
+pub enum RelocateError {
+    /// An entry outside the prefix.
+    OutsidePrefix {
+        /// The entry.
+        entry: String,
+    },
+    /// The string shares its bytes with another one of the string table.
+    Shared {
+        /// The search path.
+        text: String,
+    },
 }
 
 /// Rewrites the RPATH/RUNPATH strings of the ELF file `bytes` at `rel`
@@ -114,17 +162,18 @@ pub fn relocate(
     info: &ElfInfo,
     rel: &str,
     prefix: &str,
-) -> Result<bool, OutsidePrefix> {
+) -> Result<bool, RelocateError> {
     let mut changed = false;
     let dir_depth = rel.matches('/').count();
-    for (off, len, text) in &info.search_paths {
+    for sp in &info.search_paths {
+        let (off, len, text) = (&sp.offset, &sp.len, &sp.text);
         let mut entries = Vec::new();
         for e in text.split(':').filter(|e| !e.is_empty()) {
             if e.starts_with("$ORIGIN") || e.starts_with("${ORIGIN}") {
                 entries.push(e.to_string());
             } else if let Some(inside) = e.strip_prefix(prefix) {
                 if !(inside.is_empty() || inside.starts_with('/')) {
-                    return Err(OutsidePrefix {
+                    return Err(RelocateError::OutsidePrefix {
                         entry: e.to_string(),
                     });
                 }
@@ -132,7 +181,7 @@ pub fn relocate(
                 let target = inside.trim_end_matches('/');
                 entries.push(format!("$ORIGIN{up}{target}"));
             } else {
-                return Err(OutsidePrefix {
+                return Err(RelocateError::OutsidePrefix {
                     entry: e.to_string(),
                 });
             }
@@ -140,6 +189,9 @@ pub fn relocate(
         let mut seen = std::collections::BTreeSet::new();
         entries.retain(|e| seen.insert(e.clone()));
         let new = entries.join(":");
+        if new != *text && sp.shared {
+            return Err(RelocateError::Shared { text: text.clone() });
+        }
         if new != *text && new.len() <= *len {
             let slot = &mut bytes[*off..*off + *len];
             slot.fill(0);

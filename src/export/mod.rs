@@ -105,6 +105,20 @@ pub enum ExportError {
         /// `$PREFIX` as the build saw it.
         prefix: String,
     },
+    /// An ELF search path whose bytes another string shares.
+    #[error(
+        "{package}: the RPATH/RUNPATH `{text}` of `{file}` shares its bytes with another string \
+         of the ELF string table, so it cannot be rewritten in place; link with \
+         -Wl,-rpath,'$ORIGIN/...' instead"
+    )]
+    RpathShared {
+        /// Package name.
+        package: String,
+        /// File.
+        file: String,
+        /// The search path.
+        text: String,
+    },
     /// An ELF file for another machine than the subdir's.
     #[error(
         "{package}: `{file}` is an ELF file for {machine}, which does not run in subdir {subdir}"

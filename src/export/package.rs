@@ -111,13 +111,18 @@ pub fn payload(
                 });
             }
             glibc = glibc.max(info.glibc);
-            elf::relocate(&mut data, &info, &rel, PREFIX).map_err(|o| {
-                ExportError::RpathOutsidePrefix {
+            elf::relocate(&mut data, &info, &rel, PREFIX).map_err(|e| match e {
+                elf::RelocateError::OutsidePrefix { entry } => ExportError::RpathOutsidePrefix {
                     package: package.into(),
                     file: rel.clone(),
-                    entry: o.entry,
+                    entry,
                     prefix: PREFIX.into(),
-                }
+                },
+                elf::RelocateError::Shared { text } => ExportError::RpathShared {
+                    package: package.into(),
+                    file: rel.clone(),
+                    text,
+                },
             })?;
         }
         let has_prefix = check_leaks(&needles, &data, package, &rel, true)?;

@@ -82,7 +82,7 @@ impl Portable {
         // Anything else naming the store (a path written by hand) is
         // rebased by its directory alone.
         subst.push((format!("{}/", dir.as_str()), format!("{PORTABLE_STORE}/")));
-        let mut r = d.with_replaced(&subst);
+        let mut r = d.with_replaced_at_once(&subst);
         r.input_drvs = input_drvs;
         r.input_sources = input_sources;
         let bytes = r.to_canonical_bytes();

@@ -761,6 +761,14 @@ let src = source(./.) in {
       cc -o $out/bin/outside ${src}/main.c -Wl,-rpath,/opt/vendor/lib
     '',
   },
+  nopie = package {
+    name = "nopie", version = "1.0", src = src,
+    build_inputs = [host_tool("cc")],
+    script = ''
+      mkdir -p $out/bin $out/lib
+      cc -no-pie -o $out/bin/nopie ${src}/main.c -Wl,-rpath,$out/lib
+    '',
+  },
   plain = package {
     name = "plain", version = "1.0", src = src,
     build_inputs = [host_tool("cc")],
@@ -782,6 +790,15 @@ let src = source(./.) in {
         "{}",
         r.stderr()
     );
+    // A non-PIE executable (its segments not at address 0) is relocated too.
+    let r = p
+        .run(&["export", "--conda", "-A", "nopie", "-o", "out", "--json"])
+        .ok();
+    let pkg = PathBuf::from(json(&r)[0]["path"].as_str().unwrap().to_string());
+    let bin = payload_file(&pkg, "bin/nopie");
+    let has = |needle: &[u8]| bin.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"$ORIGIN/../lib\0"));
+    assert!(!has(b"_placehold"));
     let r = p
         .run(&[
             "export",
