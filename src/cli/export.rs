@@ -37,16 +37,7 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
         .unwrap_or_default();
     let mut recipe_files = Vec::new();
     for r in &reads {
-        // Named relative to the recipe's folder (else by file name alone):
-        // the package must not depend on where the checkout is.
-        let name = r
-            .strip_prefix(&recipe_dir)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| {
-                r.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            });
+        let name = recipe_file_name(&recipe_dir, r);
         let data = std::fs::read(r).map_err(|source| crate::store::StoreError::Read {
             path: r.clone(),
             source,
@@ -125,12 +116,39 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
 /// `SOURCE_DATE_EPOCH` when set (whole seconds), else the fixed default.
 fn source_date_epoch() -> Result<u64, CliError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse::<u64>().map_err(|_| {
-            CliError::from(ExportError::BadMetadata {
-                what: "SOURCE_DATE_EPOCH".into(),
-                reason: format!("`{v}` is not a whole number of seconds since 1970"),
-            })
-        }),
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            // Up to 9999-12-31: a millisecond timestamp and a zip date must
+            // hold it.
+            .filter(|&s| s <= 253_402_300_799)
+            .ok_or_else(|| {
+                CliError::from(ExportError::BadMetadata {
+                    what: "SOURCE_DATE_EPOCH".into(),
+                    reason: format!(
+                        "`{v}` is not a whole number of seconds since 1970 (up to year 9999)"
+                    ),
+                })
+            }),
         _ => Ok(crate::export::run::DEFAULT_EPOCH),
     }
+}
+
+/// The name of a recipe file in `info/recipe/`: its path relative to the
+/// recipe's folder, with each `..` written `_up_` (tar members cannot go up),
+/// so that the package does not depend on where the checkout is and two
+/// files never share a name.
+fn recipe_file_name(recipe_dir: &std::path::Path, file: &std::path::Path) -> String {
+    use std::path::Component;
+    let dir: Vec<Component<'_>> = recipe_dir.components().collect();
+    let f: Vec<Component<'_>> = file.components().collect();
+    let common = dir.iter().zip(&f).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["_up_".to_string(); dir.len() - common];
+    parts.extend(
+        f[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
 }

@@ -47,7 +47,9 @@ pub fn drv_targets(store: &mut Store, args: DrvTarget) -> Result<Vec<String>, Cl
 
 /// Evaluates `file` (for the conda subdir `platform`, default the host's),
 /// writes its derivations and returns the `.drv` paths of the targets `attrs`
-/// selects, with every file the evaluation read.
+/// selects, with every file the evaluation read. With a `platform` (an
+/// export), every derivation of the file is evaluated, so that what was
+/// read does not depend on `attrs`.
 pub fn evaluate(
     store: &mut Store,
     file: &std::path::Path,
@@ -63,6 +65,12 @@ pub fn evaluate(
     let mut ev = Evaluator::new(&mut host, cwd)?;
     let root = ev.eval_file(file)?;
     let selected = targets::select(&mut ev, &root, attrs, &shown)?;
+    if platform.is_some() {
+        // For an export, the recipe files a package records must not depend
+        // on which targets were selected (imports are read when first
+        // used): evaluate every derivation of the file, whatever fails.
+        let _ = targets::select(&mut ev, &root, &[], &shown);
+    }
     std::mem::forget(root);
     std::mem::forget(ev);
     let paths: Vec<String> = selected

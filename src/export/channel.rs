@@ -1,9 +1,12 @@
 //! Channels on disk: `<channel>/<subdir>/` folders of packages, each with a
 //! `repodata.json` that lists them. Adding packages takes the channel's lock
-//! (`<channel>/.cbuild-channel.lock`, `flock`), checks every repodata file it
-//! will touch before changing anything, moves the packages in, then replaces
-//! each `repodata.json` atomically. `noarch/` and the packages' subdirs always
-//! have one. A `repodata.json.zst` is rewritten with it; sharded repodata and
+//! (`<channel>/.cbuild-channel.lock`, `flock`) for as long as it writes, not
+//! while packages are built, checks every repodata file it will touch before
+//! changing anything, moves the packages in, then replaces each
+//! `repodata.json` atomically (a package moved in but not listed, should
+//! that fail, is invisible to clients and replaced by the next export).
+//! `noarch/` and the packages' subdirs always have one. A
+//! `repodata.json.zst` is rewritten with it; sharded repodata and
 //! `current_repodata.json`, which cbuild does not write, are removed rather
 //! than left stale.
 
@@ -32,8 +35,9 @@ pub struct Entry {
 }
 
 /// The channel directory, created if missing; an error naming it when it is
-/// a file or cannot be written.
-pub fn open(channel: &Path) -> Result<ChannelLock, ExportError> {
+/// a file or cannot be written, or when the repodata of `subdirs` (and
+/// `noarch`) is not valid: all checked before anything is built.
+pub fn open(channel: &Path, subdirs: &[&str]) -> Result<Channel, ExportError> {
     match std::fs::metadata(channel) {
         Ok(m) if !m.is_dir() => {
             return Err(ExportError::Channel {
@@ -44,44 +48,50 @@ pub fn open(channel: &Path) -> Result<ChannelLock, ExportError> {
         Ok(_) => {}
         Err(_) => std::fs::create_dir_all(channel).map_err(write_err(channel))?,
     }
-    let lock_path = channel.join(".cbuild-channel.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| ExportError::Channel {
-            path: channel.into(),
-            reason: format!("cannot be written ({e})"),
-        })?;
-    let lock =
-        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-            ExportError::Channel {
-                path: lock_path.clone(),
-                reason: format!("cannot be locked ({e})"),
-            }
-        })?;
-    Ok(ChannelLock {
+    let c = Channel {
         dir: channel.to_path_buf(),
-        _lock: lock,
-    })
+    };
+    c.lock_file()?;
+    for s in subdirs.iter().chain(&["noarch"]) {
+        c.read_repodata(s)?;
+    }
+    Ok(c)
 }
 
-/// A channel held locked.
-pub struct ChannelLock {
+/// A channel directory.
+pub struct Channel {
     dir: PathBuf,
-    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
-impl ChannelLock {
+impl Channel {
     /// The channel directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Adds `entries`; with no entries, makes sure `noarch/` and `subdirs`
-    /// have a repodata.json.
+    fn lock_file(&self) -> Result<std::fs::File, ExportError> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(".cbuild-channel.lock"))
+            .map_err(|e| ExportError::Channel {
+                path: self.dir.clone(),
+                reason: format!("cannot be written ({e})"),
+            })
+    }
+
+    /// Adds `entries` under the channel's lock; `noarch/` and `subdirs`
+    /// get a repodata.json even when nothing is added to them. Every
+    /// repodata file is read and the new ones made before anything moves;
+    /// then the packages are moved in and the repodata files replaced.
     pub fn add(&self, entries: Vec<Entry>, subdirs: &[&str]) -> Result<(), ExportError> {
+        // Held until this returns: writers of one channel take turns.
+        let _lock = nix::fcntl::Flock::lock(self.lock_file()?, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| ExportError::Channel {
+                path: self.dir.join(".cbuild-channel.lock"),
+                reason: format!("cannot be locked ({e})"),
+            })?;
         let mut touched: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         touched.entry("noarch".into()).or_default();
         for s in subdirs {
@@ -90,26 +100,27 @@ impl ChannelLock {
         for e in entries {
             touched.entry(e.subdir.clone()).or_default().push(e);
         }
-        // Read (and check) every repodata first: a corrupt one fails the
-        // export before anything in the channel changes.
-        let mut current = BTreeMap::new();
-        for subdir in touched.keys() {
-            current.insert(subdir.clone(), self.read_repodata(subdir)?);
-        }
+        let mut plans = Vec::new();
         for (subdir, entries) in touched {
+            let mut repodata = self.read_repodata(&subdir)?;
             let dir = self.dir.join(&subdir);
-            std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
-            let mut repodata = current.remove(&subdir).unwrap_or_default();
             let changed = !entries.is_empty() || !dir.join("repodata.json").exists();
+            let mut moves = Vec::new();
             for e in entries {
-                let dest = dir.join(&e.file_name);
-                std::fs::rename(&e.file, &dest).map_err(write_err(&dest))?;
                 let map = repodata
                     .entry(e.key)
                     .or_insert_with(|| Value::Object(Map::new()));
                 if let Value::Object(m) = map {
                     m.insert(e.file_name.clone(), e.record);
                 }
+                moves.push((e.file, dir.join(&e.file_name)));
+            }
+            plans.push((subdir, dir, repodata, changed, moves));
+        }
+        for (subdir, dir, repodata, changed, moves) in plans {
+            std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+            for (from, to) in moves {
+                std::fs::rename(&from, &to).map_err(write_err(&to))?;
             }
             if changed {
                 self.write_repodata(&subdir, &repodata)?;
@@ -165,8 +176,14 @@ impl ChannelLock {
         atomic_write(&dir.join("repodata.json"), &bytes)?;
         let zst = dir.join("repodata.json.zst");
         if zst.exists() {
-            let compressed = zstd::bulk::compress(&bytes, 19).map_err(write_err(&zst))?;
-            atomic_write(&zst, &compressed)?;
+            let written = zstd::bulk::compress(&bytes, 19)
+                .map_err(write_err(&zst))
+                .and_then(|c| atomic_write(&zst, &c));
+            if let Err(e) = written {
+                // Clients read it first: better none than a stale one.
+                let _ = std::fs::remove_file(&zst);
+                return Err(e);
+            }
         }
         for stale in ["repodata_shards.msgpack.zst", "current_repodata.json"] {
             let p = dir.join(stale);

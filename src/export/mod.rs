@@ -52,6 +52,29 @@ pub enum ExportError {
         /// The entry.
         input: String,
     },
+    /// Two packages of one name in one host environment.
+    #[error(
+        "{drv}: its host environment would hold two packages named `{name}`, from {}; conda \
+         installs one package of a name",
+        drvs.join(" and ")
+    )]
+    TwoOfOneName {
+        /// The derivation being exported.
+        drv: String,
+        /// The package name.
+        name: String,
+        /// The two derivations.
+        drvs: Vec<String>,
+    },
+    /// Host inputs need an `out` prefix to be laid into.
+    #[error(
+        "{drv}: has host inputs but no `out` output; its host inputs are laid into the `out` \
+         prefix, so export needs one"
+    )]
+    NoOutOutput {
+        /// The derivation.
+        drv: String,
+    },
     /// Run inputs that need each other.
     #[error("run inputs form a cycle: {}", drvs.join(" -> "))]
     Cycle {

@@ -83,6 +83,9 @@ pub fn payload(
                 // Absolute into the prefix: relative to the link's folder.
                 let up = "../".repeat(rel.matches('/').count());
                 target = format!("{up}{}", inside.trim_start_matches('/'));
+                if target.is_empty() {
+                    target = ".".into();
+                }
             }
             check_leaks(&needles, target.as_bytes(), package, &rel, false)?;
             members.push(Member {
@@ -147,6 +150,13 @@ pub fn payload(
             kind: Kind::File { data, executable },
         });
     }
+    // By the bytes of the path, as the tars are and conda-build sorts
+    // (`a-c` before `a/b`), not by path component as the walk went.
+    members.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    paths.sort_by(|a, b| {
+        let p = |v: &Value| v["_path"].as_str().unwrap_or_default().as_bytes().to_vec();
+        p(a).cmp(&p(b))
+    });
     Ok(Payload {
         members,
         paths,

@@ -195,6 +195,23 @@ fn visit(
     let mut layers: Vec<PackageRef> = layers.into_iter().collect();
     // By package name: the order must not depend on where the store is.
     layers.sort_by_key(|p| (plan.package_name(p), p.output.clone()));
+    // One prefix holds one package of a name, as conda installs it.
+    for w in layers.windows(2) {
+        let (a, b) = (plan.package_name(&w[0]), plan.package_name(&w[1]));
+        if a == b {
+            return Err(ExportError::TwoOfOneName {
+                drv: shown,
+                name: a,
+                drvs: [&w[0], &w[1]]
+                    .iter()
+                    .map(|p| store.dir().path_of(&plan.nodes[p.node].original))
+                    .collect(),
+            });
+        }
+    }
+    if !layers.is_empty() && !drv.outputs.iter().any(|o| o == "out") {
+        return Err(ExportError::NoOutOutput { drv: shown });
+    }
 
     let mut subst: Vec<(String, String)> = drv
         .outputs

@@ -110,8 +110,8 @@ pub fn export(
             }
         })?;
     }
-    let lock = match &opts.channel {
-        Some(c) => Some(channel::open(c)?),
+    let channel = match &opts.channel {
+        Some(c) => Some(channel::open(c, &[opts.subdir.as_str()])?),
         None => {
             std::fs::create_dir_all(&opts.output_dir)
                 .map_err(super::write_err(&opts.output_dir))?;
@@ -128,7 +128,7 @@ pub fn export(
         });
     }
     let built: std::collections::HashSet<&StorePath> = outcome.built.iter().collect();
-    let staging = match &lock {
+    let staging = match &channel {
         Some(l) => l.dir().to_path_buf(),
         None => opts.output_dir.clone(),
     };
@@ -168,7 +168,7 @@ pub fn export(
                     key: opts.format.repodata_key(),
                     record: w.record,
                 });
-                if let Some(l) = &lock {
+                if let Some(l) = &channel {
                     ex.path = l.dir().join(&ex.subdir).join(file_name(&ex, opts.format));
                 }
             }
@@ -176,7 +176,7 @@ pub fn export(
             done.insert(p, (w.spec, ex, w.run_exports));
         }
     }
-    if let Some(l) = &lock {
+    if let Some(l) = &channel {
         let mut subdirs: Vec<&str> = subdirs_used.iter().map(String::as_str).collect();
         subdirs.push(opts.subdir.as_str());
         l.add(entries, &subdirs)?;
@@ -213,19 +213,20 @@ struct Written {
     staged: Option<PathBuf>,
 }
 
-/// Match specs a dependent gets from `dep`: its `run_exports` (weak and
-/// strong) when it declares them, else an exact pin.
-fn dep_specs(dep: &(String, Exported, Option<Value>)) -> Vec<String> {
+/// Match specs a dependent gets from `dep` under `keys` of its
+/// `run_exports`: `weak` and `strong` (else an exact pin), or
+/// `weak_constrains` and `strong_constrains` (for its `constrains`).
+fn dep_specs(dep: &(String, Exported, Option<Value>), keys: [&str; 2]) -> Vec<String> {
     let (spec, _, run_exports) = dep;
-    match run_exports {
-        Some(Value::Object(m)) => ["weak", "strong"]
-            .iter()
-            .filter_map(|k| m.get(*k))
-            .filter_map(Value::as_array)
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        _ => vec![spec.clone()],
+    let specs: Vec<String> = match run_exports {
+        Some(Value::Object(m)) => keys.iter().flat_map(|k| strings(m.get(*k))).collect(),
+        _ => Vec::new(),
+    };
+    // Without `weak` or `strong` specs (none, or constrains only): a pin.
+    if specs.is_empty() && keys[0] == "weak" {
+        vec![spec.clone()]
+    } else {
+        specs
     }
 }
 
@@ -290,12 +291,14 @@ fn write_package(
     // depends: what it was built against, its run inputs, its own specs,
     // and the glibc its ELF files need.
     let mut depends: Vec<String> = Vec::new();
+    let mut extra_constrains: Vec<String> = Vec::new();
     for d in plan.package_deps(p) {
         if let Some(dep) = done.get(&d) {
             if d.node == p.node {
                 depends.push(dep.0.clone());
             } else {
-                depends.extend(dep_specs(dep));
+                depends.extend(dep_specs(dep, ["weak", "strong"]));
+                extra_constrains.extend(dep_specs(dep, ["weak_constrains", "strong_constrains"]));
             }
         }
     }
@@ -308,6 +311,7 @@ fn write_package(
     depends.sort();
     depends.dedup();
     let mut constrains = strings(meta.get("constrains"));
+    constrains.extend(extra_constrains);
     constrains.sort();
     constrains.dedup();
     let build_number = meta
@@ -523,7 +527,7 @@ fn license_files(
                     within: "the package's src (it has none)".into(),
                 });
             };
-            (Path::new(src).join(&f), "src".to_string())
+            (resolve(store, &n.drv, src)?.join(&f), "src".to_string())
         };
         let meta = std::fs::metadata(&path).map_err(|_| ExportError::NoLicenseFile {
             package: package.into(),
@@ -570,4 +574,29 @@ fn copy_atomically(from: &Path, to: &Path) -> Result<(), ExportError> {
         std::io::copy(&mut src, f).map_err(super::write_err(to))?;
         Ok(())
     })
+}
+
+/// `text` with the placeholder of an input's output (a `src` that is a
+/// `fetch`, say) replaced by the path it was realised at.
+fn resolve(
+    store: &Store,
+    d: &crate::derivation::Derivation,
+    text: &str,
+) -> Result<PathBuf, ExportError> {
+    for input in d.input_drvs.keys() {
+        let id = store.read_derivation(input)?;
+        let h = id.drv_hash();
+        for o in &id.outputs {
+            let ph = crate::derivation::placeholder::input_output(&h, o);
+            if let Some(rest) = text.strip_prefix(&ph)
+                && let Some(base) = store.db().realisation(&h, o)?
+            {
+                return Ok(PathBuf::from(format!(
+                    "{}/{base}{rest}",
+                    store.dir().as_str()
+                )));
+            }
+        }
+    }
+    Ok(PathBuf::from(text))
 }

@@ -875,3 +875,53 @@ fn a_read_only_channel_is_a_clear_error_and_stays_as_it_was() {
         "{}"
     );
 }
+
+#[test]
+fn a_licence_inside_a_fetched_source_is_packaged() {
+    use sha2::Digest;
+    let p = Project::new();
+    let up = p.path().join("upstream/tool-1.0");
+    std::fs::create_dir_all(&up).unwrap();
+    std::fs::write(up.join("COPYING"), "the licence text\n").unwrap();
+    std::fs::write(up.join("tool.sh"), "#!/bin/sh\necho tool\n").unwrap();
+    let tarball = p.path().join("tool-1.0.tar.gz");
+    let ok = Command::new("tar")
+        .args(["-czf", tarball.to_str().unwrap(), "-C"])
+        .arg(p.path().join("upstream"))
+        .arg("tool-1.0")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let sha: String = sha2::Sha256::digest(std::fs::read(&tarball).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let recipe = format!(
+        r#"
+package {{
+  name = "tool", version = "1.0",
+  src = fetch("file://{}", "sha256:{sha}", unpack = true),
+  script = ''
+    mkdir -p $out/bin
+    cp $src/tool.sh $out/bin/tool
+  '',
+  about = {{ license = "GPL-3.0-only", license_file = "COPYING" }},
+}}
+"#,
+        tarball.display()
+    );
+    let p = p.file("pkg/recipe.cb", recipe);
+    let r = p
+        .run_in(
+            &p.path().join("pkg"),
+            &["export", "--conda", "-o", "../out", "--json"],
+            &[],
+        )
+        .ok();
+    let pkg = PathBuf::from(json(&r)[0]["path"].as_str().unwrap().to_string());
+    assert_eq!(info_file(&pkg, "licenses/COPYING"), b"the licence text\n");
+    assert_eq!(
+        info_file(&pkg, "recipe/recipe.cb"),
+        p.read("pkg/recipe.cb").as_bytes()
+    );
+}
