@@ -183,10 +183,23 @@ fn greet_exports_to_a_channel_that_a_conda_client_installs_from() {
     // Pinned to the exact build it was built against, and the glibc it needs.
     let pin = format!("libgreet ==1.2.0 {}", libgreet["build"].as_str().unwrap());
     assert!(depends.contains(&pin.as_str()), "{depends:?}");
-    assert!(
-        depends.iter().any(|d| d.starts_with("__glibc >=2.")),
-        "{depends:?}"
-    );
+    // The highest GLIBC_ version the program's version needs, as readelf
+    // reads them.
+    let bin = p.path().join("hello.bin");
+    std::fs::write(&bin, payload_file(&hello_path, "bin/hello")).unwrap();
+    let readelf = Command::new("readelf").arg("-V").arg(&bin).output().unwrap();
+    let text = String::from_utf8_lossy(&readelf.stdout);
+    let need = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            let mut it = v.split('.').map(|n| n.parse::<u32>().ok());
+            Some((it.next()??, it.next().flatten().unwrap_or(0)))
+        })
+        .max()
+        .unwrap();
+    let glibc = format!("__glibc >={}.{}", need.0, need.1);
+    assert!(depends.contains(&glibc.as_str()), "{depends:?} lacks {glibc}");
     let repodata: Value =
         serde_json::from_slice(&std::fs::read(ch.join("linux-64/repodata.json")).unwrap()).unwrap();
     let fname = hello_path.file_name().unwrap().to_str().unwrap();
