@@ -187,7 +187,11 @@ fn greet_exports_to_a_channel_that_a_conda_client_installs_from() {
     // reads them.
     let bin = p.path().join("hello.bin");
     std::fs::write(&bin, payload_file(&hello_path, "bin/hello")).unwrap();
-    let readelf = Command::new("readelf").arg("-V").arg(&bin).output().unwrap();
+    let readelf = Command::new("readelf")
+        .arg("-V")
+        .arg(&bin)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&readelf.stdout);
     let need = text
         .split_whitespace()
@@ -199,7 +203,10 @@ fn greet_exports_to_a_channel_that_a_conda_client_installs_from() {
         .max()
         .unwrap();
     let glibc = format!("__glibc >={}.{}", need.0, need.1);
-    assert!(depends.contains(&glibc.as_str()), "{depends:?} lacks {glibc}");
+    assert!(
+        depends.contains(&glibc.as_str()),
+        "{depends:?} lacks {glibc}"
+    );
     let repodata: Value =
         serde_json::from_slice(&std::fs::read(ch.join("linux-64/repodata.json")).unwrap()).unwrap();
     let fname = hello_path.file_name().unwrap().to_str().unwrap();
@@ -673,6 +680,18 @@ fn go_cli_exports_for_linux_64_and_cross_compiles_for_aarch64() {
     let payload = payload_file(&pkg, "bin/devssh");
     // e_machine 183: AArch64.
     assert_eq!(u16::from_le_bytes([payload[18], payload[19]]), 183);
+    // And it runs there (under qemu-user, which .ci/setup installs).
+    let bin = p.outside("devssh-aarch64");
+    std::fs::write(&bin, &payload).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    match Command::new("qemu-aarch64-static")
+        .arg(&bin)
+        .arg("-version")
+        .output()
+    {
+        Ok(out) => assert_eq!(String::from_utf8_lossy(&out.stdout), "devssh 0.3.0\n"),
+        Err(e) => eprintln!("qemu-aarch64-static: {e}: the aarch64 binary was not run"),
+    }
 }
 
 #[test]
@@ -937,4 +956,38 @@ package {{
         info_file(&pkg, "recipe/recipe.cb"),
         p.read("pkg/recipe.cb").as_bytes()
     );
+}
+
+#[test]
+fn recipe_files_enter_a_source_only_when_asked() {
+    let p = Project::new()
+        .file(
+            "pkg/recipe.cb",
+            r#"{ without = source(./.), with = source(./., recipes = true) }"#,
+        )
+        .file("pkg/data.txt", "data\n")
+        .file("pkg/other.cb", "1\n");
+    let dir = p.path().join("pkg");
+    let eval = || -> Value {
+        let r = p
+            .run_in(&dir, &["eval", "--expr", "import(./recipe.cb)"], &[])
+            .ok();
+        serde_json::from_str(&r.stdout()).unwrap()
+    };
+    let before = eval();
+    std::fs::write(dir.join("other.cb"), "2\n").unwrap();
+    let after = eval();
+    assert_eq!(
+        before["without"], after["without"],
+        "a .cb edit changed source(./.)"
+    );
+    assert_ne!(
+        before["with"], after["with"],
+        "recipes = true must include .cb files"
+    );
+    let listing = std::fs::read_dir(before["without"].as_str().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(listing, ["data.txt"]);
 }
