@@ -18,7 +18,16 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
         .clone()
         .unwrap_or_else(|| cbuild_lang::host::host_subdir().to_string());
     // Before anything is evaluated or built.
-    if !platform::is_known(&subdir) || subdir == "noarch" {
+    if subdir == "noarch" {
+        return Err(ExportError::BadMetadata {
+            what: "--subdir noarch".into(),
+            reason: "a recipe makes a package noarch (`noarch = \"generic\"`); --subdir names \
+                     the platform the others are built for"
+                .into(),
+        }
+        .into());
+    }
+    if !platform::is_known(&subdir) {
         return Err(ExportError::UnknownSubdir { subdir }.into());
     }
     let epoch = source_date_epoch()?;

@@ -9,7 +9,7 @@
 //! than with `rattler_package_streaming`, whose writer brings an async HTTP
 //! stack into the build; `tests/it/export.rs` pins the bytes.
 
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::Path;
 
 use super::{ExportError, write_err};
@@ -48,13 +48,44 @@ impl Format {
     }
 }
 
+/// The content of a file member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Data {
+    /// Bytes in memory (metadata, and payload files the export changed).
+    Bytes(Vec<u8>),
+    /// A file read when the tar is written, of this size: payload files
+    /// stay on disk, so a large package does not fill memory.
+    File(std::path::PathBuf, u64),
+}
+
+impl Data {
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Data::Bytes(b) => b.len() as u64,
+            Data::File(_, n) => *n,
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Vec<u8>> for Data {
+    fn from(b: Vec<u8>) -> Data {
+        Data::Bytes(b)
+    }
+}
+
 /// What a member is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A regular file.
     File {
-        /// Its bytes.
-        data: Vec<u8>,
+        /// Its content.
+        data: Data,
         /// Mode 0755 rather than 0644.
         executable: bool,
     },
@@ -84,10 +115,11 @@ pub fn write(
     format: Format,
     zstd_level: i32,
 ) -> Result<(), ExportError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
     super::write_atomically(dest, |file| {
         let file = file.try_clone().map_err(write_err(dest))?;
         match format {
-            Format::Conda => write_conda(file, stem, info, payload, mtime, zstd_level),
+            Format::Conda => write_conda(file, dir, stem, info, payload, mtime, zstd_level),
             Format::TarBz2 => {
                 let w = bzip2::write::BzEncoder::new(
                     std::io::BufWriter::new(file),
@@ -111,6 +143,7 @@ fn sorted(members: &[Member]) -> Vec<&Member> {
 
 fn write_conda(
     file: std::fs::File,
+    dir: &Path,
     stem: &str,
     info: &[Member],
     payload: &[Member],
@@ -135,19 +168,27 @@ fn write_conda(
         (format!("pkg-{stem}.tar.zst"), payload),
         (format!("info-{stem}.tar.zst"), info),
     ] {
-        // Compressed in one call, with the size known: zstd then sizes its
-        // tables to the input (level 19's defaults take ~100 MiB, which a
-        // small package would spend most of its time allocating). A STORED
-        // zip entry's size goes before its data anyway.
-        let tar = write_tar(Vec::new(), &sorted(members), mtime)?;
-        let mut zstd = zstd::bulk::Compressor::new(zstd_level).map_err(io)?;
-        zstd.include_checksum(true).map_err(io)?;
-        zstd.include_contentsize(true).map_err(io)?;
-        let bytes = zstd.compress(&tar).map_err(io)?;
-        let big = bytes.len() as u64 >= u64::from(u32::MAX);
+        // The tar goes to a temporary file first, so that zstd knows its
+        // size: it then fits its tables to the input (level 19's defaults
+        // take ~100 MiB, which a small package would spend most of its
+        // time allocating) and records the size in the frame.
+        let mut tar = tempfile::tempfile_in(dir).map_err(io)?;
+        let mut w = write_tar(std::io::BufWriter::new(&mut tar), &sorted(members), mtime)?;
+        w.flush().map_err(io)?;
+        drop(w);
+        let len = tar.stream_position().map_err(io)?;
+        tar.rewind().map_err(io)?;
+        // zstd never makes a tar much bigger; a zip64 entry where it might
+        // pass 4 GiB.
+        let big = len >= u64::from(u32::MAX) - (1 << 20);
         zip.start_file(name, options.large_file(big))
             .map_err(zip_err)?;
-        zip.write_all(&bytes).map_err(io)?;
+        let mut enc = zstd::stream::Encoder::new(&mut zip, zstd_level).map_err(io)?;
+        enc.include_checksum(true).map_err(io)?;
+        enc.include_contentsize(true).map_err(io)?;
+        enc.set_pledged_src_size(Some(len)).map_err(io)?;
+        std::io::copy(&mut tar, &mut enc).map_err(io)?;
+        enc.finish().map_err(io)?;
     }
     let mut w = zip.finish().map_err(zip_err)?;
     w.flush().map_err(io)
@@ -168,9 +209,20 @@ fn write_tar<W: Write>(w: W, members: &[&Member], mtime: u64) -> Result<W, Expor
             Kind::File { data, executable } => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_mode(if *executable { 0o755 } else { 0o644 });
-                h.set_size(data.len() as u64);
-                b.append_data(&mut h, &m.path, data.as_slice())
-                    .map_err(io)?;
+                h.set_size(data.len());
+                match data {
+                    Data::Bytes(bytes) => b.append_data(&mut h, &m.path, bytes.as_slice()),
+                    Data::File(path, len) => {
+                        let f = std::fs::File::open(path).map_err(|e| ExportError::Read {
+                            path: path.clone(),
+                            source: e,
+                        })?;
+                        // Exactly the size in the header, whatever happens
+                        // to the file meanwhile (store files never change).
+                        b.append_data(&mut h, &m.path, std::io::Read::take(f, *len))
+                    }
+                }
+                .map_err(io)?;
             }
             Kind::Symlink(target) => {
                 h.set_entry_type(tar::EntryType::Symlink);

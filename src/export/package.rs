@@ -16,7 +16,7 @@ use aho_corasick::AhoCorasick;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use super::archive::{Kind, Member};
+use super::archive::{Data, Kind, Member};
 use super::{ExportError, elf, read_err};
 use crate::derivation::prefix::PREFIX;
 
@@ -95,15 +95,29 @@ pub fn payload(
             paths.push(json!({"_path": rel, "path_type": "softlink"}));
             continue;
         }
-        let mut data = std::fs::read(e.path()).map_err(read_err(e.path()))?;
-        let executable = {
+        let (executable, len) = {
             use std::os::unix::fs::PermissionsExt;
-            e.metadata()
-                .map(|m| m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
+            let m = e.metadata().map_err(|err| {
+                let (path, source) = crate::store::walk_error(root, err);
+                ExportError::Read { path, source }
+            })?;
+            (m.permissions().mode() & 0o111 != 0, m.len())
         };
-        let is_elf = elf::is_elf(&data);
-        if is_elf && let Some(info) = elf::inspect(&data) {
+        let file = std::fs::File::open(e.path()).map_err(read_err(e.path()))?;
+        // SAFETY: store objects are read-only and never change once
+        // registered (cbuild writes them once, with modes 0444/0555), so
+        // the mapping cannot change under the slice. Mapped rather than
+        // read: a large package's files stay out of memory.
+        let map = if len == 0 {
+            None
+        } else {
+            Some(unsafe { memmap2::Mmap::map(&file) }.map_err(read_err(e.path()))?)
+        };
+        let mapped: &[u8] = map.as_deref().unwrap_or(&[]);
+        // Only a file the export changes (a relocated ELF file) is copied.
+        let mut changed: Option<Vec<u8>> = None;
+        let is_elf = elf::is_elf(mapped);
+        if is_elf && let Some(info) = elf::inspect(mapped) {
             let subdirs = elf::machine_subdirs(info.machine);
             if !subdirs.contains(&subdir) {
                 return Err(ExportError::WrongMachine {
@@ -114,7 +128,8 @@ pub fn payload(
                 });
             }
             glibc = glibc.max(info.glibc);
-            elf::relocate(&mut data, &info, &rel, PREFIX).map_err(|e| match e {
+            let mut copy = mapped.to_vec();
+            let relocated = elf::relocate(&mut copy, &info, &rel, PREFIX).map_err(|e| match e {
                 elf::RelocateError::OutsidePrefix { entry } => ExportError::RpathOutsidePrefix {
                     package: package.into(),
                     file: rel.clone(),
@@ -127,9 +142,13 @@ pub fn payload(
                     text,
                 },
             })?;
+            if relocated {
+                changed = Some(copy);
+            }
         }
-        let has_prefix = check_leaks(&needles, &data, package, &rel, true)?;
-        let sha = hex(&sha2::Sha256::digest(&data));
+        let data: &[u8] = changed.as_deref().unwrap_or(mapped);
+        let has_prefix = check_leaks(&needles, data, package, &rel, true)?;
+        let sha = hex(&sha2::Sha256::digest(data));
         let mut entry = BTreeMap::from([
             ("_path".to_string(), json!(rel)),
             ("path_type".into(), json!("hardlink")),
@@ -137,7 +156,7 @@ pub fn payload(
             ("size_in_bytes".into(), json!(data.len())),
         ]);
         if has_prefix {
-            let text = !is_elf && !data.contains(&0) && std::str::from_utf8(&data).is_ok();
+            let text = !is_elf && !data.contains(&0) && std::str::from_utf8(data).is_ok();
             entry.insert(
                 "file_mode".into(),
                 json!(if text { "text" } else { "binary" }),
@@ -145,6 +164,10 @@ pub fn payload(
             entry.insert("prefix_placeholder".into(), json!(PREFIX));
         }
         paths.push(serde_json::to_value(entry).unwrap_or_default());
+        let data = match changed {
+            Some(bytes) => Data::Bytes(bytes),
+            None => Data::File(e.path().to_path_buf(), len),
+        };
         members.push(Member {
             path: rel,
             kind: Kind::File { data, executable },

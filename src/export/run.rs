@@ -391,7 +391,7 @@ fn write_package(
     let file = |path: &str, data: Vec<u8>| Member {
         path: format!("info/{path}"),
         kind: Kind::File {
-            data,
+            data: data.into(),
             executable: false,
         },
     };
@@ -478,13 +478,11 @@ fn write_package(
             let _ = copy_atomically(&dest, &cached);
         }
     }
-    let bytes = std::fs::read(&dest).map_err(read_err(&dest))?;
-    let sha256 = hex(&sha2::Sha256::digest(&bytes));
-    let md5 = hex(&md5::Md5::digest(&bytes));
+    let (sha256, md5, size) = digests_of(&dest)?;
     let mut record = index.clone();
     record.insert("sha256".into(), json!(sha256));
     record.insert("md5".into(), json!(md5));
-    record.insert("size".into(), json!(bytes.len()));
+    record.insert("size".into(), json!(size));
     if let Some(re) = &run_exports {
         record.insert("run_exports".into(), re.clone());
     }
@@ -599,4 +597,23 @@ fn resolve(
         }
     }
     Ok(PathBuf::from(text))
+}
+
+/// sha256, md5 and size of a file, read in pieces.
+fn digests_of(path: &Path) -> Result<(String, String, u64), ExportError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(read_err(path))?;
+    let (mut sha, mut md5) = (sha2::Sha256::new(), md5::Md5::new());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(read_err(path))?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        md5.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex(&sha.finalize()), hex(&md5.finalize()), size))
 }

@@ -401,7 +401,7 @@ fn golden_members() -> (
     let file = |path: &str, data: &[u8], executable: bool| Member {
         path: path.into(),
         kind: Kind::File {
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             executable,
         },
     };
