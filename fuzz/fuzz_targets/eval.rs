@@ -18,7 +18,7 @@ impl Host for NoIo {
     fn import_path(&mut self, _: &Path) -> Result<Str, HostError> {
         Err(HostError::new("no store while fuzzing"))
     }
-    fn source(&mut self, _: &Path, _: &[String], _: bool) -> Result<Str, HostError> {
+    fn source(&mut self, _: &Path, _: &[String], _: bool, _: bool) -> Result<Str, HostError> {
         Err(HostError::new("no store while fuzzing"))
     }
     fn fetch(&mut self, _: &str, _: &str, _: bool) -> Result<Derivation, HostError> {

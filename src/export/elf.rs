@@ -206,6 +206,46 @@ pub fn relocate(
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
+    /// A real executable of this machine (small, with a dynamic section).
+    fn sample() -> Vec<u8> {
+        ["/bin/true", "/usr/bin/true"]
+            .iter()
+            .find_map(|p| std::fs::read(p).ok())
+            .expect("a /bin/true to mutate")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)))]
+        /// Whatever a build leaves in an ELF file, reading and relocating
+        /// it never panics (a corrupt file is packaged as data or refused).
+        #[test]
+        fn damaged_elf_files_never_panic(
+            flips in proptest::collection::vec((0usize..1_000_000, any::<u8>()), 1..24),
+            cut in proptest::option::of(0usize..16384),
+        ) {
+            let mut bytes = sample();
+            for (at, b) in flips {
+                let n = bytes.len();
+                bytes[at % n] = b;
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c.min(bytes.len()));
+            }
+            if let Some(info) = inspect(&bytes) {
+                let _ = relocate(&mut bytes, &info, "bin/x", "/p");
+            }
+        }
+    }
+
+    #[test]
+    fn a_real_executable_reads() {
+        let info = inspect(&sample()).expect("parses");
+        assert!(!machine_subdirs(info.machine).is_empty());
+        assert!(info.glibc.is_some_and(|v| v >= (2, 2)));
+    }
+
     #[test]
     fn glibc_versions_parse() {
         assert_eq!(parse_version("2.34"), Some((2, 34)));
