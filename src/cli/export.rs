@@ -33,9 +33,10 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
     let epoch = source_date_epoch()?;
     let mut store = open_store(global)?;
     let file = args.target.file.clone();
-    let (paths, reads) = show::evaluate(&mut store, &file, &args.target.attrs, Some(&subdir))?;
+    let evaluated = show::evaluate(&mut store, &file, &args.target.attrs, Some(&subdir))?;
+    let reads = &evaluated.reads;
     let mut targets = Vec::new();
-    for p in &paths {
+    for p in &evaluated.paths {
         targets.push(store.parse_valid(p)?.0);
     }
     let recipe_dir = std::env::current_dir()
@@ -45,7 +46,7 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
         .map(cbuild_lang::eval::normalize)
         .unwrap_or_default();
     let mut recipe_files = Vec::new();
-    for r in &reads {
+    for r in reads {
         let name = recipe_file_name(&recipe_dir, r);
         let data = std::fs::read(r).map_err(|source| crate::store::StoreError::Read {
             path: r.clone(),
@@ -93,6 +94,13 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
             failed: outcome.failed,
             skipped: outcome.skipped,
         });
+    }
+    if !global.quiet {
+        warn_about_sources(
+            &evaluated.imported_dirs,
+            &outcome.packages,
+            opts.channel.as_deref(),
+        );
     }
     if global.json {
         let list: Vec<serde_json::Value> = outcome
@@ -160,4 +168,34 @@ fn recipe_file_name(recipe_dir: &std::path::Path, file: &std::path::Path) -> Str
             .map(|c| c.as_os_str().to_string_lossy().into_owned()),
     );
     parts.join("/")
+}
+
+/// Warns when what this export wrote lies inside a directory the recipe
+/// imports (the default `-o .` beside a `source(./.)`): the next export
+/// would import it too, and rebuild everything for nothing.
+fn warn_about_sources(
+    imported: &[(PathBuf, crate::store::import::Filter)],
+    packages: &[crate::export::Exported],
+    channel: Option<&std::path::Path>,
+) {
+    let mut written: Vec<PathBuf> = packages.iter().map(|p| p.path.clone()).collect();
+    if let Some(c) = channel {
+        written.push(c.join(".cbuild-channel.lock"));
+        for p in packages {
+            written.push(c.join(&p.subdir).join("repodata.json"));
+        }
+        written.push(c.join("noarch/repodata.json"));
+    }
+    for (root, filter) in imported {
+        if let Some(w) = written.iter().find(|w| filter.includes(root, w)) {
+            eprintln!(
+                "warning: {} is inside {}, which the recipe imports with source(): the next \
+                 export would import it too and build again. Leave packages out of the source \
+                 (a .gitignore line such as `*.conda` with `gitignore = true`, or `exclude`) or \
+                 write them elsewhere (-o DIR, --channel DIR).",
+                w.display(),
+                root.display()
+            );
+        }
+    }
 }

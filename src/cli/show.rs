@@ -42,7 +42,17 @@ pub fn drv_targets(store: &mut Store, args: DrvTarget) -> Result<Vec<String>, Cl
         }
     }
     let file = args.target.unwrap_or_else(|| PathBuf::from("recipe.cb"));
-    Ok(evaluate(store, &file, &args.attrs, None)?.0)
+    Ok(evaluate(store, &file, &args.attrs, None)?.paths)
+}
+
+/// What [`evaluate`] found.
+pub struct Evaluated {
+    /// The targets' `.drv` paths.
+    pub paths: Vec<String>,
+    /// Every file the evaluation read.
+    pub reads: std::collections::BTreeSet<PathBuf>,
+    /// The directories it imported as sources, with their filters.
+    pub imported_dirs: Vec<(PathBuf, crate::store::import::Filter)>,
 }
 
 /// Evaluates `file` (for the conda subdir `platform`, default the host's),
@@ -55,7 +65,7 @@ pub fn evaluate(
     file: &std::path::Path,
     attrs: &[String],
     platform: Option<&str>,
-) -> Result<(Vec<String>, std::collections::BTreeSet<PathBuf>), CliError> {
+) -> Result<Evaluated, CliError> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let shown = file.display().to_string();
     let mut host = Instantiator::new(store, cwd.clone());
@@ -82,7 +92,11 @@ pub fn evaluate(
         .map(|p| store_dir_parse(host.store().dir(), p))
         .collect::<Result<Vec<_>, _>>()?;
     host.flush(&sps)?;
-    Ok((paths, host.reads().clone()))
+    Ok(Evaluated {
+        paths,
+        reads: host.reads().clone(),
+        imported_dirs: host.imported_dirs(),
+    })
 }
 
 fn store_dir_parse(dir: &StoreDir, p: &str) -> Result<StorePath, CliError> {

@@ -156,7 +156,17 @@ impl Channel {
                 None => {
                     m.insert(key.into(), json!({}));
                 }
-                Some(Value::Object(_)) => {}
+                Some(Value::Object(records)) => {
+                    if let Some((name, _)) = records.iter().find(|(_, r)| !r.is_object()) {
+                        return Err(ExportError::Channel {
+                            path,
+                            reason: format!(
+                                "the record of `{name}` in `{key}` is not an object; fix or \
+                                 remove the file"
+                            ),
+                        });
+                    }
+                }
                 Some(_) => {
                     return Err(ExportError::Channel {
                         path,

@@ -283,7 +283,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether conda accepts `version`: no `-` or spaces, not empty.
+/// Whether conda accepts `version`: rattler's parser, and no `-` (the
+/// file name is split on it).
 pub fn check_version(version: &str) -> Result<(), String> {
     if version.is_empty() {
         return Err("a conda package needs a version".into());
@@ -297,5 +298,17 @@ pub fn check_version(version: &str) -> Result<(), String> {
              letters, digits, `.`, `_`, `+` and `!`)"
         ));
     }
-    Ok(())
+    <rattler_conda_types::Version as std::str::FromStr>::from_str(version)
+        .map(|_| ())
+        .map_err(|e| format!("`{version}` is not a conda version: {e}"))
+}
+
+/// Whether conda accepts `spec` as a match spec (rattler's strict parser).
+pub fn check_match_spec(spec: &str) -> Result<(), String> {
+    if spec.trim().is_empty() {
+        return Err("an empty match spec".into());
+    }
+    rattler_conda_types::MatchSpec::from_str(spec, rattler_conda_types::ParseStrictness::Strict)
+        .map(|_| ())
+        .map_err(|e| format!("`{spec}` is not a conda match spec: {e}"))
 }

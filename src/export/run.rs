@@ -10,7 +10,7 @@ use sha2::Digest;
 
 use super::archive::{self, Format, Kind, Member};
 use super::channel::{self, Entry};
-use super::package::{self, check_name, check_version, hex, json_bytes};
+use super::package::{self, check_match_spec, check_name, check_version, hex, json_bytes};
 use super::plan::{self, PackageRef, Plan};
 use super::platform;
 use super::portable::{PORTABLE_STORE, Portable};
@@ -103,12 +103,55 @@ pub fn export(
                 reason,
             })?;
         }
-        check_version(n.drv.version.as_deref().unwrap_or("")).map_err(|reason| {
-            ExportError::BadMetadata {
-                what: store.dir().path_of(&n.original),
-                reason,
+        let bad = |field: &str, reason: String| ExportError::BadMetadata {
+            what: format!("{} ({field})", store.dir().path_of(&n.original)),
+            reason,
+        };
+        check_version(n.drv.version.as_deref().unwrap_or("")).map_err(|r| bad("version", r))?;
+        for field in ["depends", "constrains"] {
+            for spec in strings(n.meta.get(field)) {
+                check_match_spec(&spec).map_err(|r| bad(field, r))?;
             }
-        })?;
+        }
+        match n.meta.get("run_exports").and_then(normalise_run_exports) {
+            Some(Value::Object(m)) => {
+                for (k, v) in &m {
+                    if !RUN_EXPORT_KEYS.contains(&k.as_str()) {
+                        return Err(bad(
+                            "run_exports",
+                            format!(
+                                "unknown key `{k}`; the keys are {}",
+                                RUN_EXPORT_KEYS.join(", ")
+                            ),
+                        ));
+                    }
+                    if !matches!(v, Value::Array(_) | Value::String(_)) {
+                        return Err(bad(
+                            "run_exports",
+                            format!("`{k}` must be a list of match specs"),
+                        ));
+                    }
+                    for spec in strings(Some(v)) {
+                        check_match_spec(&spec).map_err(|r| bad("run_exports", r))?;
+                    }
+                }
+            }
+            Some(_) | None if n.meta.get("run_exports").is_some_and(|v| !v.is_null()) => {
+                return Err(bad(
+                    "run_exports",
+                    "must be a list of match specs or a record of them".into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(na) = n.meta.get("noarch").filter(|v| !v.is_null())
+            && na.as_str() != Some("generic")
+        {
+            return Err(bad(
+                "noarch",
+                format!("{na} is not supported; noarch packages are \"generic\""),
+            ));
+        }
     }
     let channel = match &opts.channel {
         Some(c) => Some(channel::open(c, &[opts.subdir.as_str()])?),
@@ -229,6 +272,15 @@ fn dep_specs(dep: &(String, Exported, Option<Value>), keys: [&str; 2]) -> Vec<St
         specs
     }
 }
+
+/// The keys of conda's `run_exports.json`.
+const RUN_EXPORT_KEYS: [&str; 5] = [
+    "noarch",
+    "strong",
+    "strong_constrains",
+    "weak",
+    "weak_constrains",
+];
 
 /// `run_exports` of a recipe as conda's `run_exports.json`: a list means
 /// `weak`.

@@ -94,6 +94,18 @@ impl<'s> Instantiator<'s> {
         &self.reads
     }
 
+    /// The directories imported as sources, with their filters, sorted.
+    pub fn imported_dirs(&self) -> Vec<(PathBuf, Filter)> {
+        let mut v: Vec<(PathBuf, Filter)> = self
+            .imports
+            .keys()
+            .filter(|(p, _)| p.is_dir())
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// Registers every derivation made in this run, writing the `.drv`
     /// files of `targets`.
     pub fn flush(&mut self, targets: &[StorePath]) -> Result<(), StoreError> {

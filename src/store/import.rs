@@ -32,6 +32,52 @@ pub struct Filter {
     pub skip_recipes: bool,
 }
 
+impl Filter {
+    /// Whether importing the directory `root` with this filter would take
+    /// the file `path` (inside it) — what `cbuild export` asks of the
+    /// packages it writes, which must not feed the next import.
+    pub fn includes(&self, root: &Path, path: &Path) -> bool {
+        let Ok(rel) = path.strip_prefix(root) else {
+            return false;
+        };
+        if rel.components().any(|c| c.as_os_str() == ".git") {
+            return false;
+        }
+        if self.skip_recipes && path.as_os_str().as_encoded_bytes().ends_with(b".cb") {
+            return false;
+        }
+        let mut excludes = ignore::gitignore::GitignoreBuilder::new(root);
+        for pat in &self.exclude {
+            let _ = excludes.add_line(None, pat);
+        }
+        if let Ok(ex) = excludes.build()
+            && ex.matched_path_or_any_parents(path, false).is_ignore()
+        {
+            return false;
+        }
+        if !self.gitignore {
+            return true;
+        }
+        // `.gitignore` files from the root down; a deeper one decides.
+        let mut ignored = false;
+        let mut dir = root.to_path_buf();
+        let mut parts = rel.parent().map(|p| p.components()).into_iter().flatten();
+        loop {
+            let (gi, _) = ignore::gitignore::Gitignore::new(dir.join(".gitignore"));
+            match gi.matched_path_or_any_parents(path, false) {
+                ignore::Match::Ignore(_) => ignored = true,
+                ignore::Match::Whitelist(_) => ignored = false,
+                ignore::Match::None => {}
+            }
+            match parts.next() {
+                Some(c) => dir.push(c),
+                None => break,
+            }
+        }
+        !ignored
+    }
+}
+
 /// Files changed less than this long before they are hashed are not cached:
 /// a change within the same timestamp tick would go unnoticed.
 const RACY_NS: i64 = 2_000_000_000;

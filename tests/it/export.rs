@@ -991,3 +991,96 @@ fn recipe_files_enter_a_source_only_when_asked() {
         .collect::<Vec<_>>();
     assert_eq!(listing, ["data.txt"]);
 }
+
+#[test]
+fn exporting_into_the_recipe_folder_reaches_a_fixpoint_or_says_why_not() {
+    // The example ignores its packages: the default `-o .` is harmless.
+    let p = example("greet");
+    let first = json(&p.run(&["export", "--conda", "-A", "hello", "--json"]).ok());
+    let again = p.run(&["export", "--conda", "-A", "hello", "--json"]).ok();
+    assert!(
+        json(&again).iter().all(|x| x["built"] == false),
+        "{}",
+        again.stdout()
+    );
+    assert_eq!(
+        find(&json(&again), "hello")["sha256"],
+        find(&first, "hello")["sha256"]
+    );
+    assert!(!again.stderr().contains("warning"), "{}", again.stderr());
+    // Without the .gitignore, the packages would feed the next import:
+    // the export says so.
+    std::fs::remove_file(p.path().join(".gitignore")).unwrap();
+    let r = p.run(&["export", "--conda", "-A", "hello"]).ok();
+    assert!(
+        r.stderr()
+            .contains("which the recipe imports with source()"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn bad_metadata_is_refused_before_anything_builds() {
+    for (field, value, says) in [
+        (
+            "depends",
+            r#"["foo >=>=1 !!"]"#,
+            "is not a conda match spec",
+        ),
+        ("constrains", r#"[""]"#, "an empty match spec"),
+        (
+            "run_exports",
+            r#"{ weak = ["x"], typo = ["y"] }"#,
+            "unknown key `typo`",
+        ),
+        ("run_exports", "3", "must be a list of match specs"),
+        ("noarch", r#""python""#, "is not supported"),
+    ] {
+        let p = Project::new().file(
+            "recipe.cb",
+            format!(
+                r#"package {{ name = "bad", version = "1.0", {field} = {value}, script = "echo built; mkdir $out" }}"#
+            ),
+        );
+        let r = p.run(&["export", "--conda", "-o", "out"]).fails_with(2);
+        assert!(r.stderr().contains(says), "{field}: {}", r.stderr());
+        assert!(r.stderr().contains(&format!("({field})")), "{}", r.stderr());
+        assert!(!r.stderr().contains("building"), "{}", r.stderr());
+    }
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"package { name = "bad", version = "v1!2", script = "mkdir $out" }"#,
+    );
+    let r = p.run(&["export", "--conda", "-o", "out"]).fails_with(2);
+    assert!(
+        r.stderr().contains("is not a conda version"),
+        "{}",
+        r.stderr()
+    );
+
+    let p = example("greet");
+    let ch = p.outside("ch");
+    std::fs::create_dir_all(ch.join("linux-64")).unwrap();
+    let bad = r#"{"packages": {"x-1-0.tar.bz2": 1}, "packages.conda": {}}"#;
+    std::fs::write(ch.join("linux-64/repodata.json"), bad).unwrap();
+    let r = p
+        .run(&[
+            "export",
+            "--conda",
+            "-A",
+            "libgreet",
+            "--channel",
+            ch.to_str().unwrap(),
+        ])
+        .fails_with(2);
+    assert!(
+        r.stderr().contains("the record of `x-1-0.tar.bz2`"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(
+        std::fs::read_to_string(ch.join("linux-64/repodata.json")).unwrap(),
+        bad
+    );
+}
