@@ -170,12 +170,13 @@ pub struct ExportArgs {
     pub conda: bool,
     #[command(flatten)]
     pub target: Target,
-    /// Directory to write packages into.
+    /// Directory to write packages into (not with --channel, which says where they go).
     #[arg(
         short = 'o',
         long = "output-dir",
         value_name = "DIR",
-        default_value = "."
+        default_value = ".",
+        conflicts_with = "channel"
     )]
     pub output_dir: PathBuf,
     /// Write into this channel directory and rewrite its repodata.json.

@@ -12,8 +12,8 @@ use goblin::elf::header;
 pub struct ElfInfo {
     /// `e_machine`.
     pub machine: u16,
-    /// The highest `GLIBC_X.Y` version it needs, as (X, Y).
-    pub glibc: Option<(u32, u32)>,
+    /// The highest `GLIBC_X.Y[.Z]` version it needs.
+    pub glibc: Option<Vec<u32>>,
     /// RPATH/RUNPATH strings.
     pub search_paths: Vec<SearchPath>,
 }
@@ -38,7 +38,7 @@ pub fn inspect(bytes: &[u8]) -> Option<ElfInfo> {
                     continue;
                 };
                 if let Some(v) = name.strip_prefix("GLIBC_").and_then(parse_version) {
-                    info.glibc = info.glibc.max(Some(v));
+                    info.glibc = info.glibc.take().max(Some(v));
                 }
             }
         }
@@ -112,11 +112,9 @@ pub struct SearchPath {
     pub shared: bool,
 }
 
-fn parse_version(v: &str) -> Option<(u32, u32)> {
-    let mut it = v.split('.');
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next().map_or(Some(0), |m| m.parse().ok())?;
-    Some((major, minor))
+/// `2.2.5` as `[2, 2, 5]`; compared as numbers, part by part.
+fn parse_version(v: &str) -> Option<Vec<u32>> {
+    v.split('.').map(|p| p.parse().ok()).collect()
 }
 
 /// The conda subdirs an ELF machine runs in.
@@ -243,14 +241,15 @@ mod tests {
     fn a_real_executable_reads() {
         let info = inspect(&sample()).expect("parses");
         assert!(!machine_subdirs(info.machine).is_empty());
-        assert!(info.glibc.is_some_and(|v| v >= (2, 2)));
+        assert!(info.glibc.is_some_and(|v| v >= vec![2, 2]));
     }
 
     #[test]
     fn glibc_versions_parse() {
-        assert_eq!(parse_version("2.34"), Some((2, 34)));
-        assert_eq!(parse_version("2.2.5"), Some((2, 2)));
+        assert_eq!(parse_version("2.34"), Some(vec![2, 34]));
+        assert_eq!(parse_version("2.2.5"), Some(vec![2, 2, 5]));
         assert_eq!(parse_version("PRIVATE"), None);
-        assert!((2, 34) > (2, 4));
+        assert!(vec![2, 34] > vec![2, 4]);
+        assert!(vec![2, 3] > vec![2, 2, 5]);
     }
 }

@@ -27,7 +27,7 @@ pub struct Payload {
     /// `paths.json` entries, sorted by path.
     pub paths: Vec<Value>,
     /// The highest `GLIBC_X.Y` any ELF file needs.
-    pub glibc: Option<(u32, u32)>,
+    pub glibc: Option<Vec<u32>>,
 }
 
 /// Reads, checks and relocates the export output at `root` for package
@@ -127,7 +127,7 @@ pub fn payload(
                     subdir: subdir.into(),
                 });
             }
-            glibc = glibc.max(info.glibc);
+            glibc = glibc.max(info.glibc.clone());
             let mut copy = mapped.to_vec();
             let relocated = elf::relocate(&mut copy, &info, &rel, PREFIX).map_err(|e| match e {
                 elf::RelocateError::OutsidePrefix { entry } => ExportError::RpathOutsidePrefix {

@@ -355,10 +355,11 @@ fn write_package(
         }
     }
     depends.extend(strings(meta.get("depends")));
-    if let Some((major, minor)) = payload.glibc
+    if let Some(v) = &payload.glibc
         && noarch.is_none()
     {
-        depends.push(format!("__glibc >={major}.{minor}"));
+        let v: Vec<String> = v.iter().map(u32::to_string).collect();
+        depends.push(format!("__glibc >={}", v.join(".")));
     }
     depends.sort();
     depends.dedup();

@@ -197,12 +197,14 @@ fn greet_exports_to_a_channel_that_a_conda_client_installs_from() {
         .split_whitespace()
         .filter_map(|w| w.strip_prefix("GLIBC_"))
         .filter_map(|v| {
-            let mut it = v.split('.').map(|n| n.parse::<u32>().ok());
-            Some((it.next()??, it.next().flatten().unwrap_or(0)))
+            v.split('.')
+                .map(|n| n.parse::<u32>().ok())
+                .collect::<Option<Vec<u32>>>()
         })
         .max()
         .unwrap();
-    let glibc = format!("__glibc >={}.{}", need.0, need.1);
+    let need: Vec<String> = need.iter().map(u32::to_string).collect();
+    let glibc = format!("__glibc >={}", need.join("."));
     assert!(
         depends.contains(&glibc.as_str()),
         "{depends:?} lacks {glibc}"
