@@ -432,7 +432,6 @@ impl Reader<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
 
     use proptest::prelude::*;
 
@@ -516,21 +515,7 @@ mod tests {
 
     #[test]
     fn empty_collections_parse() {
-        let d = Derivation {
-            name: "x".into(),
-            version: None,
-            system: "s".into(),
-            builder: String::new(),
-            args: Vec::new(),
-            env: BTreeMap::new(),
-            outputs: vec!["out".into()],
-            input_drvs: BTreeMap::new(),
-            input_sources: BTreeSet::new(),
-            host_tools: BTreeMap::new(),
-            path_inputs: Vec::new(),
-            host_inputs: Vec::new(),
-            fixed: None,
-        };
+        let d = crate::derivation::tests::bare("");
         assert_eq!(parse(&write(&d)).unwrap(), d);
     }
 }

@@ -222,13 +222,13 @@ impl Derivation {
 mod tests {
     use super::*;
 
-    #[test]
-    fn replacing_at_once_never_replaces_a_replacement() {
-        let d = Derivation {
+    /// A derivation named `x` with one output and nothing else.
+    pub(crate) fn bare(builder: &str) -> Derivation {
+        Derivation {
             name: "x".into(),
             version: None,
-            system: "x86_64-linux".into(),
-            builder: "/store/aaa-src/build.sh /store/bbb-tool".into(),
+            system: "s".into(),
+            builder: builder.into(),
             args: Vec::new(),
             env: BTreeMap::new(),
             outputs: vec!["out".into()],
@@ -238,7 +238,12 @@ mod tests {
             path_inputs: Vec::new(),
             host_inputs: Vec::new(),
             fixed: None,
-        };
+        }
+    }
+
+    #[test]
+    fn replacing_at_once_never_replaces_a_replacement() {
+        let d = bare("/store/aaa-src/build.sh /store/bbb-tool");
         // Rebasing the store `/store` onto `/cbuild/store`: the rebased
         // source path contains `/store/` again.
         let subst = [
