@@ -91,68 +91,7 @@ pub fn export(
         });
     }
     let plan = plan::plan(store, targets)?;
-    // Names and versions are checked before anything is built.
-    for (i, n) in plan.nodes.iter().enumerate() {
-        for o in &n.drv.outputs {
-            let name = plan.package_name(&PackageRef {
-                node: i,
-                output: o.clone(),
-            });
-            check_name(&name).map_err(|reason| ExportError::BadMetadata {
-                what: store.dir().path_of(&n.original),
-                reason,
-            })?;
-        }
-        let bad = |field: &str, reason: String| ExportError::BadMetadata {
-            what: format!("{} ({field})", store.dir().path_of(&n.original)),
-            reason,
-        };
-        check_version(n.drv.version.as_deref().unwrap_or("")).map_err(|r| bad("version", r))?;
-        for field in ["depends", "constrains"] {
-            for spec in strings(n.meta.get(field)) {
-                check_match_spec(&spec).map_err(|r| bad(field, r))?;
-            }
-        }
-        match n.meta.get("run_exports").and_then(normalise_run_exports) {
-            Some(Value::Object(m)) => {
-                for (k, v) in &m {
-                    if !RUN_EXPORT_KEYS.contains(&k.as_str()) {
-                        return Err(bad(
-                            "run_exports",
-                            format!(
-                                "unknown key `{k}`; the keys are {}",
-                                RUN_EXPORT_KEYS.join(", ")
-                            ),
-                        ));
-                    }
-                    if !matches!(v, Value::Array(_) | Value::String(_)) {
-                        return Err(bad(
-                            "run_exports",
-                            format!("`{k}` must be a list of match specs"),
-                        ));
-                    }
-                    for spec in strings(Some(v)) {
-                        check_match_spec(&spec).map_err(|r| bad("run_exports", r))?;
-                    }
-                }
-            }
-            Some(_) | None if n.meta.get("run_exports").is_some_and(|v| !v.is_null()) => {
-                return Err(bad(
-                    "run_exports",
-                    "must be a list of match specs or a record of them".into(),
-                ));
-            }
-            _ => {}
-        }
-        if let Some(na) = n.meta.get("noarch").filter(|v| !v.is_null())
-            && na.as_str() != Some("generic")
-        {
-            return Err(bad(
-                "noarch",
-                format!("{na} is not supported; noarch packages are \"generic\""),
-            ));
-        }
-    }
+    check_metadata(store, &plan)?;
     let channel = match &opts.channel {
         Some(c) => Some(channel::open(c, &[opts.subdir.as_str()])?),
         None => {
@@ -229,6 +168,73 @@ pub fn export(
         failed: 0,
         skipped: 0,
     })
+}
+
+/// What conda would refuse, found before anything is built: package names,
+/// versions, match specs, `run_exports` and `noarch`.
+fn check_metadata(store: &Store, plan: &Plan) -> Result<(), ExportError> {
+    for (i, n) in plan.nodes.iter().enumerate() {
+        for o in &n.drv.outputs {
+            let name = plan.package_name(&PackageRef {
+                node: i,
+                output: o.clone(),
+            });
+            check_name(&name).map_err(|reason| ExportError::BadMetadata {
+                what: store.dir().path_of(&n.original),
+                reason,
+            })?;
+        }
+        let bad = |field: &str, reason: String| ExportError::BadMetadata {
+            what: format!("{} ({field})", store.dir().path_of(&n.original)),
+            reason,
+        };
+        check_version(n.drv.version.as_deref().unwrap_or("")).map_err(|r| bad("version", r))?;
+        for field in ["depends", "constrains"] {
+            for spec in strings(n.meta.get(field)) {
+                check_match_spec(&spec).map_err(|r| bad(field, r))?;
+            }
+        }
+        match n.meta.get("run_exports").and_then(normalise_run_exports) {
+            Some(Value::Object(m)) => {
+                for (k, v) in &m {
+                    if !RUN_EXPORT_KEYS.contains(&k.as_str()) {
+                        return Err(bad(
+                            "run_exports",
+                            format!(
+                                "unknown key `{k}`; the keys are {}",
+                                RUN_EXPORT_KEYS.join(", ")
+                            ),
+                        ));
+                    }
+                    if !matches!(v, Value::Array(_) | Value::String(_)) {
+                        return Err(bad(
+                            "run_exports",
+                            format!("`{k}` must be a list of match specs"),
+                        ));
+                    }
+                    for spec in strings(Some(v)) {
+                        check_match_spec(&spec).map_err(|r| bad("run_exports", r))?;
+                    }
+                }
+            }
+            Some(_) | None if n.meta.get("run_exports").is_some_and(|v| !v.is_null()) => {
+                return Err(bad(
+                    "run_exports",
+                    "must be a list of match specs or a record of them".into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(na) = n.meta.get("noarch").filter(|v| !v.is_null())
+            && na.as_str() != Some("generic")
+        {
+            return Err(bad(
+                "noarch",
+                format!("{na} is not supported; noarch packages are \"generic\""),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Files to remove when dropped (those already moved away are gone).
@@ -320,18 +326,11 @@ fn write_package(
     let meta = &n.meta;
     let name = plan.package_name(p);
     let version = n.drv.version.clone().unwrap_or_default();
+    // Only "generic" gets here (check_metadata).
     let noarch = meta
         .get("noarch")
         .and_then(Value::as_str)
         .map(str::to_string);
-    if let Some(na) = &noarch
-        && na != "generic"
-    {
-        return Err(ExportError::BadMetadata {
-            what: format!("{name}: noarch"),
-            reason: format!("`{na}` is not supported; noarch packages are `generic`"),
-        });
-    }
     let subdir = if noarch.is_some() {
         "noarch".to_string()
     } else {
