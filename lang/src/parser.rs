@@ -2,7 +2,7 @@
 //!
 //! One function per rule, each documented with the rule it parses. Binary
 //! operators are parsed by precedence climbing over the table in
-//! [`LEVELS`]; everything else is recursive descent on top of the token
+//! `LEVELS`; everything else is recursive descent on top of the token
 //! parsers in [`crate::lexer`].
 //!
 //! ```text
