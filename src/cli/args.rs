@@ -103,7 +103,8 @@ pub struct EvalArgs {
     pub attrs: Vec<String>,
     /// Evaluate this expression instead of a file and print its value as JSON
     /// (sorted keys; derivations as their `.drv` path).
-    #[arg(long, value_name = "EXPR")]
+    // An expression may start with `-` (`-7 + 10`): it is a value, not a flag.
+    #[arg(long, value_name = "EXPR", allow_hyphen_values = true)]
     pub expr: Option<String>,
 }
 

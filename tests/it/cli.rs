@@ -8,6 +8,13 @@ use std::process::{Command, Stdio};
 use crate::support::{Project, cbuild_bin};
 
 #[test]
+fn an_expression_may_start_with_a_minus_sign() {
+    let p = Project::new();
+    assert_eq!(p.run(&["eval", "--expr", "-7 + 10"]).ok().stdout(), "3\n");
+    assert_eq!(p.run(&["eval", "--expr=-1"]).ok().stdout(), "-1\n");
+}
+
+#[test]
 fn eval_expr_prints_sorted_compact_json() {
     let r = Project::new()
         .run(&[
