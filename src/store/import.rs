@@ -105,7 +105,7 @@ impl Store {
             }
         })?;
         let walk = if meta.is_dir() {
-            walk_filtered(src, filter)?
+            walk_filtered(src, filter, &self.root)?
         } else {
             let mut w = Walk::default();
             tree_hash::add_entry(&mut w, src, Vec::new(), &meta)?;
@@ -227,7 +227,15 @@ fn stat_of(m: &std::fs::Metadata) -> FileStat {
 }
 
 /// Walks `root` applying the filter; entries come out in sorted order.
-fn walk_filtered(root: &Path, filter: &Filter) -> Result<Walk, StoreError> {
+fn walk_filtered(root: &Path, filter: &Filter, store_root: &Path) -> Result<Walk, StoreError> {
+    // A store inside the imported folder (`CBUILD_STORE=.cbuild`) is never
+    // part of it: it changes with every command that uses it.
+    let store_id = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(store_root)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    };
     // `exclude` is gitignore syntax, `!` negations included.
     let mut excludes = ignore::gitignore::GitignoreBuilder::new(root);
     for pat in &filter.exclude {
@@ -253,7 +261,15 @@ fn walk_filtered(root: &Path, filter: &Filter) -> Result<Walk, StoreError> {
         .follow_links(false)
         .sort_by_file_name(|a, b| a.cmp(b))
         .filter_entry(move |e| {
+            let is_store = || {
+                use std::os::unix::fs::MetadataExt;
+                e.file_type().is_some_and(|t| t.is_dir())
+                    && store_id.is_some_and(|(dev, ino)| {
+                        e.ino() == Some(ino) && e.metadata().is_ok_and(|m| m.dev() == dev)
+                    })
+            };
             e.file_name() != ".git"
+                && !is_store()
                 && !(skip_recipes
                     && e.file_type().is_some_and(|t| !t.is_dir())
                     && e.file_name().as_encoded_bytes().ends_with(b".cb"))

@@ -286,3 +286,29 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         })
         .ok_or(())
 }
+
+#[test]
+fn a_store_inside_the_imported_folder_is_left_out() {
+    // The project's store is `.store` inside it, and the recipe imports the
+    // whole project.
+    let p = crate::support::Project::new()
+        .file("recipe.cb", "{ src = source(./.) }")
+        .file("data.txt", "data\n");
+    let eval = || {
+        p.run(&["eval", "--expr", "import(./recipe.cb)"])
+            .ok()
+            .stdout()
+    };
+    let first = eval();
+    // The store changes (a new database page, a new object) ...
+    p.run(&["store", "add", "data.txt"]).ok();
+    // ... and the source does not.
+    assert_eq!(eval(), first);
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let names: Vec<String> = std::fs::read_dir(v["src"].as_str().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    // The recipe file is left out too (source() does that unless asked).
+    assert_eq!(names, ["data.txt"]);
+}
