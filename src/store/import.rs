@@ -268,17 +268,15 @@ fn walk_filtered(root: &Path, filter: &Filter, store_root: &Path) -> Result<Walk
                         e.ino() == Some(ino) && e.metadata().is_ok_and(|m| m.dev() == dev)
                     })
             };
-            e.file_name() != ".git"
-                && !is_store()
-                && !(skip_recipes
-                    && e.file_type().is_some_and(|t| !t.is_dir())
-                    && e.file_name().as_encoded_bytes().ends_with(b".cb"))
-                && !excludes
-                    .matched_path_or_any_parents(
-                        e.path(),
-                        e.file_type().is_some_and(|t| t.is_dir()),
-                    )
-                    .is_ignore()
+            let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+            let is_recipe = || !is_dir && e.file_name().as_encoded_bytes().ends_with(b".cb");
+            let left_out = e.file_name() == ".git"
+                || is_store()
+                || (skip_recipes && is_recipe())
+                || excludes
+                    .matched_path_or_any_parents(e.path(), is_dir)
+                    .is_ignore();
+            !left_out
         });
     let mut walk = Walk {
         root_is_dir: true,
