@@ -5,6 +5,7 @@
 //! command line ([`cli`]) and, as they land, the derivation model, the store,
 //! instantiation, builds, export and audit (see DESIGN.md for the layering).
 
+pub mod audit;
 pub mod build;
 pub mod cli;
 pub mod derivation;

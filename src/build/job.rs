@@ -61,6 +61,9 @@ pub struct Job {
     pub inputs: BTreeSet<String>,
     /// A fresh scratch directory for this build.
     pub work: PathBuf,
+    /// Build even when it is realised already (`cbuild check`); the result
+    /// is then compared, never registered.
+    pub again: bool,
 }
 
 /// An output ready to be moved into the store and registered.
@@ -104,9 +107,11 @@ pub fn run(
     // One builder per derivation across processes: whoever holds the lock
     // builds, the others find it realised when they get it.
     let lock = crate::store::lock_path(&cx.root, &job.drv_path, before_wait)?;
-    if job.drv.outputs.iter().try_fold(true, |all, o| {
-        Ok::<_, StoreError>(all && db.realisation(&job.resolved_hash, o)?.is_some())
-    })? {
+    if !job.again
+        && job.drv.outputs.iter().try_fold(true, |all, o| {
+            Ok::<_, StoreError>(all && db.realisation(&job.resolved_hash, o)?.is_some())
+        })?
+    {
         discard(&job.work);
         return Ok(JobResult::Done);
     }

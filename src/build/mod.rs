@@ -10,5 +10,6 @@ pub mod job;
 pub mod log;
 pub mod normalise;
 pub mod realise;
+pub mod rebuild;
 pub mod refscan;
 pub mod sandbox;

@@ -402,7 +402,7 @@ pub fn realise(
     Ok(out)
 }
 
-fn start_sandboxes(
+pub(crate) fn start_sandboxes(
     cell: &OnceLock<Sandboxes>,
     exe: &std::path::Path,
     namespaces: bool,
@@ -486,6 +486,32 @@ fn load(store: &Store, p: &StorePath) -> Result<(Derivation, DrvHash), BuildErro
 }
 
 /// The realised outputs of `key`, if every output is.
+/// `d` resolved: each input's placeholders replaced by the path
+/// `output_of(input, output)` gives with the input's hash, the paths added to
+/// its sources and its input derivations dropped. Outputs `output_of` does not
+/// know stay placeholders.
+pub(crate) fn resolve_with(
+    d: &Derivation,
+    dir: &crate::derivation::StoreDir,
+    output_of: impl Fn(&StorePath, &str) -> Option<(DrvHash, StorePath)>,
+) -> Derivation {
+    let mut subst: Vec<(String, String)> = Vec::new();
+    let mut sources = d.input_sources.clone();
+    for (input, outs) in &d.input_drvs {
+        for o in outs {
+            if let Some((ihash, sp)) = output_of(input, o) {
+                subst.push((placeholder::input_output(&ihash, o), dir.path_of(&sp)));
+                sources.insert(sp);
+            }
+        }
+    }
+    Derivation {
+        input_drvs: BTreeMap::new(),
+        input_sources: sources,
+        ..d.with_replaced(&subst)
+    }
+}
+
 fn realised(
     db: &Db,
     key: &DrvHash,
@@ -665,34 +691,17 @@ impl Scheduler<'_> {
             resolved_hash: rhash,
             inputs,
             work: self.pool.take(),
+            again: false,
         }))
     }
 
     /// Node `i` with its inputs' placeholders replaced by their output paths.
     fn resolve(&self, i: usize) -> Derivation {
-        let d = &self.nodes[i].drv;
-        let mut subst: Vec<(String, String)> = Vec::new();
-        let mut sources = d.input_sources.clone();
-        for (input, outs) in &d.input_drvs {
-            let Some(paths) = self.out.outputs.get(input) else {
-                continue;
-            };
-            let ihash = self.hash_of(input);
-            for o in outs {
-                if let (Some((_, sp)), Some(ihash)) = (paths.iter().find(|(n, _)| n == o), ihash) {
-                    subst.push((
-                        placeholder::input_output(&ihash, o),
-                        self.store.dir().path_of(sp),
-                    ));
-                    sources.insert(sp.clone());
-                }
-            }
-        }
-        Derivation {
-            input_drvs: BTreeMap::new(),
-            input_sources: sources,
-            ..d.with_replaced(&subst)
-        }
+        resolve_with(&self.nodes[i].drv, self.store.dir(), |input, o| {
+            let paths = self.out.outputs.get(input)?;
+            let (_, sp) = paths.iter().find(|(n, _)| n == o)?;
+            Some((self.hash_of(input)?, sp.clone()))
+        })
     }
 
     /// The hash of an input derivation: from the plan, or from the database

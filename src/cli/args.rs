@@ -151,6 +151,12 @@ pub struct CheckArgs {
     /// How many times to rebuild each target.
     #[arg(long, value_name = "N", default_value_t = NonZeroUsize::MIN)]
     pub rounds: NonZeroUsize,
+    /// Keep the rebuilt trees that differ, and print where.
+    #[arg(long)]
+    pub keep_failed: bool,
+    /// Rebuild under varied conditions (not in this version yet).
+    #[arg(long)]
+    pub vary: bool,
 }
 
 /// `cbuild audit`

@@ -60,6 +60,9 @@ pub enum CliError {
     /// An export failed.
     #[error(transparent)]
     Export(Box<crate::export::ExportError>),
+    /// `cbuild check` found a rebuild that differs (reported on stdout).
+    #[error("a rebuild differs from what is stored: the build is not reproducible")]
+    NotReproducible,
     /// Writing the result to stdout failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] io::Error),
@@ -71,7 +74,7 @@ impl CliError {
         use crate::build::realise::BuildError;
         match self {
             CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
-            CliError::BuildsFailed { .. } => 1,
+            CliError::BuildsFailed { .. } | CliError::NotReproducible => 1,
             CliError::Export(e) => match &**e {
                 crate::export::ExportError::Build(b)
                     if matches!(

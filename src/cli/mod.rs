@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod attr_path;
+pub mod check;
 pub mod error;
 pub mod eval;
 pub mod export;
@@ -57,7 +58,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::ShowDerivation(a) => show::run(&cli.global, a, &mut out),
         Command::Realise(a) => realise::run(&cli.global, a, &mut out),
         Command::Log(a) => log_cmd(&cli.global, a, &mut out),
-        Command::Check(_) => Err(CliError::NotImplemented("check")),
+        Command::Check(a) => check::run(&cli.global, a, &mut out),
         Command::Audit(_) => Err(CliError::NotImplemented("audit")),
         Command::Export(a) => export::run(&cli.global, a, &mut out),
         Command::Gc(_) => Err(CliError::NotImplemented("gc")),

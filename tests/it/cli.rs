@@ -225,8 +225,7 @@ fn help_lists_every_command_of_the_contract() {
 fn unimplemented_commands_say_so_and_exit_2() {
     let p = Project::new();
     for args in [
-        &["check", "-A", "x", "--rounds", "2"][..],
-        &["audit", "--closure"],
+        &["audit", "--closure"][..],
         &["gc", "--dry-run"],
         &["store", "verify"],
     ] {

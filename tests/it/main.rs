@@ -1,5 +1,6 @@
 //! Integration tests: the real `cbuild` binary on real recipes.
 
+mod check;
 mod cli;
 mod examples;
 mod export;

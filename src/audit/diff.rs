@@ -1,0 +1,284 @@
+//! Two trees compared file by file: what differs, how (content, mode,
+//! symlink target, type, present in one only) and where the first
+//! difference is, as a unified diff for text and a hexdump for binary.
+//!
+//! The trees are two builds of one derivation: each mentions its own store
+//! path (self-references), which differ by design, so the rebuilt tree's
+//! hash part is read as the stored one's before comparing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How a file differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Other bytes.
+    Content,
+    /// Executable in one only.
+    Mode,
+    /// A symlink to elsewhere.
+    SymlinkTarget,
+    /// A file in one, a directory or symlink in the other.
+    Type,
+    /// Only in the stored output.
+    OnlyStored,
+    /// Only in the rebuilt output.
+    OnlyRebuilt,
+}
+
+impl Kind {
+    /// The word reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Content => "content",
+            Kind::Mode => "mode",
+            Kind::SymlinkTarget => "symlink target",
+            Kind::Type => "type",
+            Kind::OnlyStored => "only in the stored output",
+            Kind::OnlyRebuilt => "only in the rebuild",
+        }
+    }
+}
+
+/// One file that differs.
+#[derive(Clone, Debug)]
+pub struct FileDiff {
+    /// Relative path (empty for an output that is a single file).
+    pub path: String,
+    /// How.
+    pub kind: Kind,
+    /// The first difference, shown.
+    pub detail: String,
+}
+
+#[derive(Debug)]
+enum Entry {
+    File { path: PathBuf, executable: bool },
+    Symlink(Vec<u8>),
+    Dir,
+}
+
+fn entries(root: &Path) -> std::io::Result<BTreeMap<String, Entry>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .follow_root_links(false)
+    {
+        let e = e.map_err(std::io::Error::other)?;
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap_or(e.path())
+            .to_string_lossy()
+            .into_owned();
+        let ft = e.file_type();
+        let entry = if ft.is_symlink() {
+            Entry::Symlink(
+                std::fs::read_link(e.path())?
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            )
+        } else if ft.is_dir() {
+            Entry::Dir
+        } else {
+            Entry::File {
+                path: e.path().to_path_buf(),
+                executable: e
+                    .metadata()
+                    .map_err(std::io::Error::other)?
+                    .permissions()
+                    .mode()
+                    & 0o111
+                    != 0,
+            }
+        };
+        out.insert(rel, entry);
+    }
+    Ok(out)
+}
+
+/// Compares the stored tree at `stored` (whose store hash part is
+/// `stored_part`) with the rebuilt tree at `rebuilt` (`rebuilt_part`).
+pub fn compare(
+    stored: &Path,
+    stored_part: &str,
+    rebuilt: &Path,
+    rebuilt_part: &str,
+) -> std::io::Result<Vec<FileDiff>> {
+    let a = entries(stored)?;
+    let b = entries(rebuilt)?;
+    let mut diffs = Vec::new();
+    let same_part = |bytes: Vec<u8>| -> Vec<u8> {
+        if rebuilt_part.len() != stored_part.len() || rebuilt_part.is_empty() {
+            return bytes;
+        }
+        let mut v = bytes;
+        let (from, to) = (rebuilt_part.as_bytes(), stored_part.as_bytes());
+        let mut i = 0;
+        while i + from.len() <= v.len() {
+            if &v[i..i + from.len()] == from {
+                v[i..i + from.len()].copy_from_slice(to);
+                i += from.len();
+            } else {
+                i += 1;
+            }
+        }
+        v
+    };
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for k in keys {
+        let d = |kind, detail: String| FileDiff {
+            path: k.clone(),
+            kind,
+            detail,
+        };
+        match (a.get(k), b.get(k)) {
+            (Some(_), None) => diffs.push(d(Kind::OnlyStored, String::new())),
+            (None, Some(_)) => diffs.push(d(Kind::OnlyRebuilt, String::new())),
+            (Some(Entry::Dir), Some(Entry::Dir)) | (None, None) => {}
+            (Some(Entry::Symlink(x)), Some(Entry::Symlink(y))) => {
+                let y = same_part(y.clone());
+                if *x != y {
+                    diffs.push(d(
+                        Kind::SymlinkTarget,
+                        format!(
+                            "stored -> {}\nrebuilt -> {}",
+                            String::from_utf8_lossy(x),
+                            String::from_utf8_lossy(&y)
+                        ),
+                    ));
+                }
+            }
+            (
+                Some(Entry::File {
+                    path: p,
+                    executable: ex,
+                }),
+                Some(Entry::File {
+                    path: q,
+                    executable: ey,
+                }),
+            ) => {
+                let x = std::fs::read(p)?;
+                let y = same_part(std::fs::read(q)?);
+                if x != y {
+                    diffs.push(d(Kind::Content, first_difference(&x, &y)));
+                }
+                if ex != ey {
+                    let m = |e: &bool| if *e { "executable" } else { "not executable" };
+                    diffs.push(d(
+                        Kind::Mode,
+                        format!("stored {}, rebuilt {}", m(ex), m(ey)),
+                    ));
+                }
+            }
+            (Some(x), Some(y)) => {
+                let t = |e: &Entry| match e {
+                    Entry::File { .. } => "a file",
+                    Entry::Symlink(_) => "a symlink",
+                    Entry::Dir => "a directory",
+                };
+                diffs.push(d(Kind::Type, format!("stored {}, rebuilt {}", t(x), t(y))));
+            }
+        }
+    }
+    Ok(diffs)
+}
+
+/// `b` as text: valid UTF-8 without NUL bytes.
+fn text(b: &[u8]) -> Option<&str> {
+    (!b.contains(&0))
+        .then(|| std::str::from_utf8(b).ok())
+        .flatten()
+}
+
+/// The first difference of two byte strings: a unified diff of text
+/// (at most 40 lines), else a hexdump of both around the first differing
+/// byte.
+pub fn first_difference(x: &[u8], y: &[u8]) -> String {
+    if let (Some(a), Some(b)) = (text(x), text(y)) {
+        let diff = similar::TextDiff::from_lines(a, b);
+        let unified = diff
+            .unified_diff()
+            .context_radius(2)
+            .header("stored", "rebuilt")
+            .to_string();
+        let mut lines: Vec<&str> = unified.lines().take(40).collect();
+        if unified.lines().count() > 40 {
+            lines.push("...");
+        }
+        return lines.join("\n");
+    }
+    let at = x
+        .iter()
+        .zip(y)
+        .position(|(a, b)| a != b)
+        .unwrap_or(x.len().min(y.len()));
+    let from = at.saturating_sub(16) & !15;
+    let dump = |b: &[u8]| -> String {
+        let end = (from + 48).min(b.len());
+        b.get(from..end)
+            .unwrap_or_default()
+            .chunks(16)
+            .enumerate()
+            .map(|(k, c)| {
+                let hex: Vec<String> = c.iter().map(|v| format!("{v:02x}")).collect();
+                let ascii: String = c
+                    .iter()
+                    .map(|&v| {
+                        if v.is_ascii_graphic() || v == b' ' {
+                            v as char
+                        } else {
+                            '.'
+                        }
+                    })
+                    .collect();
+                format!("  {:08x}  {:<47}  {ascii}", from + 16 * k, hex.join(" "))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    format!(
+        "first difference at byte {at} (sizes {} and {})\nstored:\n{}\nrebuilt:\n{}",
+        x.len(),
+        y.len(),
+        dump(x),
+        dump(y)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_binary_differences_are_shown() {
+        let t = first_difference(b"a\nb\nc\n", b"a\nB\nc\n");
+        assert!(t.contains("-b") && t.contains("+B"), "{t}");
+        let b = first_difference(&[0, 1, 2, 3], &[0, 1, 9, 3]);
+        assert!(b.starts_with("first difference at byte 2"), "{b}");
+    }
+
+    #[test]
+    fn trees_differ_by_kind_and_self_references_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for (root, part, extra) in [(&a, "AAAA", "x"), (&b, "BBBB", "y")] {
+            std::fs::create_dir_all(root.join("bin")).unwrap();
+            std::fs::write(root.join("bin/self"), format!("/s/{part}-x/bin")).unwrap();
+            std::fs::write(root.join("stamp"), extra).unwrap();
+            std::fs::write(root.join(format!("only-{extra}")), "").unwrap();
+        }
+        let diffs = compare(&a, "AAAA", &b, "BBBB").unwrap();
+        let got: Vec<(&str, Kind)> = diffs.iter().map(|d| (d.path.as_str(), d.kind)).collect();
+        assert_eq!(
+            got,
+            [
+                ("only-x", Kind::OnlyStored),
+                ("only-y", Kind::OnlyRebuilt),
+                ("stamp", Kind::Content)
+            ]
+        );
+    }
+}

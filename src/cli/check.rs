@@ -1,0 +1,182 @@
+//! `cbuild check`: realise the targets, rebuild each again (`--rounds N`
+//! times) without replacing what is stored, and compare bit for bit.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use super::args::{CheckArgs, DrvTarget, GlobalArgs};
+use super::error::CliError;
+use super::progress::Progress;
+use super::{Output, open_store, show};
+use crate::audit::diff;
+use crate::build::realise::{Event, Options, realise};
+use crate::build::rebuild::rebuild;
+
+/// Runs `cbuild check`.
+pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(), CliError> {
+    if args.vary {
+        return Err(CliError::NotImplemented("check --vary"));
+    }
+    let mut store = open_store(global)?;
+    let paths = show::drv_targets(
+        &mut store,
+        DrvTarget {
+            target: Some(args.target.file.clone()),
+            attrs: args.target.attrs.clone(),
+        },
+    )?;
+    let mut targets = Vec::new();
+    for p in &paths {
+        targets.push(store.parse_valid(p)?.0);
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
+    let opts = Options {
+        jobs: global
+            .jobs
+            .map_or_else(|| Options::default().jobs, |n| n.get()),
+        explain: global.verbose > 0,
+        ..Options::default()
+    };
+    // What is compared against: the stored outputs, built first if missing.
+    let mut progress = Progress::new(store.dir().clone(), global.quiet);
+    let outcome = realise(&mut store, &exe, &targets, &opts, &mut |e| {
+        if let Event::Failed { error, .. } = &e {
+            super::report_error(&format!("{error}"));
+        }
+        progress.event(e)
+    });
+    progress.finish();
+    let outcome = outcome.map_err(|e| CliError::Build(Box::new(e)))?;
+    if !outcome.failed.is_empty() {
+        return Err(CliError::BuildsFailed {
+            failed: outcome.failed.len(),
+            skipped: outcome.skipped.len(),
+        });
+    }
+    let dir = store.dir().clone();
+    let sandboxes = OnceLock::new();
+    let mut all_same = true;
+    let mut report = Vec::new();
+    for t in &targets {
+        let shown = dir.path_of(t);
+        let mut rounds = Vec::new();
+        let mut same = true;
+        for round in 1..=args.rounds.get() {
+            if !global.quiet {
+                eprintln!("checking {shown} (round {round} of {})", args.rounds);
+            }
+            let rebuilt =
+                rebuild(&store, &sandboxes, &exe, t).map_err(|e| CliError::Build(Box::new(e)))?;
+            let mut outputs = Vec::new();
+            let mut differs = false;
+            for o in &rebuilt.outputs {
+                let diffs = if o.path == o.stored {
+                    Vec::new()
+                } else {
+                    diff::compare(
+                        &PathBuf::from(dir.path_of(&o.stored)),
+                        &o.stored.hash_part(),
+                        &o.tree,
+                        &o.path.hash_part(),
+                    )
+                    .map_err(|source| crate::store::StoreError::Read {
+                        path: o.tree.clone(),
+                        source,
+                    })?
+                };
+                // Content-addressed: another path means other bytes, even
+                // when no file shows it (a difference in the tree's shape).
+                differs |= o.path != o.stored;
+                outputs.push((o.output.clone(), o.stored.clone(), o.path.clone(), diffs));
+            }
+            let kept = if differs && args.keep_failed {
+                let to = store.root().join("kept").join(format!(
+                    "check-{}-{}",
+                    t.base_name(),
+                    std::process::id()
+                ));
+                let _ = std::fs::create_dir_all(store.root().join("kept"));
+                std::fs::rename(&rebuilt.work, &to).ok().map(|_| to)
+            } else {
+                crate::build::job::discard(&rebuilt.work);
+                None
+            };
+            same &= !differs;
+            rounds.push((outputs, kept));
+        }
+        all_same &= same;
+        report.push((shown, same, rounds));
+    }
+    if global.json {
+        let v: Vec<serde_json::Value> = report
+            .iter()
+            .map(|(drv, same, rounds)| {
+                serde_json::json!({
+                    "drv": drv,
+                    "reproducible": same,
+                    "rounds": rounds.iter().map(|(outputs, kept)| serde_json::json!({
+                        "kept": kept,
+                        "outputs": outputs.iter().map(|(o, stored, rebuilt, diffs)| serde_json::json!({
+                            "output": o,
+                            "stored": dir.path_of(stored),
+                            "rebuilt_path": dir.path_of(rebuilt),
+                            "identical": stored == rebuilt,
+                            "differences": diffs.iter().map(|d| serde_json::json!({
+                                "path": d.path,
+                                "kind": d.kind.as_str(),
+                                "detail": d.detail,
+                            })).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        out.line(&serde_json::to_string_pretty(&v).unwrap_or_default())?;
+    } else {
+        for (drv, same, rounds) in &report {
+            if *same {
+                out.line(&format!(
+                    "reproducible: {drv} ({} rebuild{})",
+                    rounds.len(),
+                    if rounds.len() == 1 { "" } else { "s" }
+                ))?;
+                continue;
+            }
+            out.line(&format!("NOT reproducible: {drv}"))?;
+            for (k, (outputs, kept)) in rounds.iter().enumerate() {
+                for (o, stored, rebuilt, diffs) in outputs {
+                    if stored == rebuilt {
+                        continue;
+                    }
+                    out.line(&format!(
+                        "  round {}: output `{o}`: {} file{} differ (stored {}; the rebuild would be {})",
+                        k + 1,
+                        diffs.len(),
+                        if diffs.len() == 1 { "" } else { "s" },
+                        dir.path_of(stored),
+                        dir.path_of(rebuilt),
+                    ))?;
+                    for d in diffs {
+                        let name = if d.path.is_empty() {
+                            "(the output itself)"
+                        } else {
+                            &d.path
+                        };
+                        out.line(&format!("    {}: {name}", d.kind.as_str()))?;
+                        for l in d.detail.lines() {
+                            out.line(&format!("      {l}"))?;
+                        }
+                    }
+                }
+                if let Some(k) = kept {
+                    out.line(&format!("  the rebuilt tree is kept in {}", k.display()))?;
+                }
+            }
+        }
+    }
+    if all_same {
+        Ok(())
+    } else {
+        Err(CliError::NotReproducible)
+    }
+}

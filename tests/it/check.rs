@@ -1,0 +1,90 @@
+//! `cbuild check`: real rebuilds in the sandbox, compared with what is
+//! stored, which stays as it was.
+
+use crate::support::Project;
+
+fn project() -> Project {
+    Project::new().file(
+        "recipe.cb",
+        r#"
+{
+  steady = package {
+    name = "steady", version = "1",
+    script = ''
+      mkdir -p $out/bin
+      printf '#!/bin/sh\necho %s\n' "$out" > $out/bin/steady
+      chmod +x $out/bin/steady
+    '',
+  },
+  clock = package {
+    name = "clock", version = "1",
+    script = ''
+      mkdir -p $out/share
+      echo stable > $out/share/a
+      date +%s%N > $out/share/stamp
+      head -c 16 /dev/urandom > $out/share/random
+    '',
+  },
+}
+"#,
+    )
+}
+
+#[test]
+fn a_deterministic_build_is_reproducible_even_with_a_self_reference() {
+    let p = project();
+    let r = p.run(&["check", "-A", "steady", "--rounds", "2"]).ok();
+    assert!(r.stdout().starts_with("reproducible: "), "{}", r.stdout());
+    assert!(r.stdout().contains("(2 rebuilds)"), "{}", r.stdout());
+}
+
+#[test]
+fn a_build_that_differs_names_each_file_and_its_first_difference() {
+    let p = project();
+    let stored = p.run(&["realise", "-A", "clock"]).ok().stdout();
+    let r = p.run(&["check", "-A", "clock", "--json"]).fails_with(1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    let t = &v[0];
+    assert_eq!(t["reproducible"], false);
+    let out = &t["rounds"][0]["outputs"][0];
+    assert_eq!(out["stored"].as_str().unwrap(), stored.trim());
+    assert_eq!(out["identical"], false);
+    let diffs: Vec<(&str, &str)> = out["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["path"].as_str().unwrap(), d["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        diffs,
+        [("share/random", "content"), ("share/stamp", "content")]
+    );
+    let stamp = &out["differences"][1]["detail"];
+    assert!(stamp.as_str().unwrap().contains("--- stored"), "{stamp}");
+    // What is stored stays: a realise reuses it.
+    let again = p.run(&["realise", "-A", "clock", "--json"]).ok();
+    let j: serde_json::Value = serde_json::from_str(&again.stdout()).unwrap();
+    assert_eq!(j["built"], serde_json::json!([]), "{j}");
+
+    // --keep-failed keeps the rebuilt tree and says where.
+    let r = p
+        .run(&["check", "-A", "clock", "--keep-failed"])
+        .fails_with(1);
+    let line = r
+        .stdout()
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("the rebuilt tree is kept in ")
+                .map(String::from)
+        })
+        .unwrap_or_else(|| panic!("{}", r.stdout()));
+    assert!(std::path::Path::new(&line).is_dir(), "{line}");
+}
+
+#[test]
+fn vary_is_refused_until_it_exists() {
+    let p = project();
+    let r = p.run(&["check", "-A", "steady", "--vary"]).fails_with(2);
+    assert!(r.stderr().contains("not implemented yet"), "{}", r.stderr());
+}
