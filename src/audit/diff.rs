@@ -47,8 +47,115 @@ pub struct FileDiff {
     pub path: String,
     /// How.
     pub kind: Kind,
+    /// The likely cause, where it can be told.
+    pub cause: Cause,
     /// The first difference, shown.
     pub detail: String,
+}
+
+/// The likely cause of a difference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Bytes that read as a time near now.
+    Timestamp,
+    /// A run of bytes with nothing in common.
+    Random,
+    /// The build directory or a scratch path.
+    BuildPath,
+    /// The same lines in another order.
+    Ordering,
+    /// Not told.
+    Unknown,
+}
+
+impl Cause {
+    /// The words reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Timestamp => "embedded timestamp",
+            Cause::Random => "random bytes",
+            Cause::BuildPath => "build or scratch path",
+            Cause::Ordering => "ordering or parallelism (the same lines in another order)",
+            Cause::Unknown => "unknown",
+        }
+    }
+}
+
+/// The likely cause of `x` and `y` differing.
+pub fn classify(x: &[u8], y: &[u8]) -> Cause {
+    if let (Some(a), Some(b)) = (text(x), text(y)) {
+        let (mut la, mut lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+        la.sort_unstable();
+        lb.sort_unstable();
+        if la == lb {
+            return Cause::Ordering;
+        }
+    }
+    let at = x
+        .iter()
+        .zip(y)
+        .position(|(a, b)| a != b)
+        .unwrap_or(x.len().min(y.len()));
+    // The tokens around the first difference.
+    let token = |b: &[u8]| -> Vec<u8> {
+        let word = |c: u8| c.is_ascii_alphanumeric() || b":.-_/".contains(&c);
+        let mut lo = at.min(b.len());
+        while lo > 0 && word(b[lo - 1]) {
+            lo -= 1;
+        }
+        let mut hi = at.min(b.len());
+        while hi < b.len() && word(b[hi]) {
+            hi += 1;
+        }
+        b[lo..hi].to_vec()
+    };
+    let (ta, tb) = (token(x), token(y));
+    let has_path =
+        |t: &[u8]| t.windows(7).any(|w| w == b"/build/") || t.windows(5).any(|w| w == b"/tmp/");
+    if has_path(&ta) || has_path(&tb) {
+        return Cause::BuildPath;
+    }
+    if looks_like_time(&ta) && looks_like_time(&tb) {
+        return Cause::Timestamp;
+    }
+    // Binary: a run of at least 8 differing bytes out of 8 to 64.
+    if text(x).is_none() || text(y).is_none() {
+        let run = x[at.min(x.len())..]
+            .iter()
+            .zip(&y[at.min(y.len())..])
+            .take(64)
+            .take_while(|(a, b)| a != b)
+            .count();
+        let differing = x[at.min(x.len())..]
+            .iter()
+            .zip(&y[at.min(y.len())..])
+            .take(64)
+            .filter(|(a, b)| a != b)
+            .count();
+        if run >= 4 && differing >= 8 {
+            return Cause::Random;
+        }
+    }
+    Cause::Unknown
+}
+
+/// Whether a token reads as a time: seconds, milliseconds, microseconds or
+/// nanoseconds since 1970 within a year of now, or `HH:MM:SS`-like text.
+fn looks_like_time(t: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(t);
+    if let Ok(n) = s.parse::<u128>() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()) as u128;
+        let year = 366 * 86_400;
+        return [1, 1_000, 1_000_000, 1_000_000_000]
+            .iter()
+            .any(|&unit| (n / unit).abs_diff(now) <= year);
+    }
+    s.split(|c: char| !c.is_ascii_digit() && c != ':').any(|w| {
+        let parts: Vec<&str> = w.split(':').collect();
+        parts.len() >= 2 && parts.iter().all(|p| p.len() == 2)
+    })
 }
 
 #[derive(Debug)]
@@ -131,6 +238,7 @@ pub fn compare(
         let d = |kind, detail: String| FileDiff {
             path: k.clone(),
             kind,
+            cause: Cause::Unknown,
             detail,
         };
         match (a.get(k), b.get(k)) {
@@ -163,7 +271,10 @@ pub fn compare(
                 let x = std::fs::read(p)?;
                 let y = same_part(std::fs::read(q)?);
                 if x != y {
-                    diffs.push(d(Kind::Content, first_difference(&x, &y)));
+                    diffs.push(FileDiff {
+                        cause: classify(&x, &y),
+                        ..d(Kind::Content, first_difference(&x, &y))
+                    });
                 }
                 if ex != ey {
                     let m = |e: &bool| if *e { "executable" } else { "not executable" };
@@ -251,6 +362,39 @@ pub fn first_difference(x: &[u8], y: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes_are_told_where_they_can_be() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let t = |s: String| s.into_bytes();
+        assert_eq!(
+            classify(
+                &t(format!("built {now}\n")),
+                &t(format!("built {}\n", now + 7))
+            ),
+            Cause::Timestamp
+        );
+        assert_eq!(
+            classify(b"at 12:01:07 today", b"at 12:01:09 today"),
+            Cause::Timestamp
+        );
+        assert_eq!(classify(b"a\nb\nc\n", b"c\na\nb\n"), Cause::Ordering);
+        assert_eq!(
+            classify(b"cc /build/x1/a.c", b"cc /build/x2/a.c"),
+            Cause::BuildPath
+        );
+        assert_eq!(
+            classify(
+                &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+                &[0, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+            ),
+            Cause::Random
+        );
+        assert_eq!(classify(b"version 1", b"version 2"), Cause::Unknown);
+    }
 
     #[test]
     fn text_and_binary_differences_are_shown() {

@@ -124,6 +124,7 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
                             "differences": diffs.iter().map(|d| serde_json::json!({
                                 "path": d.path,
                                 "kind": d.kind.as_str(),
+                                "cause": d.cause.as_str(),
                                 "detail": d.detail,
                             })).collect::<Vec<_>>(),
                         })).collect::<Vec<_>>(),
@@ -162,7 +163,12 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
                         } else {
                             &d.path
                         };
-                        out.line(&format!("    {}: {name}", d.kind.as_str()))?;
+                        let cause = if d.cause == crate::audit::diff::Cause::Unknown {
+                            String::new()
+                        } else {
+                            format!(" ({})", d.cause.as_str())
+                        };
+                        out.line(&format!("    {}{cause}: {name}", d.kind.as_str()))?;
                         for l in d.detail.lines() {
                             out.line(&format!("      {l}"))?;
                         }

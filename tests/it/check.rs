@@ -61,6 +61,13 @@ fn a_build_that_differs_names_each_file_and_its_first_difference() {
     );
     let stamp = &out["differences"][1]["detail"];
     assert!(stamp.as_str().unwrap().contains("--- stored"), "{stamp}");
+    let causes: Vec<&str> = out["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["cause"].as_str().unwrap())
+        .collect();
+    assert_eq!(causes, ["random bytes", "embedded timestamp"]);
     // What is stored stays: a realise reuses it.
     let again = p.run(&["realise", "-A", "clock", "--json"]).ok();
     let j: serde_json::Value = serde_json::from_str(&again.stdout()).unwrap();
