@@ -104,6 +104,23 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
             same &= !differs;
             rounds.push((outputs, kept));
         }
+        // Recorded per stored output: `store path-info` shows it.
+        let now = crate::store::now();
+        let mut verdicts: Vec<(String, bool)> = Vec::new();
+        for (outputs, _) in &rounds {
+            for (_, stored, rebuilt, _) in outputs {
+                let base = stored.base_name();
+                match verdicts.iter_mut().find(|(b, _)| *b == base) {
+                    Some((_, ok)) => *ok &= stored == rebuilt,
+                    None => verdicts.push((base, stored == rebuilt)),
+                }
+            }
+        }
+        for (base, ok) in verdicts {
+            store
+                .db_mut()
+                .add_check(&base, args.rounds.get(), ok, now)?;
+        }
         all_same &= same;
         report.push((shown, same, rounds));
     }

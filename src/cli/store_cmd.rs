@@ -87,6 +87,14 @@ fn info_json(store: &Store, base: &str) -> Result<serde_json::Value, CliError> {
         "deriver": info.deriver.map(|d| format!("{}/{d}", dir.as_str())),
         "registered": info.registered,
         "sandboxed": info.sandboxed,
+        "checks": store
+            .db()
+            .checks(info.id)?
+            .into_iter()
+            .map(|(checked, rounds, verdict)| {
+                serde_json::json!({"checked": checked, "rounds": rounds, "verdict": verdict})
+            })
+            .collect::<Vec<_>>(),
     }))
 }
 
@@ -101,6 +109,21 @@ fn print_info(out: &mut Output, i: &serde_json::Value) -> Result<(), CliError> {
         i["deriver"].as_str().unwrap_or("(none)")
     ))?;
     out.line(&format!("  registered: {} (unix time)", i["registered"]))?;
+    // The last check, and how many there were.
+    let checks = i["checks"].as_array().cloned().unwrap_or_default();
+    if let Some(c) = checks.first() {
+        out.line(&format!(
+            "  checked:    {} at {} (unix time), {} rebuild(s){}",
+            c["verdict"].as_str().unwrap_or(""),
+            c["checked"],
+            c["rounds"],
+            if checks.len() > 1 {
+                format!("; {} checks in all", checks.len())
+            } else {
+                String::new()
+            }
+        ))?;
+    }
     let refs = i["references"].as_array().cloned().unwrap_or_default();
     if refs.is_empty() {
         out.line("  references: (none)")?;

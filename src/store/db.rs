@@ -16,7 +16,7 @@ use super::StoreError;
 use crate::derivation::{DrvHash, FileDigest, ObjectKind, TreeDigest};
 
 /// The migrations, in order; migration `i` brings `user_version` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+pub const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("migration2.sql")];
 
 /// How long a writer waits for another process's transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -383,6 +383,44 @@ impl Db {
             )
             .map(|_| ())
         })
+    }
+
+    /// Records a `cbuild check` of the object `base`.
+    pub fn add_check(
+        &mut self,
+        base: &str,
+        rounds: usize,
+        reproducible: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let verdict = if reproducible {
+            "reproducible"
+        } else {
+            "differs"
+        };
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO checks (object, checked, rounds, verdict) \
+                 SELECT id, ?2, ?3, ?4 FROM objects WHERE path = ?1",
+                params![base, now, rounds as i64, verdict],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The checks of object `id`, newest first: (unix time, rounds,
+    /// verdict).
+    pub fn checks(&self, id: i64) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT checked, rounds, verdict FROM checks WHERE object = ?1 \
+                 ORDER BY checked DESC, id DESC",
+            )
+            .and_then(|mut s| {
+                s.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|e| self.err(e))
     }
 
     /// The content of a registered `.drv`.

@@ -36,6 +36,12 @@ fn a_deterministic_build_is_reproducible_even_with_a_self_reference() {
     let r = p.run(&["check", "-A", "steady", "--rounds", "2"]).ok();
     assert!(r.stdout().starts_with("reproducible: "), "{}", r.stdout());
     assert!(r.stdout().contains("(2 rebuilds)"), "{}", r.stdout());
+    let out = p.run(&["realise", "-A", "steady"]).ok().stdout();
+    let info = p.run(&["store", "path-info", out.trim()]).ok().stdout();
+    assert!(
+        info.contains("checked:    reproducible at ") && info.contains(", 2 rebuild(s)"),
+        "{info}"
+    );
 }
 
 #[test]
@@ -68,6 +74,11 @@ fn a_build_that_differs_names_each_file_and_its_first_difference() {
         .map(|d| d["cause"].as_str().unwrap())
         .collect();
     assert_eq!(causes, ["random bytes", "embedded timestamp"]);
+    // The verdict is recorded with the stored output.
+    let info = p.run(&["store", "path-info", stored.trim(), "--json"]).ok();
+    let info: serde_json::Value = serde_json::from_str(&info.stdout()).unwrap();
+    assert_eq!(info["checks"][0]["verdict"], "differs", "{info}");
+    assert_eq!(info["checks"][0]["rounds"], 1);
     // What is stored stays: a realise reuses it.
     let again = p.run(&["realise", "-A", "clock", "--json"]).ok();
     let j: serde_json::Value = serde_json::from_str(&again.stdout()).unwrap();

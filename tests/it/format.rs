@@ -45,7 +45,12 @@ fn schema_block_is_the_schema_the_binary_uses() {
         include_str!("../../src/store/schema.sql"),
         "the sql block of store-format.md must equal src/store/schema.sql"
     );
-    assert_eq!(cbuild::store::db::MIGRATIONS.len(), 1);
+    assert_eq!(
+        block_after(&doc(), "Migration 2 (`src/store/migration2.sql`)"),
+        include_str!("../../src/store/migration2.sql"),
+        "the second sql block of store-format.md must equal src/store/migration2.sql"
+    );
+    assert_eq!(cbuild::store::db::MIGRATIONS.len(), 2);
 }
 
 /// The worked example's tree, built in a temporary directory.
