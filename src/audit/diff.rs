@@ -271,10 +271,27 @@ pub fn compare(
                 let x = std::fs::read(p)?;
                 let y = same_part(std::fs::read(q)?);
                 if x != y {
-                    diffs.push(FileDiff {
-                        cause: classify(&x, &y),
-                        ..d(Kind::Content, first_difference(&x, &y))
-                    });
+                    // An archive is compared member by member, where both
+                    // read as one.
+                    match (members(&x), members(&y)) {
+                        (Some(mx), Some(my)) => {
+                            let inner = compare_members(k, &mx, &my);
+                            if inner.is_empty() {
+                                // Same members, other bytes: the container.
+                                diffs.push(d(
+                                    Kind::Content,
+                                    "the same members; the archive's own bytes differ \
+                                     (member order, times, owners or compression)"
+                                        .into(),
+                                ));
+                            }
+                            diffs.extend(inner);
+                        }
+                        _ => diffs.push(FileDiff {
+                            cause: classify(&x, &y),
+                            ..d(Kind::Content, first_difference(&x, &y))
+                        }),
+                    }
                 }
                 if ex != ey {
                     let m = |e: &bool| if *e { "executable" } else { "not executable" };
@@ -295,6 +312,120 @@ pub fn compare(
         }
     }
     Ok(diffs)
+}
+
+/// A member of an archive: its bytes (or link target) and mode.
+#[derive(PartialEq, Eq)]
+struct Member {
+    data: Vec<u8>,
+    mode: u32,
+    link: bool,
+}
+
+/// Reading stops past this many bytes of members: a rebuild is compared,
+/// not unpacked without bound.
+const MEMBER_BYTES: u64 = 1 << 30;
+
+/// The members of a tar (plain, gzip or zstd) or zip archive, by name;
+/// `None` for anything else or an archive that does not read.
+fn members(b: &[u8]) -> Option<BTreeMap<String, Member>> {
+    use std::io::Read;
+    let mut out = BTreeMap::new();
+    let mut budget = MEMBER_BYTES;
+    let take = |r: &mut dyn Read, budget: &mut u64| -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        r.take(*budget + 1).read_to_end(&mut v).ok()?;
+        *budget = budget.checked_sub(v.len() as u64)?;
+        Some(v)
+    };
+    if b.starts_with(b"PK\x03\x04") {
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(b)).ok()?;
+        for i in 0..z.len() {
+            let mut f = z.by_index(i).ok()?;
+            let name = f.name().to_string();
+            let mode = f.unix_mode().unwrap_or(0);
+            let data = take(&mut f, &mut budget)?;
+            out.insert(
+                name,
+                Member {
+                    data,
+                    mode,
+                    link: false,
+                },
+            );
+        }
+        return Some(out);
+    }
+    let reader: Box<dyn Read + '_> = if b.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(b))
+    } else if b.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::new(b).ok()?)
+    } else if b.len() > 262 && &b[257..262] == b"ustar" {
+        Box::new(b)
+    } else {
+        return None;
+    };
+    let mut t = tar::Archive::new(reader);
+    for e in t.entries().ok()? {
+        let mut e = e.ok()?;
+        let name = e.path().ok()?.to_string_lossy().into_owned();
+        let mode = e.header().mode().ok()?;
+        let link = e.header().entry_type().is_symlink();
+        let data = if link {
+            e.link_name_bytes()?.into_owned()
+        } else {
+            take(&mut e, &mut budget)?
+        };
+        out.insert(name, Member { data, mode, link });
+    }
+    Some(out)
+}
+
+/// The members of one archive (`path` inside the output) that differ.
+fn compare_members(
+    path: &str,
+    x: &BTreeMap<String, Member>,
+    y: &BTreeMap<String, Member>,
+) -> Vec<FileDiff> {
+    let names: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+    let mut out = Vec::new();
+    for n in names {
+        let at = if path.is_empty() {
+            n.clone()
+        } else {
+            format!("{path}:{n}")
+        };
+        let diff = |kind, cause, detail| FileDiff {
+            path: at.clone(),
+            kind,
+            cause,
+            detail,
+        };
+        match (x.get(n), y.get(n)) {
+            (Some(_), None) => out.push(diff(Kind::OnlyStored, Cause::Unknown, String::new())),
+            (None, Some(_)) => out.push(diff(Kind::OnlyRebuilt, Cause::Unknown, String::new())),
+            (Some(a), Some(b)) if a != b => {
+                if a.link != b.link {
+                    out.push(diff(Kind::Type, Cause::Unknown, String::new()));
+                } else if a.data != b.data {
+                    let (kind, cause) = if a.link {
+                        (Kind::SymlinkTarget, Cause::Unknown)
+                    } else {
+                        (Kind::Content, classify(&a.data, &b.data))
+                    };
+                    out.push(diff(kind, cause, first_difference(&a.data, &b.data)));
+                } else {
+                    out.push(diff(
+                        Kind::Mode,
+                        Cause::Unknown,
+                        format!("stored {:o}, rebuilt {:o}", a.mode, b.mode),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// `b` as text: valid UTF-8 without NUL bytes.
@@ -362,6 +493,29 @@ pub fn first_difference(x: &[u8], y: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archives_are_compared_member_by_member() {
+        let tar = |stamp: &str| {
+            let mut b = tar::Builder::new(Vec::new());
+            for (name, data) in [("a.txt", "same\n"), ("stamp", stamp)] {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                b.append_data(&mut h, name, data.as_bytes()).unwrap();
+            }
+            b.into_inner().unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for (root, stamp) in [(&a, "one\n"), (&b, "two\n")] {
+            std::fs::create_dir_all(root).unwrap();
+            std::fs::write(root.join("x.tar"), tar(stamp)).unwrap();
+        }
+        let diffs = compare(&a, "", &b, "").unwrap();
+        let got: Vec<(&str, Kind)> = diffs.iter().map(|d| (d.path.as_str(), d.kind)).collect();
+        assert_eq!(got, [("x.tar:stamp", Kind::Content)]);
+    }
 
     #[test]
     fn causes_are_told_where_they_can_be() {

@@ -25,6 +25,15 @@ fn project() -> Project {
       head -c 16 /dev/urandom > $out/share/random
     '',
   },
+  tarred = package {
+    name = "tarred", version = "1",
+    script = ''
+      mkdir -p $out data
+      echo same > data/a
+      date +%s%N > data/when
+      tar -cf $out/data.tar data
+    '',
+  },
 }
 "#,
     )
@@ -105,4 +114,27 @@ fn vary_is_refused_until_it_exists() {
     let p = project();
     let r = p.run(&["check", "-A", "steady", "--vary"]).fails_with(2);
     assert!(r.stderr().contains("not implemented yet"), "{}", r.stderr());
+}
+
+#[test]
+fn archives_in_an_output_are_compared_member_by_member() {
+    let p = project();
+    let r = p.run(&["check", "-A", "tarred", "--json"]).fails_with(1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    let diffs: Vec<(&str, &str, &str)> = v[0]["rounds"][0]["outputs"][0]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap(),
+                d["kind"].as_str().unwrap(),
+                d["cause"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        diffs,
+        [("data.tar:data/when", "content", "embedded timestamp")]
+    );
 }
