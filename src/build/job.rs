@@ -64,6 +64,8 @@ pub struct Job {
     /// Build even when it is realised already (`cbuild check`); the result
     /// is then compared, never registered.
     pub again: bool,
+    /// Conditions changed for `cbuild check --vary`.
+    pub vary: crate::build::sandbox::spec::Variation,
 }
 
 /// An output ready to be moved into the store and registered.
@@ -462,7 +464,7 @@ fn spec(
         }
     }
     let inside_build = if cx.namespaces {
-        "/build".to_string()
+        job.vary.build_dir().to_string()
     } else {
         build_dir.to_string_lossy().into_owned()
     };
@@ -489,7 +491,10 @@ fn spec(
         ("TZ", "UTC".into()),
         ("LC_ALL", "C".into()),
         ("SOURCE_DATE_EPOCH", "1".into()),
-        ("CBUILD_CORES", cx.cores.to_string()),
+        (
+            "CBUILD_CORES",
+            if job.vary.one_cpu { 1 } else { cx.cores }.to_string(),
+        ),
     ] {
         env.insert(k.into(), v);
     }
@@ -505,6 +510,7 @@ fn spec(
         symlinks,
         network: d.fixed.is_some(),
         namespaces: cx.namespaces,
+        vary: job.vary.clone(),
     })
 }
 

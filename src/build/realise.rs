@@ -692,6 +692,7 @@ impl Scheduler<'_> {
             inputs,
             work: self.pool.take(),
             again: false,
+            vary: Default::default(),
         }))
     }
 

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use crate::build::job::{self, Context, Job, JobResult};
 use crate::build::realise::{BuildError, resolve_with, start_sandboxes};
 use crate::build::sandbox::linux::Sandboxes;
+use crate::build::sandbox::spec::Variation;
 use crate::derivation::StorePath;
 use crate::store::{Store, StoreError};
 
@@ -34,12 +35,14 @@ pub struct Rebuilt {
     pub work: PathBuf,
 }
 
-/// Rebuilds `drv`, which must be realised with its inputs, once.
+/// Rebuilds `drv`, which must be realised with its inputs, once, under
+/// `vary` (no change by default).
 pub fn rebuild(
     store: &Store,
     sandboxes: &OnceLock<Sandboxes>,
     exe: &Path,
     drv: &StorePath,
+    vary: Variation,
 ) -> Result<Rebuilt, BuildError> {
     let dir = store.dir();
     let d = store.read_derivation(drv)?;
@@ -103,6 +106,7 @@ pub fn rebuild(
         inputs,
         work: store.scratch_path("check"),
         again: true,
+        vary,
     };
     match job::run(&cx, db, job, &mut || Ok(()))? {
         JobResult::Built { outputs, work, .. } => Ok(Rebuilt {

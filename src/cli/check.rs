@@ -65,8 +65,8 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
             if !global.quiet {
                 eprintln!("checking {shown} (round {round} of {})", args.rounds);
             }
-            let rebuilt =
-                rebuild(&store, &sandboxes, &exe, t).map_err(|e| CliError::Build(Box::new(e)))?;
+            let rebuilt = rebuild(&store, &sandboxes, &exe, t, Default::default())
+                .map_err(|e| CliError::Build(Box::new(e)))?;
             let mut outputs = Vec::new();
             let mut differs = false;
             for o in &rebuilt.outputs {

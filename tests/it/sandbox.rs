@@ -11,6 +11,15 @@ use crate::support::cbuild_bin;
 /// Runs `script` with the host's `/usr`, `/bin`, `/lib*` read-only, plus
 /// `binds`; returns (exit code, log, build dir).
 fn sandboxed(script: &str, binds: Vec<Bind>) -> (i32, String, tempfile::TempDir) {
+    sandboxed_with(script, binds, Default::default())
+}
+
+/// [`sandboxed`] under a variation (`cbuild check --vary`).
+fn sandboxed_with(
+    script: &str,
+    binds: Vec<Bind>,
+    vary: cbuild::build::sandbox::spec::Variation,
+) -> (i32, String, tempfile::TempDir) {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("root");
     let build = tempfile::tempdir().unwrap();
@@ -40,6 +49,7 @@ fn sandboxed(script: &str, binds: Vec<Bind>) -> (i32, String, tempfile::TempDir)
         namespaces: true,
         toolchain: cbuild::build::sandbox::spec::host_toolchain_binds(),
         store_dir: "/store".into(),
+        vary,
     };
     let log_path = work.path().join("log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -150,4 +160,32 @@ fn a_failing_builder_s_status_comes_back() {
     // not handle; a child killed by a signal shows as 128 + its number.
     let (code, log, _b) = sandboxed("sh -c 'kill -KILL $$'", Vec::new());
     assert_eq!(code, 128 + 9, "{log}");
+}
+
+#[test]
+fn a_variation_changes_the_build_directory_host_name_umask_and_cpus() {
+    let script = "pwd; hostname; umask; nproc; touch f; stat -c %a f";
+    let (code, plain, _) = sandboxed(script, Vec::new());
+    assert_eq!(code, 0, "{plain}");
+    let lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(lines[0], "/build");
+    assert_eq!(lines[1], "localhost");
+    let vary = cbuild::build::sandbox::spec::Variation {
+        build_path: Some("/.cbuild/elsewhere/build-dir".into()),
+        hostname: Some("varied-host".into()),
+        umask: Some(0o077),
+        one_cpu: true,
+    };
+    let (code, varied, _) = sandboxed_with(script, Vec::new(), vary);
+    assert_eq!(code, 0, "{varied}");
+    assert_eq!(
+        varied.lines().collect::<Vec<_>>(),
+        [
+            "/.cbuild/elsewhere/build-dir",
+            "varied-host",
+            "0077",
+            "1",
+            "600"
+        ]
+    );
 }

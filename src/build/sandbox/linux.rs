@@ -970,6 +970,21 @@ fn exec_builder(spec: &SandboxSpec) -> ! {
             nix::libc::CLOSE_RANGE_CLOEXEC,
         );
     }
+    if let Some(mask) = spec.vary.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    if spec.vary.one_cpu {
+        // The first CPU this process may run on, alone.
+        if let Ok(cpus) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+            && let Some(first) =
+                (0..nix::sched::CpuSet::count()).find(|&c| cpus.is_set(c).unwrap_or(false))
+        {
+            let mut one = nix::sched::CpuSet::new();
+            if one.set(first).is_ok() {
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one);
+            }
+        }
+    }
     let program = cstr(&spec.program);
     let mut argv = vec![program.clone()];
     argv.extend(spec.args.iter().map(|a| cstr(a)));
@@ -1056,11 +1071,18 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
         }
         bind(&b.source, &inside(&b.target), b.writable)?;
     }
-    bind(&spec.build_dir, &inside("/build"), true)?;
+    let build = spec.vary.build_dir();
+    if !(build == "/build" || build.starts_with("/.cbuild/")) {
+        return Err(format!("cannot put the build directory at {build}"));
+    }
+    bind(&spec.build_dir, &inside(build), true)?;
+    if let Some(h) = &spec.vary.hostname {
+        sethostname(h).map_err(|e| m("set the hostname", e))?;
+    }
     chdir(root).map_err(|e| m("enter the root", e))?;
     pivot_root(".", ".").map_err(|e| m("pivot_root", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| m("detach the old root", e))?;
-    chdir("/build").map_err(|e| m("enter /build", e))?;
+    chdir(build).map_err(|e| m(&format!("enter {build}"), e))?;
     Ok(())
 }
 

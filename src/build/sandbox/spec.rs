@@ -47,6 +47,32 @@ pub struct SandboxSpec {
     /// `root`, `binds` and `symlinks` are ignored).
     #[serde(default = "yes")]
     pub namespaces: bool,
+    /// Conditions a hermetic build must not depend on, changed for `cbuild
+    /// check --vary`.
+    #[serde(default)]
+    pub vary: Variation,
+}
+
+/// How a `check --vary` rebuild differs from a plain one. The default is
+/// no change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variation {
+    /// Where the build directory appears instead of `/build` (under
+    /// `/.cbuild`, which the sandbox can bind into).
+    pub build_path: Option<String>,
+    /// The host name instead of `localhost`.
+    pub hostname: Option<String>,
+    /// The umask instead of the inherited one.
+    pub umask: Option<u32>,
+    /// Run on one CPU only (what `nproc` reads).
+    pub one_cpu: bool,
+}
+
+impl Variation {
+    /// The build directory as the build sees it.
+    pub fn build_dir(&self) -> &str {
+        self.build_path.as_deref().unwrap_or("/build")
+    }
 }
 
 fn yes() -> bool {
