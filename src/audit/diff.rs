@@ -110,8 +110,12 @@ pub fn classify(x: &[u8], y: &[u8]) -> Cause {
         b[lo..hi].to_vec()
     };
     let (ta, tb) = (token(x), token(y));
-    let has_path =
-        |t: &[u8]| t.windows(7).any(|w| w == b"/build/") || t.windows(5).any(|w| w == b"/tmp/");
+    let has_path = |t: &[u8]| {
+        t.ends_with(b"/build")
+            || t.windows(7).any(|w| w == b"/build/")
+            || t.windows(5).any(|w| w == b"/tmp/")
+            || t.windows(9).any(|w| w == b"/.cbuild/")
+    };
     if has_path(&ta) || has_path(&tb) {
         return Cause::BuildPath;
     }

@@ -484,6 +484,18 @@ fn spec(
             join(&["lib/pkgconfig", "share/pkgconfig"]),
         );
     }
+    if let Some((lib, offset)) = &job.vary.faketime {
+        binds.push(Bind {
+            source: lib.clone(),
+            target: crate::build::sandbox::spec::FAKETIME_LIB.into(),
+            writable: false,
+        });
+        env.insert(
+            "LD_PRELOAD".into(),
+            crate::build::sandbox::spec::FAKETIME_LIB.into(),
+        );
+        env.insert("FAKETIME".into(), offset.clone());
+    }
     for (k, v) in [
         ("PATH", path.join(":")),
         ("HOME", "/homeless-shelter".into()),

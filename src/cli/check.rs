@@ -11,12 +11,10 @@ use super::{Output, open_store, show};
 use crate::audit::diff;
 use crate::build::realise::{Event, Options, realise};
 use crate::build::rebuild::rebuild;
+use crate::build::sandbox::spec::Variation;
 
 /// Runs `cbuild check`.
 pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(), CliError> {
-    if args.vary {
-        return Err(CliError::NotImplemented("check --vary"));
-    }
     let mut store = open_store(global)?;
     let paths = show::drv_targets(
         &mut store,
@@ -61,11 +59,18 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
         let shown = dir.path_of(t);
         let mut rounds = Vec::new();
         let mut same = true;
-        for round in 1..=args.rounds.get() {
+        // Plain rounds, then one rebuild per variation.
+        let plain = (1..=args.rounds.get()).map(|_| (String::new(), Variation::default()));
+        let varied = if args.vary { variations() } else { Vec::new() };
+        for (round, (what, vary)) in plain.chain(varied).enumerate() {
             if !global.quiet {
-                eprintln!("checking {shown} (round {round} of {})", args.rounds);
+                if what.is_empty() {
+                    eprintln!("checking {shown} (round {} of {})", round + 1, args.rounds);
+                } else {
+                    eprintln!("checking {shown} under {what}");
+                }
             }
-            let rebuilt = rebuild(&store, &sandboxes, &exe, t, Default::default())
+            let rebuilt = rebuild(&store, &sandboxes, &exe, t, vary)
                 .map_err(|e| CliError::Build(Box::new(e)))?;
             let mut outputs = Vec::new();
             let mut differs = false;
@@ -102,12 +107,12 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
                 None
             };
             same &= !differs;
-            rounds.push((outputs, kept));
+            rounds.push((what, outputs, kept));
         }
         // Recorded per stored output: `store path-info` shows it.
         let now = crate::store::now();
         let mut verdicts: Vec<(String, bool)> = Vec::new();
-        for (outputs, _) in &rounds {
+        for (_, outputs, _) in &rounds {
             for (_, stored, rebuilt, _) in outputs {
                 let base = stored.base_name();
                 match verdicts.iter_mut().find(|(b, _)| *b == base) {
@@ -131,7 +136,8 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
                 serde_json::json!({
                     "drv": drv,
                     "reproducible": same,
-                    "rounds": rounds.iter().map(|(outputs, kept)| serde_json::json!({
+                    "rounds": rounds.iter().map(|(what, outputs, kept)| serde_json::json!({
+                        "variation": (!what.is_empty()).then_some(what),
                         "kept": kept,
                         "outputs": outputs.iter().map(|(o, stored, rebuilt, diffs)| serde_json::json!({
                             "output": o,
@@ -161,16 +167,23 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
                 continue;
             }
             out.line(&format!("NOT reproducible: {drv}"))?;
-            for (k, (outputs, kept)) in rounds.iter().enumerate() {
+            for (k, (what, outputs, kept)) in rounds.iter().enumerate() {
+                let round = if what.is_empty() {
+                    format!("round {}", k + 1)
+                } else {
+                    format!("under {what}")
+                };
                 for (o, stored, rebuilt, diffs) in outputs {
                     if stored == rebuilt {
                         continue;
                     }
                     out.line(&format!(
-                        "  round {}: output `{o}`: {} file{} differ (stored {}; the rebuild would be {})",
-                        k + 1,
-                        diffs.len(),
-                        if diffs.len() == 1 { "" } else { "s" },
+                        "  {round}: output `{o}`: {} (stored {}; the rebuild would be {})",
+                        if diffs.len() == 1 {
+                            "1 file differs".to_string()
+                        } else {
+                            format!("{} files differ", diffs.len())
+                        },
                         dir.path_of(stored),
                         dir.path_of(rebuilt),
                     ))?;
@@ -197,9 +210,76 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
             }
         }
     }
+    if args.vary && !global.quiet {
+        eprintln!(
+            "note: --vary does not change the build's uid and gid (one user namespace per \
+             sandbox server) or the order of directory listings (that needs a file system of \
+             its own){}",
+            if faketime_lib().is_none() {
+                "; nor the clock: libfaketime is not installed (Debian: faketime)"
+            } else {
+                ""
+            }
+        );
+    }
     if all_same {
         Ok(())
     } else {
         Err(CliError::NotReproducible)
     }
+}
+
+/// The conditions `--vary` changes, one rebuild each.
+fn variations() -> Vec<(String, Variation)> {
+    let mut v = vec![
+        (
+            "another build directory (/.cbuild/build-elsewhere)".to_string(),
+            Variation {
+                build_path: Some("/.cbuild/build-elsewhere".into()),
+                ..Variation::default()
+            },
+        ),
+        (
+            "another host name".to_string(),
+            Variation {
+                hostname: Some("cbuild-check-host".into()),
+                ..Variation::default()
+            },
+        ),
+        (
+            "umask 077".to_string(),
+            Variation {
+                umask: Some(0o077),
+                ..Variation::default()
+            },
+        ),
+        (
+            "one CPU (CBUILD_CORES=1, nproc 1)".to_string(),
+            Variation {
+                one_cpu: true,
+                ..Variation::default()
+            },
+        ),
+    ];
+    if let Some(lib) = faketime_lib() {
+        v.push((
+            "a clock 5 years later (libfaketime; static binaries are not fooled)".to_string(),
+            Variation {
+                faketime: Some((lib, "+5y".into())),
+                ..Variation::default()
+            },
+        ));
+    }
+    v
+}
+
+/// The host's libfaketime, where Debian's `faketime` puts it.
+fn faketime_lib() -> Option<String> {
+    let arch = std::env::consts::ARCH;
+    [
+        format!("/usr/lib/{arch}-linux-gnu/faketime/libfaketime.so.1"),
+        "/usr/lib/faketime/libfaketime.so.1".to_string(),
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_file())
 }

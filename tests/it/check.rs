@@ -110,10 +110,65 @@ fn a_build_that_differs_names_each_file_and_its_first_difference() {
 }
 
 #[test]
-fn vary_is_refused_until_it_exists() {
-    let p = project();
-    let r = p.run(&["check", "-A", "steady", "--vary"]).fails_with(2);
-    assert!(r.stderr().contains("not implemented yet"), "{}", r.stderr());
+fn vary_catches_what_a_plain_rebuild_misses_and_names_the_variation() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"
+{
+  cores = package {
+    name = "cores", version = "1", build_inputs = [host_tool("nproc")],
+    script = "mkdir -p $out; echo building with $(nproc) cpus > $out/cores",
+  },
+  where = package {
+    name = "where", version = "1",
+    script = "mkdir -p $out; echo built in $PWD > $out/where",
+  },
+  clean = package { name = "clean", version = "1", script = "mkdir -p $out; echo ok > $out/ok" },
+}
+"#,
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (attr, variation, cause) in [
+        ("cores", "one CPU", "unknown"),
+        ("where", "another build directory", "build or scratch path"),
+    ] {
+        if attr == "cores" && cpus == 1 {
+            // One CPU already: nothing to vary.
+            continue;
+        }
+        // A plain rebuild on this machine gives the same bytes ...
+        p.run(&["check", "-A", attr]).ok();
+        // ... a varied one does not, and says which variation did it.
+        let r = p
+            .run(&["check", "-A", attr, "--vary", "--json"])
+            .fails_with(1);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+        let differing: Vec<(&str, &str)> = v[0]["rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["outputs"][0]["identical"] == false)
+            .map(|r| {
+                (
+                    r["variation"].as_str().unwrap(),
+                    r["outputs"][0]["differences"][0]["cause"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(differing.len(), 1, "{attr}: {differing:?}");
+        assert!(
+            differing[0].0.starts_with(variation),
+            "{attr}: {differing:?}"
+        );
+        assert_eq!(differing[0].1, cause, "{attr}");
+    }
+    let r = p.run(&["check", "-A", "clean", "--vary"]).ok();
+    assert!(r.stdout().starts_with("reproducible: "), "{}", r.stdout());
+    assert!(
+        r.stderr().contains("does not change the build's uid"),
+        "{}",
+        r.stderr()
+    );
 }
 
 #[test]

@@ -175,6 +175,7 @@ fn a_variation_changes_the_build_directory_host_name_umask_and_cpus() {
         hostname: Some("varied-host".into()),
         umask: Some(0o077),
         one_cpu: true,
+        faketime: None,
     };
     let (code, varied, _) = sandboxed_with(script, Vec::new(), vary);
     assert_eq!(code, 0, "{varied}");

@@ -66,7 +66,14 @@ pub struct Variation {
     pub umask: Option<u32>,
     /// Run on one CPU only (what `nproc` reads).
     pub one_cpu: bool,
+    /// A later clock: the host's libfaketime, preloaded with this offset
+    /// (e.g. `+5y`). Programs that do not use the C library's clock (static
+    /// binaries, Go) are not fooled.
+    pub faketime: Option<(String, String)>,
 }
+
+/// Where a variation's libfaketime appears inside the sandbox.
+pub const FAKETIME_LIB: &str = "/.cbuild/faketime/libfaketime.so.1";
 
 impl Variation {
     /// The build directory as the build sees it.
