@@ -49,6 +49,30 @@ pub struct Context<'a> {
     pub toolchain: Vec<Bind>,
 }
 
+impl<'a> Context<'a> {
+    /// What the builds of one store share, with a fresh directory for the
+    /// sandbox roots in the store's scratch space.
+    pub fn new(
+        store: &crate::store::Store,
+        sandboxes: &'a std::sync::OnceLock<Sandboxes>,
+        namespaces: bool,
+        keep_failed: bool,
+    ) -> Result<Context<'a>, StoreError> {
+        let sandbox_root = store.scratch_path("root");
+        mkdirs(&[&sandbox_root])?;
+        Ok(Context {
+            sandboxes,
+            root: store.root().to_path_buf(),
+            dir: store.dir().clone(),
+            sandbox_root,
+            namespaces,
+            keep_failed,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            toolchain: crate::build::sandbox::spec::host_toolchain_binds(),
+        })
+    }
+}
+
 /// A build to run.
 pub struct Job {
     /// The `.drv` being built.

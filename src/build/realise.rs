@@ -239,21 +239,7 @@ pub fn realise(
         return Ok(out);
     }
     let sandboxes: OnceLock<Sandboxes> = OnceLock::new();
-    let sandbox_root = store.scratch_path("root");
-    std::fs::create_dir_all(&sandbox_root).map_err(|source| StoreError::Write {
-        path: sandbox_root.clone(),
-        source,
-    })?;
-    let cx = Context {
-        sandboxes: &sandboxes,
-        root: store.root().to_path_buf(),
-        dir: store.dir().clone(),
-        sandbox_root: sandbox_root.clone(),
-        namespaces: opts.namespaces,
-        keep_failed: opts.keep_failed,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        toolchain: crate::build::sandbox::spec::host_toolchain_binds(),
-    };
+    let cx = Context::new(store, &sandboxes, opts.namespaces, opts.keep_failed)?;
     let db_path = store.root().join("db.sqlite");
     let jobs = opts.jobs.max(1);
     let (job_tx, job_rx) = mpsc::channel::<(usize, Job)>();
@@ -396,6 +382,9 @@ pub fn realise(
         }
         outbox.error().map_or(Ok(()), |e| Err(e.into()))
     });
+    // The sandbox server goes first: its roots are mounted in this folder.
+    let sandbox_root = cx.sandbox_root.clone();
+    drop(cx);
     drop(sandboxes);
     let _ = std::fs::remove_dir(&sandbox_root);
     result?;

@@ -84,21 +84,7 @@ pub fn rebuild(
         &std::collections::HashMap::new(),
     )?;
     start_sandboxes(sandboxes, exe, true)?;
-    let sandbox_root = store.scratch_path("root");
-    std::fs::create_dir_all(&sandbox_root).map_err(|source| StoreError::Write {
-        path: sandbox_root.clone(),
-        source,
-    })?;
-    let cx = Context {
-        sandboxes,
-        root: store.root().to_path_buf(),
-        dir: dir.clone(),
-        sandbox_root,
-        namespaces: true,
-        keep_failed: false,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        toolchain: crate::build::sandbox::spec::host_toolchain_binds(),
-    };
+    let cx = Context::new(store, sandboxes, true, false)?;
     let job = Job {
         drv_path: drv.clone(),
         drv: resolved,

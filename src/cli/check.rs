@@ -9,7 +9,7 @@ use super::error::CliError;
 use super::progress::Progress;
 use super::{Output, open_store, show};
 use crate::audit::diff;
-use crate::build::realise::{Event, Options, realise};
+use crate::build::realise::{Options, realise};
 use crate::build::rebuild::rebuild;
 use crate::build::sandbox::spec::Variation;
 
@@ -38,9 +38,6 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
     // What is compared against: the stored outputs, built first if missing.
     let mut progress = Progress::new(store.dir().clone(), global.quiet);
     let outcome = realise(&mut store, &exe, &targets, &opts, &mut |e| {
-        if let Event::Failed { error, .. } = &e {
-            super::report_error(&format!("{error}"));
-        }
         progress.event(e)
     });
     progress.finish();

@@ -7,7 +7,7 @@ use super::args::{ExportArgs, GlobalArgs};
 use super::error::CliError;
 use super::progress::Progress;
 use super::{Output, open_store, show};
-use crate::build::realise::{Event, Options as RealiseOptions};
+use crate::build::realise::Options as RealiseOptions;
 use crate::export::archive::Format;
 use crate::export::{ExportError, Options, export, platform};
 
@@ -82,9 +82,6 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
     };
     let mut progress = Progress::new(store.dir().clone(), global.quiet);
     let result = export(&mut store, &exe, &targets, &opts, &mut |e| {
-        if let Event::Failed { error, .. } = &e {
-            super::report_error(&format!("{error}"));
-        }
         progress.event(e)
     });
     progress.finish();

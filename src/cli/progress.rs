@@ -48,8 +48,11 @@ impl Progress {
         }
     }
 
-    /// Takes one event.
+    /// Takes one event; a failure is also shown in full as it happens.
     pub fn event(&mut self, e: Event<'_>) {
+        if let Event::Failed { error, .. } = &e {
+            super::report_error(&format!("{error}"));
+        }
         match e {
             Event::Planned { todo } => self.todo = todo,
             Event::Started { drv, reason } => {

@@ -48,10 +48,6 @@ pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(
     };
     let mut progress = Progress::new(store.dir().clone(), global.quiet);
     let result = realise(&mut store, &exe, &targets, &opts, &mut |e| {
-        if let crate::build::realise::Event::Failed { error, .. } = &e {
-            // Each failure is shown in full as it happens.
-            super::report_error(&format!("{error}"));
-        }
         progress.event(e)
     });
     progress.finish();
