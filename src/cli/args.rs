@@ -51,6 +51,18 @@ pub struct GlobalArgs {
     pub quiet: bool,
 }
 
+impl GlobalArgs {
+    /// How to realise, as the global flags say (`-j`, `-v`).
+    pub fn realise_options(&self) -> crate::build::realise::Options {
+        let default = crate::build::realise::Options::default();
+        crate::build::realise::Options {
+            jobs: self.jobs.map_or(default.jobs, |n| n.get()),
+            explain: self.verbose > 0,
+            ..default
+        }
+    }
+}
+
 /// A recipe file and the attributes to select in it.
 #[derive(Debug, Args)]
 pub struct Target {

@@ -9,7 +9,7 @@ use super::error::CliError;
 use super::progress::Progress;
 use super::{Output, open_store, show};
 use crate::audit::diff;
-use crate::build::realise::{Options, realise};
+use crate::build::realise::realise;
 use crate::build::rebuild::rebuild;
 use crate::build::sandbox::spec::Variation;
 
@@ -28,13 +28,7 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
         targets.push(store.parse_valid(p)?.0);
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
-    let opts = Options {
-        jobs: global
-            .jobs
-            .map_or_else(|| Options::default().jobs, |n| n.get()),
-        explain: global.verbose > 0,
-        ..Options::default()
-    };
+    let opts = global.realise_options();
     // What is compared against: the stored outputs, built first if missing.
     let mut progress = Progress::new(store.dir().clone(), global.quiet);
     let outcome = realise(&mut store, &exe, &targets, &opts, &mut |e| {

@@ -7,7 +7,6 @@ use super::args::{ExportArgs, GlobalArgs};
 use super::error::CliError;
 use super::progress::Progress;
 use super::{Output, open_store, show};
-use crate::build::realise::Options as RealiseOptions;
 use crate::export::archive::Format;
 use crate::export::{ExportError, Options, export, platform};
 
@@ -72,13 +71,7 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
         zstd_level: args.zstd_level,
         epoch,
         recipe_files,
-        realise: RealiseOptions {
-            jobs: global
-                .jobs
-                .map_or_else(|| RealiseOptions::default().jobs, |n| n.get()),
-            explain: global.verbose > 0,
-            ..RealiseOptions::default()
-        },
+        realise: global.realise_options(),
     };
     let mut progress = Progress::new(store.dir().clone(), global.quiet);
     let result = export(&mut store, &exe, &targets, &opts, &mut |e| {

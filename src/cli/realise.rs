@@ -38,13 +38,10 @@ pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
     let opts = Options {
-        jobs: global
-            .jobs
-            .map_or_else(|| Options::default().jobs, |n| n.get()),
         keep_going: args.keep_going,
         keep_failed: args.keep_failed,
         namespaces: args.sandbox != "off",
-        explain: global.verbose > 0,
+        ..global.realise_options()
     };
     let mut progress = Progress::new(store.dir().clone(), global.quiet);
     let result = realise(&mut store, &exe, &targets, &opts, &mut |e| {
