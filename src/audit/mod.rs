@@ -1,4 +1,7 @@
-//! Reproducibility evidence: a rebuild compared with what is stored, file by
-//! file ([`diff`]), for `cbuild check`.
+//! Reproducibility and self-containment evidence: a rebuild compared with
+//! what is stored, file by file ([`diff`], for `cbuild check`), and what a
+//! built output needs or mentions beyond its closure ([`output`], for
+//! `cbuild audit`).
 
 pub mod diff;
+pub mod output;

@@ -63,6 +63,12 @@ pub enum CliError {
     /// `cbuild check` found a rebuild that differs (reported on stdout).
     #[error("a rebuild differs from what is stored: the build is not reproducible")]
     NotReproducible,
+    /// `cbuild audit` found errors (reported on stdout).
+    #[error("the audit found {errors} error(s)")]
+    AuditFailed {
+        /// How many.
+        errors: usize,
+    },
     /// Writing the result to stdout failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] io::Error),
@@ -74,7 +80,9 @@ impl CliError {
         use crate::build::realise::BuildError;
         match self {
             CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
-            CliError::BuildsFailed { .. } | CliError::NotReproducible => 1,
+            CliError::BuildsFailed { .. }
+            | CliError::NotReproducible
+            | CliError::AuditFailed { .. } => 1,
             CliError::Export(e) => match &**e {
                 crate::export::ExportError::Build(b)
                     if matches!(

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod attr_path;
+pub mod audit;
 pub mod check;
 pub mod error;
 pub mod eval;
@@ -59,7 +60,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Realise(a) => realise::run(&cli.global, a, &mut out),
         Command::Log(a) => log_cmd(&cli.global, a, &mut out),
         Command::Check(a) => check::run(&cli.global, a, &mut out),
-        Command::Audit(_) => Err(CliError::NotImplemented("audit")),
+        Command::Audit(a) => audit::run(&cli.global, a, &mut out),
         Command::Export(a) => export::run(&cli.global, a, &mut out),
         Command::Gc(_) => Err(CliError::NotImplemented("gc")),
         Command::Store(c) => store_cmd::run(&cli.global, c, &mut out),

@@ -246,7 +246,7 @@ fn write_tar<W: Write>(w: W, members: &[&Member], mtime: u64) -> Result<W, Expor
 fn zip_time(secs: u64) -> zip::DateTime {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::store::civil_from_days(days);
     zip::DateTime::from_date_and_time(
         y.clamp(1980, 2107) as u16,
         m as u8,
@@ -258,27 +258,24 @@ fn zip_time(secs: u64) -> zip::DateTime {
     .unwrap_or_default()
 }
 
-/// Howard Hinnant's days-to-civil: (year, month, day) of a day number
-/// since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn civil_dates() {
+    fn zip_times_are_the_utc_date() {
+        // DOS times count seconds in twos.
+        let t = super::zip_time(1_672_531_200 + 3_662);
+        assert_eq!(
+            (
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            ),
+            (2023, 1, 1, 1, 1, 2)
+        );
+        use crate::store::civil_from_days;
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_358), (2023, 1, 1));
         assert_eq!(civil_from_days(11_017), (2000, 3, 1));

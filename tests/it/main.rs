@@ -1,5 +1,6 @@
 //! Integration tests: the real `cbuild` binary on real recipes.
 
+mod audit;
 mod check;
 mod cli;
 mod examples;

@@ -1,0 +1,107 @@
+//! `cbuild audit`: inspect built outputs without building (ELF search paths
+//! and libraries, paths outside the store, undeclared store references,
+//! modes, embedded dates) and exit 1 when any finding is an error.
+
+use super::args::{AuditArgs, DrvTarget, GlobalArgs};
+use super::error::CliError;
+use super::{Output, open_store, show};
+use crate::audit::output::{Severity, audit};
+use crate::derivation::{ObjectKind, StorePath};
+
+/// Runs `cbuild audit`.
+pub fn run(global: &GlobalArgs, args: AuditArgs, out: &mut Output) -> Result<(), CliError> {
+    let mut store = open_store(global)?;
+    let paths = show::drv_targets(
+        &mut store,
+        DrvTarget {
+            target: Some(args.target.file.clone()),
+            attrs: args.target.attrs.clone(),
+        },
+    )?;
+    let dir = store.dir().clone();
+    // The targets' outputs, as realised: audit never builds.
+    let mut objects: Vec<StorePath> = Vec::new();
+    for p in &paths {
+        let (drv_path, _) = store.parse_valid(p)?;
+        let d = store.read_derivation(&drv_path)?;
+        let h = d.drv_hash();
+        for o in &d.outputs {
+            let base = store.db().realisation(&h, o)?.ok_or_else(|| {
+                crate::store::StoreError::NotValid {
+                    path: format!("output `{o}` of {p} (not built: run cbuild realise first)"),
+                    store: dir.as_str().into(),
+                }
+            })?;
+            objects.extend(StorePath::from_base_name(&base));
+        }
+    }
+    if args.closure {
+        let all = store.closure(objects.iter().map(StorePath::base_name))?;
+        objects = Vec::new();
+        for base in all {
+            let is_output = store
+                .db()
+                .object(&base)?
+                .is_some_and(|i| i.kind == ObjectKind::Output);
+            if is_output {
+                objects.extend(StorePath::from_base_name(&base));
+            }
+        }
+    }
+    let mut errors = 0;
+    let mut report = Vec::new();
+    for o in &objects {
+        let findings = audit(&store, o)?;
+        errors += findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count();
+        report.push((dir.path_of(o), findings));
+    }
+    if global.json {
+        let v: Vec<serde_json::Value> = report
+            .iter()
+            .map(|(object, findings)| {
+                serde_json::json!({
+                    "object": object,
+                    "findings": findings.iter().map(|f| serde_json::json!({
+                        "severity": f.severity.as_str(),
+                        "file": f.file,
+                        "offset": f.offset,
+                        "what": f.what,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        out.line(&serde_json::to_string_pretty(&v).unwrap_or_default())?;
+    } else {
+        for (object, findings) in &report {
+            let errs = findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .count();
+            out.line(&format!(
+                "{object}: {}",
+                if errs == 0 {
+                    "passes".to_string()
+                } else {
+                    format!("{errs} error(s)")
+                }
+            ))?;
+            for f in findings {
+                let at = match (f.file.is_empty(), f.offset) {
+                    (true, Some(n)) => format!(" (byte {n})"),
+                    (true, None) => String::new(),
+                    (false, Some(n)) => format!(" {}, byte {n}:", f.file),
+                    (false, None) => format!(" {}:", f.file),
+                };
+                out.line(&format!("  {}{at} {}", f.severity.as_str(), f.what))?;
+            }
+        }
+    }
+    if errors > 0 {
+        Err(CliError::AuditFailed { errors })
+    } else {
+        Ok(())
+    }
+}
