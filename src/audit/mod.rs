@@ -1,7 +1,9 @@
 //! Reproducibility and self-containment evidence: a rebuild compared with
 //! what is stored, file by file ([`diff`], for `cbuild check`), and what a
 //! built output needs or mentions beyond its closure ([`output`], for
-//! `cbuild audit`).
+//! `cbuild audit`), and whether a package file is what it says
+//! ([`package`], for `cbuild audit PKG.conda`).
 
 pub mod diff;
 pub mod output;
+pub mod package;

@@ -10,6 +10,12 @@ use crate::derivation::{ObjectKind, StorePath};
 
 /// Runs `cbuild audit`.
 pub fn run(global: &GlobalArgs, args: AuditArgs, out: &mut Output) -> Result<(), CliError> {
+    let file = args.target.file.to_string_lossy().into_owned();
+    if file.ends_with(".conda") || file.ends_with(".tar.bz2") {
+        let findings = crate::audit::package::audit(&args.target.file)
+            .map_err(|e| CliError::Package(Box::new(e)))?;
+        return finish(global, out, vec![(file, findings)]);
+    }
     let mut store = open_store(global)?;
     let paths = show::drv_targets(
         &mut store,
@@ -48,16 +54,23 @@ pub fn run(global: &GlobalArgs, args: AuditArgs, out: &mut Output) -> Result<(),
             }
         }
     }
-    let mut errors = 0;
     let mut report = Vec::new();
     for o in &objects {
-        let findings = audit(&store, o)?;
-        errors += findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .count();
-        report.push((dir.path_of(o), findings));
+        report.push((dir.path_of(o), audit(&store, o)?));
     }
+    finish(global, out, report)
+}
+
+/// Prints the findings of each audited object; exit 1 when any is an error.
+fn finish(
+    global: &GlobalArgs,
+    out: &mut Output,
+    report: Vec<(String, Vec<crate::audit::output::Finding>)>,
+) -> Result<(), CliError> {
+    let errors: usize = report
+        .iter()
+        .map(|(_, f)| f.iter().filter(|f| f.severity == Severity::Error).count())
+        .sum();
     if global.json {
         let v: Vec<serde_json::Value> = report
             .iter()

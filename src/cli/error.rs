@@ -63,6 +63,9 @@ pub enum CliError {
     /// `cbuild check` found a rebuild that differs (reported on stdout).
     #[error("a rebuild differs from what is stored: the build is not reproducible")]
     NotReproducible,
+    /// A package file that cannot be read at all.
+    #[error(transparent)]
+    Package(Box<crate::audit::package::PackageError>),
     /// `cbuild audit` found errors (reported on stdout).
     #[error("the audit found {errors} error(s)")]
     AuditFailed {

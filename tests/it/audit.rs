@@ -134,3 +134,181 @@ fn a_tampered_mode_and_an_unbuilt_target_are_reported() {
         r.stdout()
     );
 }
+
+/// A tar member written as given: name, type, link target, size of zeros.
+type RawMember = (&'static str, tar::EntryType, &'static str, u64);
+
+/// A `.conda` file whose payload tar holds `members` (raw names, so that
+/// malicious ones can be written), and an honest info tar.
+fn conda_with(
+    dir: &std::path::Path,
+    members: &[(&str, tar::EntryType, &str, u64)],
+) -> std::path::PathBuf {
+    use std::io::Write;
+    let stem = "evil-1.0-h0_0";
+    // The tar is written with its zeros as holes, then compressed by hand:
+    // zstd's RLE blocks hold 128 KiB of one byte in four.
+    let mut tarfile = tempfile::tempfile().unwrap();
+    {
+        use std::io::{Seek, SeekFrom};
+        for (name, kind, link, size) in members {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_size(*size);
+            if !link.is_empty() {
+                h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            }
+            h.set_cksum();
+            tarfile.write_all(h.as_bytes()).unwrap();
+            // The member's zeros are a hole: 10 GiB cost no disk.
+            let padded = size.div_ceil(512) * 512;
+            tarfile.seek(SeekFrom::Current(padded as i64)).unwrap();
+        }
+        // Two zero blocks end a tar.
+        let end = tarfile.seek(SeekFrom::Current(1024)).unwrap();
+        tarfile.set_len(end).unwrap();
+    }
+    let info = {
+        let mut b = tar::Builder::new(Vec::new());
+        let index = br#"{"name": "evil", "version": "1.0", "build": "h0_0", "build_number": 0, "depends": [], "subdir": "noarch"}"#;
+        let paths = br#"{"paths": [], "paths_version": 1}"#;
+        for (n, d) in [
+            ("info/index.json", &index[..]),
+            ("info/paths.json", &paths[..]),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(d.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, n, d).unwrap();
+        }
+        zstd::encode_all(&b.into_inner().unwrap()[..], 1).unwrap()
+    };
+    std::io::Seek::rewind(&mut tarfile).unwrap();
+    let pkg = zstd_of_mostly_zeros(&mut tarfile);
+    let path = dir.join(format!("{stem}.conda"));
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let o =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    z.start_file("metadata.json", o).unwrap();
+    z.write_all(br#"{"conda_pkg_format_version": 2}"#).unwrap();
+    z.start_file(format!("pkg-{stem}.tar.zst"), o).unwrap();
+    z.write_all(&pkg).unwrap();
+    z.start_file(format!("info-{stem}.tar.zst"), o).unwrap();
+    z.write_all(&info).unwrap();
+    z.finish().unwrap();
+    path
+}
+
+#[test]
+fn malicious_packages_are_refused_quickly_without_unpacking() {
+    let p = Project::new();
+    let cases: Vec<(Vec<RawMember>, &str)> = vec![
+        (
+            vec![("../../etc/evil", tar::EntryType::Regular, "", 4)],
+            "would unpack outside the prefix",
+        ),
+        (
+            vec![("bin/x", tar::EntryType::Symlink, "../../../etc/passwd", 0)],
+            "outside the prefix",
+        ),
+        (
+            vec![("share/zeros", tar::EntryType::Regular, "", 10 << 30)],
+            "refused as a bomb",
+        ),
+    ];
+    for (members, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = conda_with(dir.path(), &members);
+        let started = std::time::Instant::now();
+        let r = p.run(&["audit", pkg.to_str().unwrap()]).fails_with(1);
+        assert!(r.stdout().contains(says), "{says}: {}", r.stdout());
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "{says}: took {:?}",
+            started.elapsed()
+        );
+        // Nothing was unpacked beside the package.
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1);
+    }
+}
+
+#[test]
+fn an_exported_package_passes_and_one_flipped_byte_fails_naming_the_file() {
+    let p = project();
+    let src = p.path().join("src");
+    let r = p
+        .run_in(
+            &src,
+            &[
+                "export", "--conda", "-A", "libgreet", "-o", "../out", "--json",
+            ],
+            &[],
+        )
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    let pkg = std::path::PathBuf::from(v[0]["path"].as_str().unwrap());
+    p.run(&["audit", pkg.to_str().unwrap()]).ok();
+    // The same package with one payload byte flipped, under its own name.
+    let f = std::fs::File::open(&pkg).unwrap();
+    let mut z = zip::ZipArchive::new(f).unwrap();
+    let names: Vec<String> = z.file_names().map(String::from).collect();
+    let tampered = p.path().join("t").join(pkg.file_name().unwrap());
+    std::fs::create_dir_all(tampered.parent().unwrap()).unwrap();
+    let mut w = zip::ZipWriter::new(std::fs::File::create(&tampered).unwrap());
+    let o =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for n in &names {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut z.by_name(n).unwrap(), &mut bytes).unwrap();
+        if n.starts_with("pkg-") {
+            let mut tar = zstd::decode_all(&bytes[..]).unwrap();
+            let at = tar.windows(4).position(|w| w == b"\x7fELF").unwrap() + 100;
+            tar[at] ^= 1;
+            bytes = zstd::encode_all(&tar[..], 3).unwrap();
+        }
+        w.start_file(n.as_str(), o).unwrap();
+        std::io::Write::write_all(&mut w, &bytes).unwrap();
+    }
+    w.finish().unwrap();
+    let r = p.run(&["audit", tampered.to_str().unwrap()]).fails_with(1);
+    assert!(
+        r.stdout().contains("error lib/libgreet.so: has sha256"),
+        "{}",
+        r.stdout()
+    );
+}
+
+/// A zstd frame of `f`'s bytes: raw blocks for data, RLE blocks for runs
+/// of zeros (a 10 GiB run is 320 KiB), reading with seeks over holes.
+fn zstd_of_mostly_zeros(f: &mut std::fs::File) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    const BLOCK: u64 = 128 << 10;
+    let len = f.metadata().unwrap().len();
+    // Magic, no content size, 128 KiB window.
+    let mut out = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38];
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; BLOCK as usize];
+    while pos < len {
+        let n = BLOCK.min(len - pos) as usize;
+        // Holes: where the next data starts (SEEK_DATA), else all zeros.
+        let data_at = nix::unistd::lseek(&*f, pos as i64, nix::unistd::Whence::SeekData)
+            .map_or(len, |o| o as u64);
+        let last = |m: u64| u32::from(pos + m >= len);
+        if data_at >= pos + n as u64 {
+            let hdr = last(n as u64) | (1 << 1) | ((n as u32) << 3);
+            out.extend_from_slice(&hdr.to_le_bytes()[..3]);
+            out.push(0);
+        } else {
+            f.seek(SeekFrom::Start(pos)).unwrap();
+            f.read_exact(&mut buf[..n]).unwrap();
+            let hdr = last(n as u64) | ((n as u32) << 3);
+            out.extend_from_slice(&hdr.to_le_bytes()[..3]);
+            out.extend_from_slice(&buf[..n]);
+        }
+        pos += n as u64;
+    }
+    out
+}

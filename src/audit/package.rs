@@ -1,0 +1,379 @@
+//! Auditing a conda package file (`.conda` or `.tar.bz2`) as a stranger's:
+//! its container, every tar member, and `info/paths.json` against the
+//! payload, read as a stream and never unpacked to disk, so that a member
+//! that would unpack to gigabytes is refused after a bounded amount of work.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+
+use sha2::Digest;
+
+use super::output::{Finding, Severity};
+
+/// Decompressed bytes a package may hold in all, and per compressed byte:
+/// past either, reading stops and the package is refused as a bomb.
+pub const MAX_UNPACKED: u64 = 8 << 30;
+/// See [`MAX_UNPACKED`]; real packages stay far below (text compresses
+/// about 10:1).
+pub const MAX_RATIO: u64 = 2_000;
+/// Under this many decompressed bytes the ratio is not held against a
+/// package (tiny files compress oddly).
+const RATIO_FREE: u64 = 64 << 20;
+
+/// Why a package could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    /// The file cannot be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A tar member, as much as the audit keeps of it.
+struct Member {
+    kind: char,
+    size: u64,
+    sha256: String,
+    data: Option<Vec<u8>>,
+}
+
+/// Counts what a reader yields and stops it past the limits.
+struct Bounded<R> {
+    inner: R,
+    read: u64,
+    compressed: u64,
+    exceeded: bool,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > MAX_UNPACKED
+            || (self.read > RATIO_FREE && self.read / self.compressed.max(1) > MAX_RATIO)
+        {
+            self.exceeded = true;
+            return Err(std::io::Error::other("too much unpacked data"));
+        }
+        Ok(n)
+    }
+}
+
+fn err(file: &str, what: String) -> Finding {
+    Finding {
+        severity: Severity::Error,
+        file: file.to_string(),
+        offset: None,
+        what,
+    }
+}
+
+/// Audits the package at `path`; its file name must be the conda one.
+pub fn audit(path: &Path) -> Result<Vec<Finding>, PackageError> {
+    let read_err = |source| PackageError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let compressed = file.metadata().map_err(read_err)?.len();
+    let mut findings = Vec::new();
+    let mut members: BTreeMap<String, Member> = BTreeMap::new();
+    if let Some(stem) = name.strip_suffix(".conda") {
+        let mut zip = match zip::ZipArchive::new(file) {
+            Ok(z) => z,
+            Err(e) => return Ok(vec![err("", format!("is not a zip file: {e}"))]),
+        };
+        let want = [
+            "metadata.json".to_string(),
+            format!("pkg-{stem}.tar.zst"),
+            format!("info-{stem}.tar.zst"),
+        ];
+        let have: BTreeSet<String> = zip.file_names().map(str::to_string).collect();
+        if have != want.iter().cloned().collect::<BTreeSet<_>>() {
+            findings.push(err(
+                "",
+                format!(
+                    "holds {:?}; a .conda holds exactly metadata.json, pkg-{stem}.tar.zst and \
+                     info-{stem}.tar.zst",
+                    have
+                ),
+            ));
+            return Ok(findings);
+        }
+        for inner in &want[1..] {
+            let Ok(entry) = zip.by_name(inner) else {
+                findings.push(err(inner, "cannot be read".into()));
+                continue;
+            };
+            if entry.compression() != zip::CompressionMethod::Stored {
+                findings.push(err(
+                    inner,
+                    "is compressed in the zip (conda stores it)".into(),
+                ));
+            }
+            let size = entry.size();
+            let Ok(dec) = zstd::stream::read::Decoder::new(entry) else {
+                findings.push(err(inner, "is not zstd".into()));
+                continue;
+            };
+            read_tar(dec, size, inner, &mut members, &mut findings);
+        }
+    } else if name.ends_with(".tar.bz2") {
+        let dec = bzip2::read::BzDecoder::new(std::io::BufReader::new(file));
+        read_tar(dec, compressed, &name, &mut members, &mut findings);
+    } else {
+        findings.push(err("", "is neither a .conda nor a .tar.bz2 file".into()));
+        return Ok(findings);
+    }
+    if findings.iter().any(|f| f.severity == Severity::Error) {
+        return Ok(findings);
+    }
+    check_metadata(&name, &members, &mut findings);
+    Ok(findings)
+}
+
+/// Reads one tar, keeping each member's digest (and the bytes of `info/`
+/// files), refusing unsafe members and bombs.
+fn read_tar(
+    reader: impl Read,
+    compressed: u64,
+    shown: &str,
+    members: &mut BTreeMap<String, Member>,
+    findings: &mut Vec<Finding>,
+) {
+    let mut bounded = Bounded {
+        inner: reader,
+        read: 0,
+        compressed,
+        exceeded: false,
+    };
+    let mut declared_sum = 0u64;
+    let mut tar = tar::Archive::new(&mut bounded);
+    let entries = match tar.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            findings.push(err(shown, format!("is not a tar: {e}")));
+            return;
+        }
+    };
+    for entry in entries {
+        let mut e = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                findings.push(err(shown, format!("cannot be read: {e}")));
+                return;
+            }
+        };
+        let path = match e.path() {
+            Ok(p) => p.to_string_lossy().into_owned(),
+            Err(_) => {
+                findings.push(err(shown, "holds a member whose name is not text".into()));
+                return;
+            }
+        };
+        let rel = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        if path.starts_with('/') || rel.split('/').any(|c| c == "..") {
+            findings.push(err(
+                &path,
+                "is an absolute or `..` path: it would unpack outside the prefix".into(),
+            ));
+            continue;
+        }
+        // What a member says it holds is checked before anything is read:
+        // a bomb is refused without being decompressed.
+        let declared = e.header().size().unwrap_or(u64::MAX);
+        let total = bounded_declared(&mut declared_sum, declared);
+        if total > MAX_UNPACKED || (total > RATIO_FREE && total / compressed.max(1) > MAX_RATIO) {
+            findings.push(err(
+                &rel,
+                format!(
+                    "declares {declared} bytes, more than the package can hold (over {} GiB in \
+                     all, or over {MAX_RATIO} bytes per compressed byte): refused as a bomb",
+                    MAX_UNPACKED >> 30
+                ),
+            ));
+            return;
+        }
+        let et = e.header().entry_type();
+        let kind = if et.is_file() {
+            'f'
+        } else if et.is_dir() {
+            'd'
+        } else if et.is_symlink() {
+            'l'
+        } else if et.is_hard_link() {
+            'h'
+        } else {
+            findings.push(err(
+                &rel,
+                format!("is a {et:?} member, which a package cannot hold"),
+            ));
+            continue;
+        };
+        let link = e
+            .link_name()
+            .ok()
+            .flatten()
+            .map(|l| l.to_string_lossy().into_owned());
+        if let Some(l) = &link {
+            // A link may point anywhere inside the prefix, never out of it.
+            let depth = rel.matches('/').count() as i64;
+            let mut up = 0i64;
+            let mut escapes = l.starts_with('/');
+            for c in l.split('/') {
+                match c {
+                    ".." => up += 1,
+                    "" | "." => {}
+                    _ => up -= 1,
+                }
+                if up > depth {
+                    escapes = true;
+                }
+            }
+            if escapes {
+                findings.push(err(&rel, format!("links to {l}, outside the prefix")));
+            }
+        }
+        let mut hasher = sha2::Sha256::new();
+        let mut kept = rel.starts_with("info/").then(Vec::new);
+        let mut buf = [0u8; 64 * 1024];
+        let mut size = 0u64;
+        loop {
+            match e.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    size += n as u64;
+                    if let Some(k) = &mut kept
+                        && k.len() < (64 << 20)
+                    {
+                        k.extend_from_slice(&buf[..n]);
+                    }
+                }
+                Err(e) => {
+                    let bomb = bounded_exceeded(&e);
+                    findings.push(err(
+                        &rel,
+                        if bomb {
+                            format!(
+                                "unpacks to more than the package can hold (over {} GiB, or \
+                                 over {MAX_RATIO} bytes per compressed byte): refused as a bomb",
+                                MAX_UNPACKED >> 30
+                            )
+                        } else {
+                            format!("cannot be read: {e}")
+                        },
+                    ));
+                    return;
+                }
+            }
+        }
+        members.insert(
+            rel,
+            Member {
+                kind,
+                size,
+                sha256: hasher
+                    .finalize()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+                data: kept,
+            },
+        );
+    }
+}
+
+/// Adds a member's declared size to the running total.
+fn bounded_declared(sum: &mut u64, size: u64) -> u64 {
+    *sum = sum.saturating_add(size);
+    *sum
+}
+
+fn bounded_exceeded(e: &std::io::Error) -> bool {
+    e.to_string().contains("too much unpacked data")
+}
+
+/// index.json against the file name; paths.json against the payload.
+fn check_metadata(name: &str, members: &BTreeMap<String, Member>, findings: &mut Vec<Finding>) {
+    let json = |p: &str| -> Option<serde_json::Value> {
+        serde_json::from_slice(members.get(p)?.data.as_deref()?).ok()
+    };
+    let Some(index) = json("info/index.json") else {
+        findings.push(err("info/index.json", "is missing or not JSON".into()));
+        return;
+    };
+    let stem = name
+        .strip_suffix(".conda")
+        .or_else(|| name.strip_suffix(".tar.bz2"))
+        .unwrap_or(name);
+    let field = |k: &str| index[k].as_str().unwrap_or("").to_string();
+    let expected = format!("{}-{}-{}", field("name"), field("version"), field("build"));
+    if expected != stem {
+        findings.push(err(
+            "info/index.json",
+            format!("names the package {expected}, but the file is {stem}"),
+        ));
+    }
+    let Some(paths) = json("info/paths.json") else {
+        findings.push(err("info/paths.json", "is missing or not JSON".into()));
+        return;
+    };
+    let mut listed = BTreeSet::new();
+    for p in paths["paths"].as_array().into_iter().flatten() {
+        let Some(rel) = p["_path"].as_str() else {
+            findings.push(err(
+                "info/paths.json",
+                "has an entry without `_path`".into(),
+            ));
+            continue;
+        };
+        listed.insert(rel.to_string());
+        let Some(m) = members.get(rel) else {
+            findings.push(err(
+                rel,
+                "is listed in paths.json but not in the package".into(),
+            ));
+            continue;
+        };
+        if p["path_type"] == "hardlink" {
+            if let Some(want) = p["sha256"].as_str()
+                && want != m.sha256
+            {
+                findings.push(err(
+                    rel,
+                    format!("has sha256 {}, but paths.json says {want}", m.sha256),
+                ));
+            }
+            if let Some(want) = p["size_in_bytes"].as_u64()
+                && want != m.size
+            {
+                findings.push(err(
+                    rel,
+                    format!("has {} bytes, but paths.json says {want}", m.size),
+                ));
+            }
+        }
+        if p["path_type"] == "softlink" && m.kind != 'l' {
+            findings.push(err(rel, "is listed as a softlink but is not one".into()));
+        }
+    }
+    for (rel, m) in members {
+        if m.kind != 'd' && !rel.starts_with("info/") && !listed.contains(rel) {
+            findings.push(err(rel, "is in the payload but not in paths.json".into()));
+        }
+    }
+}
