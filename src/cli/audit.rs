@@ -2,7 +2,7 @@
 //! and libraries, paths outside the store, undeclared store references,
 //! modes, embedded dates) and exit 1 when any finding is an error.
 
-use super::args::{AuditArgs, DrvTarget, GlobalArgs};
+use super::args::{AuditArgs, GlobalArgs};
 use super::error::CliError;
 use super::{Output, open_store, show};
 use crate::audit::output::{Severity, audit};
@@ -17,19 +17,13 @@ pub fn run(global: &GlobalArgs, args: AuditArgs, out: &mut Output) -> Result<(),
         return finish(global, out, vec![(file, findings)]);
     }
     let mut store = open_store(global)?;
-    let paths = show::drv_targets(
-        &mut store,
-        DrvTarget {
-            target: Some(args.target.file.clone()),
-            attrs: args.target.attrs.clone(),
-        },
-    )?;
+    let targets = show::targets_of(&mut store, &args.target)?;
     let dir = store.dir().clone();
     // The targets' outputs, as realised: audit never builds.
     let mut objects: Vec<StorePath> = Vec::new();
-    for p in &paths {
-        let (drv_path, _) = store.parse_valid(p)?;
-        let d = store.read_derivation(&drv_path)?;
+    for drv_path in &targets {
+        let p = dir.path_of(drv_path);
+        let d = store.read_derivation(drv_path)?;
         let h = d.drv_hash();
         for o in &d.outputs {
             let base = store.db().realisation(&h, o)?.ok_or_else(|| {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use super::args::{CheckArgs, DrvTarget, GlobalArgs};
+use super::args::{CheckArgs, GlobalArgs};
 use super::error::CliError;
 use super::progress::Progress;
 use super::{Output, open_store, show};
@@ -16,17 +16,7 @@ use crate::build::sandbox::spec::Variation;
 /// Runs `cbuild check`.
 pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(), CliError> {
     let mut store = open_store(global)?;
-    let paths = show::drv_targets(
-        &mut store,
-        DrvTarget {
-            target: Some(args.target.file.clone()),
-            attrs: args.target.attrs.clone(),
-        },
-    )?;
-    let mut targets = Vec::new();
-    for p in &paths {
-        targets.push(store.parse_valid(p)?.0);
-    }
+    let targets = show::targets_of(&mut store, &args.target)?;
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
     let opts = global.realise_options();
     // What is compared against: the stored outputs, built first if missing.

@@ -45,6 +45,26 @@ pub fn drv_targets(store: &mut Store, args: DrvTarget) -> Result<Vec<String>, Cl
     Ok(evaluate(store, &file, &args.attrs, None)?.paths)
 }
 
+/// The derivations a recipe and its `-A` attributes select, written to the
+/// store.
+pub fn targets_of(
+    store: &mut Store,
+    target: &super::args::Target,
+) -> Result<Vec<StorePath>, CliError> {
+    let paths = drv_targets(
+        store,
+        DrvTarget {
+            target: Some(target.file.clone()),
+            attrs: target.attrs.clone(),
+        },
+    )?;
+    let mut out = Vec::new();
+    for p in &paths {
+        out.push(store.parse_valid(p)?.0);
+    }
+    Ok(out)
+}
+
 /// What [`evaluate`] found.
 pub struct Evaluated {
     /// The targets' `.drv` paths.
