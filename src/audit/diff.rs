@@ -122,21 +122,17 @@ pub fn classify(x: &[u8], y: &[u8]) -> Cause {
     if looks_like_time(&ta) && looks_like_time(&tb) {
         return Cause::Timestamp;
     }
-    // Binary: a run of at least 8 differing bytes out of 8 to 64.
+    // Binary: from the first difference, a run of at least 4 differing
+    // bytes and at least 8 differing in the next 64.
     if text(x).is_none() || text(y).is_none() {
-        let run = x[at.min(x.len())..]
+        let differ: Vec<bool> = x[at.min(x.len())..]
             .iter()
             .zip(&y[at.min(y.len())..])
             .take(64)
-            .take_while(|(a, b)| a != b)
-            .count();
-        let differing = x[at.min(x.len())..]
-            .iter()
-            .zip(&y[at.min(y.len())..])
-            .take(64)
-            .filter(|(a, b)| a != b)
-            .count();
-        if run >= 4 && differing >= 8 {
+            .map(|(a, b)| a != b)
+            .collect();
+        let run = differ.iter().take_while(|d| **d).count();
+        if run >= 4 && differ.iter().filter(|d| **d).count() >= 8 {
             return Cause::Random;
         }
     }

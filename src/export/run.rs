@@ -114,7 +114,6 @@ pub fn export(
         Some(l) => l.dir().to_path_buf(),
         None => opts.output_dir.clone(),
     };
-    let mut portable = Portable::default();
     let mut done: HashMap<PackageRef, (String, Exported, Option<Value>)> = HashMap::new();
     let mut packages = Vec::new();
     let mut entries = Vec::new();
@@ -136,7 +135,7 @@ pub fn export(
                 node: i,
                 output: o.clone(),
             };
-            let w = write_package(store, &plan, &p, path, opts, &staging, &done, &mut portable)?;
+            let w = write_package(store, &plan, &p, path, opts, &staging, &done)?;
             let mut ex = w.exported;
             ex.built = built.contains(&n.export_path);
             ex.target = n.target;
@@ -311,7 +310,6 @@ fn strings(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write_package(
     store: &Store,
     plan: &Plan,
@@ -320,7 +318,6 @@ fn write_package(
     opts: &Options,
     dest_dir: &Path,
     done: &HashMap<PackageRef, (String, Exported, Option<Value>)>,
-    portable: &mut Portable,
 ) -> Result<Written, ExportError> {
     let n = &plan.nodes[p.node];
     let meta = &n.meta;
@@ -411,8 +408,10 @@ fn write_package(
     }
 
     let licenses = license_files(store, n, &name)?;
-    let (target_drv, _) = portable.rebase(store, &n.original)?;
-    let (export_drv, export_hash) = portable.rebase_drv(store, &n.export_path, &n.export_drv)?;
+    // Rebased once: the hashes, and the closure the provenance lists.
+    let mut closure = Portable::default();
+    let (target_drv, _) = closure.rebase(store, &n.original)?;
+    let (export_drv, export_hash) = closure.rebase_drv(store, &n.export_path, &n.export_drv)?;
 
     let digests = |files: &[(String, Vec<u8>)]| -> BTreeMap<String, String> {
         files
@@ -476,9 +475,6 @@ fn write_package(
     }
     // Provenance: the rebased closures of the original and the export
     // derivation, and the sources' digests.
-    let mut closure = Portable::default();
-    closure.rebase(store, &n.original)?;
-    closure.rebase_drv(store, &n.export_path, &n.export_drv)?;
     info.push(file(
         "cbuild/export.json",
         json_bytes(&json!({
