@@ -5,5 +5,6 @@
 //! ([`package`], for `cbuild audit PKG.conda`).
 
 pub mod diff;
+pub mod origin;
 pub mod output;
 pub mod package;

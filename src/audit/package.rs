@@ -76,6 +76,34 @@ fn err(file: &str, what: String) -> Finding {
 
 /// Audits the package at `path`; its file name must be the conda one.
 pub fn audit(path: &Path) -> Result<Vec<Finding>, PackageError> {
+    Ok(inspect(path)?.findings)
+}
+
+/// What [`inspect`] found.
+pub struct Inspected {
+    /// The findings of the structure checks.
+    pub findings: Vec<Finding>,
+    /// The `info/` files (each up to 64 MiB), by path.
+    pub info: BTreeMap<String, Vec<u8>>,
+}
+
+/// Audits the package at `path` and keeps its `info/` files.
+pub fn inspect(path: &Path) -> Result<Inspected, PackageError> {
+    let mut members = BTreeMap::new();
+    let findings = read_members(path, &mut members)?;
+    let info = members
+        .into_iter()
+        .filter_map(|(k, m)| Some((k, m.data?)))
+        .collect();
+    Ok(Inspected { findings, info })
+}
+
+/// Reads every member of the package at `path` into `members`; returns
+/// the findings.
+fn read_members(
+    path: &Path,
+    members: &mut BTreeMap<String, Member>,
+) -> Result<Vec<Finding>, PackageError> {
     let read_err = |source| PackageError::Read {
         path: path.display().to_string(),
         source,
@@ -87,7 +115,6 @@ pub fn audit(path: &Path) -> Result<Vec<Finding>, PackageError> {
     let file = std::fs::File::open(path).map_err(read_err)?;
     let compressed = file.metadata().map_err(read_err)?.len();
     let mut findings = Vec::new();
-    let mut members: BTreeMap<String, Member> = BTreeMap::new();
     if let Some(stem) = name.strip_suffix(".conda") {
         let mut zip = match zip::ZipArchive::new(file) {
             Ok(z) => z,
@@ -126,11 +153,11 @@ pub fn audit(path: &Path) -> Result<Vec<Finding>, PackageError> {
                 findings.push(err(inner, "is not zstd".into()));
                 continue;
             };
-            read_tar(dec, size, inner, &mut members, &mut findings);
+            read_tar(dec, size, inner, members, &mut findings);
         }
     } else if name.ends_with(".tar.bz2") {
         let dec = bzip2::read::BzDecoder::new(std::io::BufReader::new(file));
-        read_tar(dec, compressed, &name, &mut members, &mut findings);
+        read_tar(dec, compressed, &name, members, &mut findings);
     } else {
         findings.push(err("", "is neither a .conda nor a .tar.bz2 file".into()));
         return Ok(findings);
@@ -138,8 +165,49 @@ pub fn audit(path: &Path) -> Result<Vec<Finding>, PackageError> {
     if findings.iter().any(|f| f.severity == Severity::Error) {
         return Ok(findings);
     }
-    check_metadata(&name, &members, &mut findings);
+    check_metadata(&name, members, &mut findings);
     Ok(findings)
+}
+
+/// Unpacks the payload (everything but `info/`) of the package at `path`,
+/// which [`inspect`] passed, into the empty directory `dest`.
+pub fn unpack_payload(path: &Path, dest: &Path) -> Result<(), PackageError> {
+    let read_err = |source| PackageError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let unpack = |reader: &mut dyn Read| -> std::io::Result<()> {
+        let mut tar = tar::Archive::new(reader);
+        tar.set_preserve_mtime(false);
+        for entry in tar.entries()? {
+            let mut e = entry?;
+            let p = e.path()?.to_string_lossy().into_owned();
+            if p.trim_start_matches("./").starts_with("info/") {
+                continue;
+            }
+            // `unpack_in` refuses a member that would land outside `dest`.
+            if !e.unpack_in(dest)? {
+                return Err(std::io::Error::other(format!("{p} would unpack outside")));
+            }
+        }
+        Ok(())
+    };
+    if let Some(stem) = name.strip_suffix(".conda") {
+        let mut zip = zip::ZipArchive::new(file).map_err(|e| read_err(e.into()))?;
+        let entry = zip
+            .by_name(&format!("pkg-{stem}.tar.zst"))
+            .map_err(|e| read_err(e.into()))?;
+        let mut dec = zstd::stream::read::Decoder::new(entry).map_err(read_err)?;
+        unpack(&mut dec).map_err(read_err)
+    } else {
+        let mut dec = bzip2::read::BzDecoder::new(std::io::BufReader::new(file));
+        unpack(&mut dec).map_err(read_err)
+    }
 }
 
 /// Reads one tar, keeping each member's digest (and the bytes of `info/`

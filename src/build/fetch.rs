@@ -99,6 +99,23 @@ pub fn fetch(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError
     job::finish_outputs(cx, job, &[(scratch, out)])
 }
 
+/// The HTTP client of every download and upload: the machine's certificate
+/// authorities, as curl and pip use them (a TLS-inspecting proxy's CA is
+/// installed there); a stalled transfer fails, a long one does not.
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                .build(),
+        )
+        .timeout_connect(Some(std::time::Duration::from_secs(30)))
+        .timeout_recv_response(Some(std::time::Duration::from_secs(120)))
+        .timeout_per_read(Some(std::time::Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
 /// Streams `url` into `dest`, hashing as it goes; returns the digest.
 fn download_to(url: &str, dest: &Path, algo: HashAlgo) -> Result<Vec<u8>, BuildError> {
     let fail = |reason: String| FetchError::Download {
@@ -109,20 +126,7 @@ fn download_to(url: &str, dest: &Path, algo: HashAlgo) -> Result<Vec<u8>, BuildE
         let path = percent_decode(path);
         Box::new(File::open(&path).map_err(|e| fail(format!("{path}: {e}")))?)
     } else {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            // The machine's certificate authorities, as curl and pip use
-            // them: a TLS-inspecting proxy's CA is installed there.
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                    .build(),
-            )
-            .timeout_connect(Some(std::time::Duration::from_secs(30)))
-            .timeout_recv_response(Some(std::time::Duration::from_secs(120)))
-            // A stalled transfer fails; a long one does not.
-            .timeout_per_read(Some(std::time::Duration::from_secs(120)))
-            .build()
-            .into();
+        let agent = http_agent();
         let resp = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
         Box::new(resp.into_body().into_reader())
     };

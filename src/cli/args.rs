@@ -179,6 +179,17 @@ pub struct AuditArgs {
     /// Audit the whole closure, not just the targets.
     #[arg(long)]
     pub closure: bool,
+    /// For a package: the recipe it was exported from, whose sources the
+    /// rebuild needs when the store lacks them (with -A for its targets).
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+    /// For a package: write an in-toto v1 statement of the verdict here.
+    #[arg(long, value_name = "FILE")]
+    pub attest: Option<PathBuf>,
+    /// For a package: keep the unpacked and the rebuilt payload when they
+    /// differ, and print where.
+    #[arg(long)]
+    pub keep_failed: bool,
 }
 
 /// `cbuild export`

@@ -1,6 +1,7 @@
 //! `cbuild audit`: inspect built outputs without building (ELF search paths
 //! and libraries, paths outside the store, undeclared store references,
-//! modes, embedded dates) and exit 1 when any finding is an error.
+//! modes, embedded dates) and exit 1 when any finding is an error. Package
+//! files go to [`super::audit_package`].
 
 use super::args::{AuditArgs, GlobalArgs};
 use super::error::CliError;
@@ -12,9 +13,7 @@ use crate::derivation::{ObjectKind, StorePath};
 pub fn run(global: &GlobalArgs, args: AuditArgs, out: &mut Output) -> Result<(), CliError> {
     let file = args.target.file.to_string_lossy().into_owned();
     if file.ends_with(".conda") || file.ends_with(".tar.bz2") {
-        let findings = crate::audit::package::audit(&args.target.file)
-            .map_err(|e| CliError::Package(Box::new(e)))?;
-        return finish(global, out, vec![(file, findings)]);
+        return super::audit_package::run(global, &args, out);
     }
     let mut store = open_store(global)?;
     let targets = show::targets_of(&mut store, &args.target)?;
@@ -56,7 +55,7 @@ pub fn run(global: &GlobalArgs, args: AuditArgs, out: &mut Output) -> Result<(),
 }
 
 /// Prints the findings of each audited object; exit 1 when any is an error.
-fn finish(
+pub(super) fn finish(
     global: &GlobalArgs,
     out: &mut Output,
     report: Vec<(String, Vec<crate::audit::output::Finding>)>,

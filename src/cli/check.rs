@@ -125,12 +125,7 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
                             "stored": dir.path_of(stored),
                             "rebuilt_path": dir.path_of(rebuilt),
                             "identical": stored == rebuilt,
-                            "differences": diffs.iter().map(|d| serde_json::json!({
-                                "path": d.path,
-                                "kind": d.kind.as_str(),
-                                "cause": d.cause.as_str(),
-                                "detail": d.detail,
-                            })).collect::<Vec<_>>(),
+                            "differences": diffs_json(diffs),
                         })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 })
@@ -168,22 +163,7 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
                         dir.path_of(stored),
                         dir.path_of(rebuilt),
                     ))?;
-                    for d in diffs {
-                        let name = if d.path.is_empty() {
-                            "(the output itself)"
-                        } else {
-                            &d.path
-                        };
-                        let cause = if d.cause == crate::audit::diff::Cause::Unknown {
-                            String::new()
-                        } else {
-                            format!(" ({})", d.cause.as_str())
-                        };
-                        out.line(&format!("    {}{cause}: {name}", d.kind.as_str()))?;
-                        for l in d.detail.lines() {
-                            out.line(&format!("      {l}"))?;
-                        }
-                    }
+                    print_diffs(out, diffs, "    ")?;
                 }
                 if let Some(k) = kept {
                     out.line(&format!("  the rebuilt tree is kept in {}", k.display()))?;
@@ -263,4 +243,45 @@ fn faketime_lib() -> Option<String> {
     ]
     .into_iter()
     .find(|p| std::path::Path::new(p).is_file())
+}
+
+/// Each differing file: its kind of difference, likely cause and first
+/// difference, indented by `indent`.
+pub(super) fn print_diffs(
+    out: &mut Output,
+    diffs: &[diff::FileDiff],
+    indent: &str,
+) -> Result<(), CliError> {
+    for d in diffs {
+        let name = if d.path.is_empty() {
+            "(the output itself)"
+        } else {
+            &d.path
+        };
+        let cause = if d.cause == diff::Cause::Unknown {
+            String::new()
+        } else {
+            format!(" ({})", d.cause.as_str())
+        };
+        out.line(&format!("{indent}{}{cause}: {name}", d.kind.as_str()))?;
+        for l in d.detail.lines() {
+            out.line(&format!("{indent}  {l}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// [`print_diffs`] as JSON.
+pub(super) fn diffs_json(diffs: &[diff::FileDiff]) -> Vec<serde_json::Value> {
+    diffs
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "path": d.path,
+                "kind": d.kind.as_str(),
+                "cause": d.cause.as_str(),
+                "detail": d.detail,
+            })
+        })
+        .collect()
 }

@@ -72,6 +72,24 @@ pub enum CliError {
         /// How many.
         errors: usize,
     },
+    /// `cbuild audit PKG` could not rebuild the package here (reported on
+    /// stdout).
+    #[error("the package's origin could not be checked here: {reason}")]
+    AuditUnverifiable {
+        /// The first reason.
+        reason: String,
+    },
+    /// An origin audit could not run.
+    #[error(transparent)]
+    Origin(Box<crate::audit::origin::OriginError>),
+    /// A package could not be downloaded.
+    #[error("cannot download {url}: {reason}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// Writing the result to stdout failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] io::Error),

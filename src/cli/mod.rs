@@ -5,6 +5,7 @@
 pub mod args;
 pub mod attr_path;
 pub mod audit;
+pub mod audit_package;
 pub mod check;
 pub mod error;
 pub mod eval;

@@ -461,6 +461,18 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// `secs` since the epoch as an RFC 3339 UTC time (`2026-11-27T17:10:37Z`).
+pub fn rfc3339(secs: i64) -> String {
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
 /// Howard Hinnant's days-to-civil: (year, month, day) of a day number
 /// since 1970-01-01.
 pub fn civil_from_days(z: i64) -> (i64, i64, i64) {

@@ -1,6 +1,7 @@
 //! Integration tests: the real `cbuild` binary on real recipes.
 
 mod audit;
+mod audit_origin;
 mod check;
 mod cli;
 mod examples;

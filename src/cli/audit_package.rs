@@ -1,0 +1,320 @@
+//! `cbuild audit PKG.conda|PKG.tar.bz2|URL`: the package's structure, then
+//! its origin: rebuilt from the provenance it carries (sources from the
+//! store, or imported by evaluating `--recipe`) and compared file by file.
+//! `--attest FILE` writes the verdict as an in-toto v1 statement.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use super::args::{AuditArgs, GlobalArgs};
+use super::check::{diffs_json, print_diffs};
+use super::error::CliError;
+use super::progress::Progress;
+use super::{Output, open_store, show};
+use crate::audit::origin::{self, Verdict};
+use crate::audit::output::Severity;
+use crate::audit::package::{MAX_UNPACKED, inspect};
+
+/// The in-toto predicate type of a cbuild rebuild verdict.
+pub const PREDICATE_TYPE: &str = "https://cbuild.dev/attestation/rebuild/v1";
+
+/// Runs `cbuild audit` on a package file or URL.
+pub fn run(global: &GlobalArgs, args: &AuditArgs, out: &mut Output) -> Result<(), CliError> {
+    let given = args.target.file.to_string_lossy().into_owned();
+    let download = if given.starts_with("http://") || given.starts_with("https://") {
+        Some(download(&given)?)
+    } else {
+        None
+    };
+    let pkg: PathBuf = match &download {
+        Some(d) => d.path.clone(),
+        None => args.target.file.clone(),
+    };
+    let inspected = inspect(&pkg).map_err(|e| CliError::Package(Box::new(e)))?;
+    let sha256 = file_sha256(&pkg)?;
+    let file_name = pkg
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let structure_ok = !inspected
+        .findings
+        .iter()
+        .any(|f| f.severity == Severity::Error);
+    if !structure_ok {
+        if let Some(a) = &args.attest {
+            write_attestation(
+                a,
+                &file_name,
+                &sha256,
+                "not reproduced",
+                None,
+                &inspected.findings,
+            )?;
+        }
+        return super::audit::finish(global, out, vec![(given, inspected.findings)]);
+    }
+    let mut store = open_store(global)?;
+    if let Some(recipe) = &args.recipe {
+        // Evaluating imports the recipe's sources into the store; the
+        // provenance then finds them by digest.
+        let index: serde_json::Value = inspected
+            .info
+            .get("info/index.json")
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        let subdir = index["subdir"].as_str().filter(|s| *s != "noarch");
+        show::evaluate(&mut store, recipe, &args.target.attrs, subdir)?;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
+    let mut progress = Progress::new(store.dir().clone(), global.quiet);
+    let report = origin::audit(
+        &mut store,
+        &exe,
+        &pkg,
+        &inspected.info,
+        &global.realise_options(),
+        args.keep_failed,
+        &mut |e| progress.event(e),
+    );
+    progress.finish();
+    let report = report.map_err(|e| CliError::Origin(Box::new(e)))?;
+    let mut findings = inspected.findings.clone();
+    findings.extend(report.findings.iter().cloned());
+    if let Some(a) = &args.attest {
+        write_attestation(
+            a,
+            &file_name,
+            &sha256,
+            report.verdict.as_str(),
+            Some(&report),
+            &findings,
+        )?;
+    }
+    let no_provenance = report.export_drv.is_none() && report.closure.is_empty();
+    if global.json {
+        let v = serde_json::json!({
+            "package": given,
+            "sha256": sha256,
+            "verdict": report.verdict.as_str(),
+            "export_drv": report.export_drv,
+            "built": report.built,
+            "compared": report.compared,
+            "kept": report.kept,
+            "findings": findings.iter().map(|f| serde_json::json!({
+                "severity": f.severity.as_str(),
+                "file": f.file,
+                "what": f.what,
+            })).collect::<Vec<_>>(),
+            "differences": diffs_json(&report.diffs),
+            "host_tools": report.tools.iter().map(|t| serde_json::json!({
+                "name": t.name,
+                "path": t.path,
+                "recorded": t.recorded,
+                "here": t.here,
+            })).collect::<Vec<_>>(),
+        });
+        out.line(&serde_json::to_string_pretty(&v).unwrap_or_default())?;
+    } else {
+        out.line(&format!("{given}: structure passes (sha256 {sha256})"))?;
+        for f in &findings {
+            let at = if f.file.is_empty() {
+                String::new()
+            } else {
+                format!(" {}:", f.file)
+            };
+            out.line(&format!("  {}{at} {}", f.severity.as_str(), f.what))?;
+        }
+        if let Some(d) = &report.export_drv {
+            let how = if report.built {
+                "built"
+            } else {
+                "rebuilt beside the stored output"
+            };
+            match report.verdict {
+                Verdict::Reproduced => out.line(&format!(
+                    "reproduced: all {} of {file_name} match{} a rebuild of {d} ({how}); its \
+                     metadata is what its recorded inputs give",
+                    entries(report.compared),
+                    if report.compared == 1 { "es" } else { "" }
+                ))?,
+                Verdict::NotReproduced => {
+                    out.line(&format!(
+                        "NOT reproduced: {} of {} differ from a rebuild of {d} ({how}); \
+                         \"stored\" below is the package",
+                        report.diffs.len(),
+                        entries(report.compared)
+                    ))?;
+                    print_diffs(out, &report.diffs, "  ")?;
+                    if report
+                        .diffs
+                        .iter()
+                        .any(|d| d.kind != crate::audit::diff::Kind::Mode)
+                    {
+                        out.line(
+                            "  if the build is not reproducible, `cbuild check` on the recipe \
+                             says why",
+                        )?;
+                    }
+                }
+                Verdict::Unverifiable => out.line(&format!(
+                    "unverifiable: {file_name} could not be rebuilt here"
+                ))?,
+            }
+        } else if report.verdict == Verdict::Unverifiable && !no_provenance {
+            out.line(&format!(
+                "unverifiable: {file_name} could not be rebuilt here"
+            ))?;
+        } else if report.verdict == Verdict::NotReproduced {
+            out.line(&format!(
+                "NOT reproduced: {file_name} contradicts its own records"
+            ))?;
+        }
+        if let Some(k) = &report.kept {
+            out.line(&format!(
+                "  the package's payload and the rebuild are kept in {}",
+                k.display()
+            ))?;
+        }
+    }
+    match report.verdict {
+        Verdict::Reproduced => Ok(()),
+        Verdict::NotReproduced => Err(CliError::AuditFailed {
+            errors: findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .count()
+                + report.diffs.len(),
+        }),
+        // A package without provenance was audited for its structure only:
+        // that passed (warned above).
+        Verdict::Unverifiable if no_provenance => Ok(()),
+        Verdict::Unverifiable => Err(CliError::AuditUnverifiable {
+            reason: report
+                .findings
+                .first()
+                .map(|f| f.what.clone())
+                .unwrap_or_default(),
+        }),
+    }
+}
+
+fn entries(n: usize) -> String {
+    if n == 1 {
+        "1 payload entry".into()
+    } else {
+        format!("{n} payload entries")
+    }
+}
+
+/// A downloaded package, removed when dropped.
+struct Download {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+/// Downloads `url` into a temporary directory under its own file name,
+/// refusing more than a package may unpack to.
+fn download(url: &str) -> Result<Download, CliError> {
+    let fail = |reason: String| CliError::Download {
+        url: url.to_string(),
+        reason,
+    };
+    let name = url
+        .split(['?', '#'])
+        .next()
+        .and_then(|u| u.rsplit('/').next())
+        .filter(|n| !n.is_empty() && !n.starts_with('.'))
+        .ok_or_else(|| fail("the URL does not end in a package file name".into()))?
+        .to_string();
+    let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let path = dir.path().join(&name);
+    let resp = crate::build::fetch::http_agent()
+        .get(url)
+        .call()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut reader = resp.into_body().into_reader().take(MAX_UNPACKED + 1);
+    let mut file = std::fs::File::create(&path).map_err(|e| fail(e.to_string()))?;
+    let n = std::io::copy(&mut reader, &mut file).map_err(|e| fail(e.to_string()))?;
+    if n > MAX_UNPACKED {
+        return Err(fail(format!(
+            "it is larger than {} GiB",
+            MAX_UNPACKED >> 30
+        )));
+    }
+    Ok(Download { _dir: dir, path })
+}
+
+fn file_sha256(path: &Path) -> Result<String, CliError> {
+    let read = |source| crate::store::StoreError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(read)?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(read)?;
+    Ok(crate::export::package::hex(&h.finalize()))
+}
+
+/// Writes an in-toto v1 statement: the package's sha256 as the subject, the
+/// verdict, the recorded derivation closure, sources and host tools, and
+/// the files that differ as the predicate.
+fn write_attestation(
+    path: &Path,
+    file_name: &str,
+    sha256: &str,
+    verdict: &str,
+    report: Option<&origin::Report>,
+    findings: &[crate::audit::output::Finding],
+) -> Result<(), CliError> {
+    let mut predicate = serde_json::json!({
+        "verdict": verdict,
+        "builder": {"id": "cbuild", "version": env!("CARGO_PKG_VERSION")},
+        "audited_at": crate::store::rfc3339(crate::store::now()),
+        "findings": findings.iter().map(|f| serde_json::json!({
+            "severity": f.severity.as_str(),
+            "file": f.file,
+            "what": f.what,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(r) = report {
+        predicate["rebuild"] = serde_json::json!({
+            "export_drv": r.export_drv,
+            "built": r.built,
+            "compared_entries": r.compared,
+            "differences": diffs_json(&r.diffs),
+        });
+        predicate["derivations"] = serde_json::json!(
+            r.closure
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!({"blake3": v})))
+                .collect::<serde_json::Map<_, _>>()
+        );
+        predicate["sources"] = serde_json::json!(
+            r.sources
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!({"tree_blake3": v})))
+                .collect::<serde_json::Map<_, _>>()
+        );
+        predicate["host_tools"] = serde_json::json!(
+            r.tools
+                .iter()
+                .map(|t| serde_json::json!({
+                    "name": t.name,
+                    "path": t.path,
+                    "blake3": t.recorded,
+                    "same_here": t.here.as_deref() == Some(t.recorded.as_str()),
+                }))
+                .collect::<Vec<_>>()
+        );
+    }
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": file_name, "digest": {"sha256": sha256}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": predicate,
+    });
+    let bytes = crate::export::package::json_bytes(&statement);
+    crate::export::channel::atomic_write(path, &bytes).map_err(|e| CliError::Export(Box::new(e)))
+}
