@@ -166,9 +166,14 @@ pub struct CheckArgs {
     /// Keep the rebuilt trees that differ, and print where.
     #[arg(long)]
     pub keep_failed: bool,
-    /// Rebuild under varied conditions (not in this version yet).
+    /// Rebuild under varied conditions: another build directory, hostname,
+    /// umask, CPU count and a later clock.
     #[arg(long)]
     pub vary: bool,
+    /// Check the targets' export derivations (what `export --conda` builds
+    /// and packages) instead of the targets themselves.
+    #[arg(long)]
+    pub conda: bool,
 }
 
 /// `cbuild audit`

@@ -16,7 +16,29 @@ use crate::build::sandbox::spec::Variation;
 /// Runs `cbuild check`.
 pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(), CliError> {
     let mut store = open_store(global)?;
-    let targets = show::targets_of(&mut store, &args.target)?;
+    let targets = if args.conda {
+        // The packages' payloads are the export derivations' outputs.
+        let subdir = cbuild_lang::host::host_subdir();
+        let evaluated = show::evaluate(
+            &mut store,
+            &args.target.file,
+            &args.target.attrs,
+            Some(subdir),
+        )?;
+        let mut originals = Vec::new();
+        for p in &evaluated.paths {
+            originals.push(store.parse_valid(p)?.0);
+        }
+        let plan = crate::export::plan::plan(&mut store, &originals)
+            .map_err(|e| CliError::Export(Box::new(e)))?;
+        plan.nodes
+            .iter()
+            .filter(|n| n.target)
+            .map(|n| n.export_path.clone())
+            .collect()
+    } else {
+        show::targets_of(&mut store, &args.target)?
+    };
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
     let opts = global.realise_options();
     // What is compared against: the stored outputs, built first if missing.
@@ -173,9 +195,8 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
     }
     if args.vary && !global.quiet {
         eprintln!(
-            "note: --vary does not change the build's uid and gid (one user namespace per \
-             sandbox server) or the order of directory listings (that needs a file system of \
-             its own){}",
+            "note: --vary does not change the order of directory listings (that needs a file \
+             system of its own){}",
             if faketime_lib().is_none() {
                 "; nor the clock: libfaketime is not installed (Debian: faketime)"
             } else {
@@ -204,6 +225,13 @@ fn variations() -> Vec<(String, Variation)> {
             "another host name".to_string(),
             Variation {
                 hostname: Some("cbuild-check-host".into()),
+                ..Variation::default()
+            },
+        ),
+        (
+            "another uid and gid (2001:2002)".to_string(),
+            Variation {
+                ids: Some((2001, 2002)),
                 ..Variation::default()
             },
         ),

@@ -346,3 +346,52 @@ fn a_host_tool_that_differs_here_is_reported_as_that_not_as_a_difference() {
         r.stdout()
     );
 }
+
+#[test]
+fn a_package_is_audited_from_an_http_url() {
+    let p = greet();
+    let src = p.path().join("src");
+    let pkg = export(&p, &src, "libgreet", &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(pkg.parent().unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let name = pkg.file_name().unwrap().to_str().unwrap();
+    let url = format!("http://127.0.0.1:{port}/{name}");
+    let good = p.run(&["audit", &url, "--json"]);
+    let missing = p.run(&["audit", &format!("http://127.0.0.1:{port}/no-1-h0_0.conda")]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_str(&good.ok().stdout()).unwrap();
+    assert_eq!(v["verdict"], "reproduced", "{v}");
+    assert_eq!(v["sha256"], sha256_hex(&std::fs::read(&pkg).unwrap()));
+    let missing = missing.fails_with(2);
+    assert!(
+        missing
+            .stderr()
+            .contains("cannot download http://127.0.0.1:")
+            && missing.stderr().contains("404"),
+        "{}",
+        missing.stderr()
+    );
+}

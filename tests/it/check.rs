@@ -123,6 +123,10 @@ fn vary_catches_what_a_plain_rebuild_misses_and_names_the_variation() {
     name = "where", version = "1",
     script = "mkdir -p $out; echo built in $PWD > $out/where",
   },
+  who = package {
+    name = "who", version = "1", build_inputs = [host_tool("id")],
+    script = "mkdir -p $out; echo built by $(id -u):$(id -g) > $out/who",
+  },
   clean = package { name = "clean", version = "1", script = "mkdir -p $out; echo ok > $out/ok" },
 }
 "#,
@@ -131,6 +135,7 @@ fn vary_catches_what_a_plain_rebuild_misses_and_names_the_variation() {
     for (attr, variation, cause) in [
         ("cores", "one CPU", "unknown"),
         ("where", "another build directory", "build or scratch path"),
+        ("who", "another uid and gid", "unknown"),
     ] {
         if attr == "cores" && cpus == 1 {
             // One CPU already: nothing to vary.
@@ -165,7 +170,8 @@ fn vary_catches_what_a_plain_rebuild_misses_and_names_the_variation() {
     let r = p.run(&["check", "-A", "clean", "--vary"]).ok();
     assert!(r.stdout().starts_with("reproducible: "), "{}", r.stdout());
     assert!(
-        r.stderr().contains("does not change the build's uid"),
+        r.stderr()
+            .contains("does not change the order of directory listings"),
         "{}",
         r.stderr()
     );
@@ -192,4 +198,31 @@ fn archives_in_an_output_are_compared_member_by_member() {
         diffs,
         [("data.tar:data/when", "content", "embedded timestamp")]
     );
+}
+
+#[test]
+fn check_conda_rebuilds_the_export_derivation_and_compares_the_payload() {
+    let p = project();
+    let r = p.run(&["check", "--conda", "-A", "steady"]).ok();
+    assert!(
+        r.stdout().starts_with("reproducible: ") && r.stdout().contains("-steady-conda.drv"),
+        "{}",
+        r.stdout()
+    );
+    let r = p
+        .run(&["check", "--conda", "-A", "clock", "--json"])
+        .fails_with(1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    let t = &v.as_array().unwrap()[0];
+    assert!(
+        t["drv"].as_str().unwrap().ends_with("-clock-conda.drv"),
+        "{t}"
+    );
+    let diffs = t["rounds"][0]["outputs"][0]["differences"]
+        .as_array()
+        .unwrap();
+    let stamp = diffs.iter().find(|d| d["path"] == "share/stamp").unwrap();
+    assert_eq!(stamp["kind"], "content", "{stamp}");
+    assert_eq!(stamp["cause"], "embedded timestamp", "{stamp}");
+    assert!(diffs.iter().all(|d| d["path"] != "share/a"), "{diffs:?}");
 }

@@ -163,8 +163,8 @@ fn a_failing_builder_s_status_comes_back() {
 }
 
 #[test]
-fn a_variation_changes_the_build_directory_host_name_umask_and_cpus() {
-    let script = "pwd; hostname; umask; nproc; touch f; stat -c %a f";
+fn a_variation_changes_the_build_directory_host_name_umask_cpus_and_ids() {
+    let script = "pwd; hostname; umask; nproc; touch f; stat -c %a f; id -u; id -g; stat -c %u f";
     let (code, plain, _) = sandboxed(script, Vec::new());
     assert_eq!(code, 0, "{plain}");
     let lines: Vec<&str> = plain.lines().collect();
@@ -176,6 +176,7 @@ fn a_variation_changes_the_build_directory_host_name_umask_and_cpus() {
         umask: Some(0o077),
         one_cpu: true,
         faketime: None,
+        ids: Some((2001, 2002)),
     };
     let (code, varied, _) = sandboxed_with(script, Vec::new(), vary);
     assert_eq!(code, 0, "{varied}");
@@ -186,7 +187,10 @@ fn a_variation_changes_the_build_directory_host_name_umask_and_cpus() {
             "varied-host",
             "0077",
             "1",
-            "600"
+            "600",
+            "2001",
+            "2002",
+            "2001"
         ]
     );
 }

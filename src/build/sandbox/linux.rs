@@ -544,6 +544,21 @@ fn send_request(fd: RawFd, id: u64, body: &[u8], fds: &[&OwnedFd]) -> std::io::R
     stream.write_all(body)
 }
 
+/// Enters a user namespace of its own where the builder is `uid`:`gid`
+/// (mapped onto the build user, so files stay its own).
+fn enter_ids(uid: u32, gid: u32) -> Result<(), String> {
+    let (outer_uid, outer_gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| format!("unshare: {}", e.desc()))?;
+    for (path, text) in [
+        ("/proc/self/setgroups", "deny".to_string()),
+        ("/proc/self/uid_map", format!("{uid} {outer_uid} 1")),
+        ("/proc/self/gid_map", format!("{gid} {outer_gid} 1")),
+    ] {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {path}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Enters a new user namespace (mapping the caller's uid and gid to the
 /// build user's) and a private mount namespace.
 fn enter_user_namespace() -> Result<(), String> {
@@ -984,6 +999,11 @@ fn exec_builder(spec: &SandboxSpec) -> ! {
                 let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one);
             }
         }
+    }
+    if let Some((uid, gid)) = spec.vary.ids
+        && let Err(e) = enter_ids(uid, gid)
+    {
+        die("cannot run the builder under another uid and gid", &e);
     }
     let program = cstr(&spec.program);
     let mut argv = vec![program.clone()];

@@ -70,6 +70,10 @@ pub struct Variation {
     /// (e.g. `+5y`). Programs that do not use the C library's clock (static
     /// binaries, Go) are not fooled.
     pub faketime: Option<(String, String)>,
+    /// Another uid and gid for the builder than [`BUILD_UID`] and
+    /// [`BUILD_GID`] (a user namespace of its own, entered last; the ids
+    /// are not in `/etc/passwd`).
+    pub ids: Option<(u32, u32)>,
 }
 
 /// Where a variation's libfaketime appears inside the sandbox.
