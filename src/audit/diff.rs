@@ -122,6 +122,9 @@ pub fn classify(x: &[u8], y: &[u8]) -> Cause {
     if looks_like_time(&ta) && looks_like_time(&tb) {
         return Cause::Timestamp;
     }
+    if random_token(&ta, &tb) {
+        return Cause::Random;
+    }
     // Binary: from the first difference, a run of at least 4 differing
     // bytes and at least 8 differing in the next 64.
     if text(x).is_none() || text(y).is_none() {
@@ -137,6 +140,20 @@ pub fn classify(x: &[u8], y: &[u8]) -> Cause {
         }
     }
     Cause::Unknown
+}
+
+/// Whether two text tokens read as random numbers or identifiers: hex or
+/// decimal digits (with a digit in each), at least 4 long, differing in
+/// most places (`$RANDOM`, a UUID part, a temp name).
+fn random_token(a: &[u8], b: &[u8]) -> bool {
+    let digits = |t: &[u8]| {
+        t.len() >= 4 && t.iter().all(u8::is_ascii_hexdigit) && t.iter().any(u8::is_ascii_digit)
+    };
+    if !digits(a) || !digits(b) {
+        return false;
+    }
+    let differ = a.iter().zip(b).filter(|(x, y)| x != y).count();
+    differ * 2 >= a.len().min(b.len())
 }
 
 /// Whether a token reads as a time: seconds, milliseconds, microseconds or
@@ -493,6 +510,15 @@ pub fn first_difference(x: &[u8], y: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_numbers_are_told_from_versions_and_words() {
+        assert_eq!(classify(b"seed 2718281828\n", b"seed 9031415926\n"), Cause::Random);
+        assert_eq!(classify(b"id 5f3a9c\n", b"id e81b07\n"), Cause::Random);
+        assert_eq!(classify(b"version 1.2.3\n", b"version 1.2.4\n"), Cause::Unknown);
+        assert_eq!(classify(b"mode fast\n", b"mode slow\n"), Cause::Unknown);
+        assert_eq!(classify(b"n 10000\n", b"n 10001\n"), Cause::Unknown);
+    }
 
     #[test]
     fn archives_are_compared_member_by_member() {

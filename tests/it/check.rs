@@ -226,3 +226,76 @@ fn check_conda_rebuilds_the_export_derivation_and_compares_the_payload() {
     assert_eq!(stamp["cause"], "embedded timestamp", "{stamp}");
     assert!(diffs.iter().all(|d| d["path"] != "share/a"), "{diffs:?}");
 }
+
+#[test]
+fn shell_randomness_an_occasional_file_and_listing_order_are_named_with_kind_and_cause() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"
+let bash = host_tool("bash"), shuf = host_tool("shuf"), seq = host_tool("seq") in {
+  dice = package {
+    name = "dice", version = "1", build_inputs = [bash],
+    script = "mkdir -p $out; bash -c 'echo $RANDOM$RANDOM$RANDOM$RANDOM' > $out/roll",
+  },
+  sometimes = package {
+    name = "sometimes", version = "1", build_inputs = [bash],
+    script = ''
+      mkdir -p $out
+      echo always > $out/always
+      if bash -c 'exit $((RANDOM % 2))'; then echo once > $out/extra; fi
+    '',
+  },
+  listing = package {
+    name = "listing", version = "1", build_inputs = [shuf, seq],
+    script = ''
+      # Lines appended as parallel jobs finish: the order changes, the
+      # lines do not.
+      mkdir -p $out
+      for i in $(seq 1 40 | shuf); do echo "compiled file$i.o" >> $out/list; done
+    '',
+  },
+}
+"#,
+    );
+    let differences = |attr: &str, rounds: &str| -> Vec<(String, String, String)> {
+        let r = p
+            .run(&["check", "-A", attr, "--rounds", rounds, "--json"])
+            .fails_with(1);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+        assert_eq!(v[0]["reproducible"], false);
+        let mut out = Vec::new();
+        for round in v[0]["rounds"].as_array().unwrap() {
+            for d in round["outputs"][0]["differences"].as_array().unwrap() {
+                let t = |k: &str| d[k].as_str().unwrap().to_string();
+                let e = (t("path"), t("kind"), t("cause"));
+                if !out.contains(&e) {
+                    out.push(e);
+                }
+            }
+        }
+        out
+    };
+    let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        differences("dice", "1"),
+        [s("roll", "content", "random bytes")]
+    );
+    // Present in half the builds: 16 rebuilds all agreeing with the stored
+    // one has odds of 1 in 65,536.
+    let extra = differences("sometimes", "16");
+    assert!(
+        extra.iter().all(|(p, _, _)| p == "extra")
+            && extra.iter().any(|(_, k, _)| {
+                k == "only in the stored output" || k == "only in the rebuild"
+            }),
+        "{extra:?}"
+    );
+    assert_eq!(
+        differences("listing", "1"),
+        [s(
+            "list",
+            "content",
+            "ordering or parallelism (the same lines in another order)"
+        )]
+    );
+}
