@@ -81,6 +81,21 @@ impl Cause {
     }
 }
 
+/// Differences as JSON objects: `path`, `kind`, `cause`, `detail`.
+pub fn to_json(diffs: &[FileDiff]) -> Vec<serde_json::Value> {
+    diffs
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "path": d.path,
+                "kind": d.kind.as_str(),
+                "cause": d.cause.as_str(),
+                "detail": d.detail,
+            })
+        })
+        .collect()
+}
+
 /// The likely cause of `x` and `y` differing.
 pub fn classify(x: &[u8], y: &[u8]) -> Cause {
     if let (Some(a), Some(b)) = (text(x), text(y)) {
@@ -513,9 +528,15 @@ mod tests {
 
     #[test]
     fn random_numbers_are_told_from_versions_and_words() {
-        assert_eq!(classify(b"seed 2718281828\n", b"seed 9031415926\n"), Cause::Random);
+        assert_eq!(
+            classify(b"seed 2718281828\n", b"seed 9031415926\n"),
+            Cause::Random
+        );
         assert_eq!(classify(b"id 5f3a9c\n", b"id e81b07\n"), Cause::Random);
-        assert_eq!(classify(b"version 1.2.3\n", b"version 1.2.4\n"), Cause::Unknown);
+        assert_eq!(
+            classify(b"version 1.2.3\n", b"version 1.2.4\n"),
+            Cause::Unknown
+        );
         assert_eq!(classify(b"mode fast\n", b"mode slow\n"), Cause::Unknown);
         assert_eq!(classify(b"n 10000\n", b"n 10001\n"), Cause::Unknown);
     }

@@ -9,16 +9,13 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 
 use super::args::{AuditArgs, GlobalArgs};
-use super::check::{diffs_json, print_diffs};
+use super::check::print_diffs;
 use super::error::CliError;
 use super::progress::Progress;
 use super::{Output, open_store, show};
 use crate::audit::origin::{self, Verdict};
 use crate::audit::output::Severity;
 use crate::audit::package::{MAX_UNPACKED, inspect};
-
-/// The in-toto predicate type of a cbuild rebuild verdict.
-pub const PREDICATE_TYPE: &str = "https://cbuild.dev/attestation/rebuild/v1";
 
 /// Runs `cbuild audit` on a package file or URL.
 pub fn run(global: &GlobalArgs, args: &AuditArgs, out: &mut Output) -> Result<(), CliError> {
@@ -107,7 +104,7 @@ pub fn run(global: &GlobalArgs, args: &AuditArgs, out: &mut Output) -> Result<()
                 "file": f.file,
                 "what": f.what,
             })).collect::<Vec<_>>(),
-            "differences": diffs_json(&report.diffs),
+            "differences": crate::audit::diff::to_json(&report.diffs),
             "host_tools": report.tools.iter().map(|t| serde_json::json!({
                 "name": t.name,
                 "path": t.path,
@@ -257,9 +254,7 @@ fn file_sha256(path: &Path) -> Result<String, CliError> {
     Ok(crate::export::package::hex(&h.finalize()))
 }
 
-/// Writes an in-toto v1 statement: the package's sha256 as the subject, the
-/// verdict, the recorded derivation closure, sources and host tools, and
-/// the files that differ as the predicate.
+/// Writes the in-toto statement of the verdict to `path`.
 fn write_attestation(
     path: &Path,
     file_name: &str,
@@ -268,53 +263,14 @@ fn write_attestation(
     report: Option<&origin::Report>,
     findings: &[crate::audit::output::Finding],
 ) -> Result<(), CliError> {
-    let mut predicate = serde_json::json!({
-        "verdict": verdict,
-        "builder": {"id": "cbuild", "version": env!("CARGO_PKG_VERSION")},
-        "audited_at": crate::store::rfc3339(crate::store::now()),
-        "findings": findings.iter().map(|f| serde_json::json!({
-            "severity": f.severity.as_str(),
-            "file": f.file,
-            "what": f.what,
-        })).collect::<Vec<_>>(),
-    });
-    if let Some(r) = report {
-        predicate["rebuild"] = serde_json::json!({
-            "export_drv": r.export_drv,
-            "built": r.built,
-            "compared_entries": r.compared,
-            "differences": diffs_json(&r.diffs),
-        });
-        predicate["derivations"] = serde_json::json!(
-            r.closure
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::json!({"blake3": v})))
-                .collect::<serde_json::Map<_, _>>()
-        );
-        predicate["sources"] = serde_json::json!(
-            r.sources
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::json!({"tree_blake3": v})))
-                .collect::<serde_json::Map<_, _>>()
-        );
-        predicate["host_tools"] = serde_json::json!(
-            r.tools
-                .iter()
-                .map(|t| serde_json::json!({
-                    "name": t.name,
-                    "path": t.path,
-                    "blake3": t.recorded,
-                    "same_here": t.here.as_deref() == Some(t.recorded.as_str()),
-                }))
-                .collect::<Vec<_>>()
-        );
-    }
-    let statement = serde_json::json!({
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": file_name, "digest": {"sha256": sha256}}],
-        "predicateType": PREDICATE_TYPE,
-        "predicate": predicate,
-    });
-    let bytes = crate::export::package::json_bytes(&statement);
+    let st = crate::audit::attest::statement(
+        file_name,
+        sha256,
+        verdict,
+        report,
+        findings,
+        &crate::store::rfc3339(crate::store::now()),
+    );
+    let bytes = crate::export::package::json_bytes(&st);
     crate::export::channel::atomic_write(path, &bytes).map_err(|e| CliError::Export(Box::new(e)))
 }

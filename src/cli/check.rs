@@ -147,7 +147,7 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
                             "stored": dir.path_of(stored),
                             "rebuilt_path": dir.path_of(rebuilt),
                             "identical": stored == rebuilt,
-                            "differences": diffs_json(diffs),
+                            "differences": diff::to_json(diffs),
                         })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 })
@@ -297,19 +297,4 @@ pub(super) fn print_diffs(
         }
     }
     Ok(())
-}
-
-/// [`print_diffs`] as JSON.
-pub(super) fn diffs_json(diffs: &[diff::FileDiff]) -> Vec<serde_json::Value> {
-    diffs
-        .iter()
-        .map(|d| {
-            serde_json::json!({
-                "path": d.path,
-                "kind": d.kind.as_str(),
-                "cause": d.cause.as_str(),
-                "detail": d.detail,
-            })
-        })
-        .collect()
 }

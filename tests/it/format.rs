@@ -467,3 +467,46 @@ fn package_bytes_are_pinned() {
         value(&doc, "prefix-placeholder")
     );
 }
+
+#[test]
+fn attestation_is_pinned() {
+    use cbuild::audit::origin::{Report, ToolCheck, Verdict};
+    let report = Report {
+        verdict: Verdict::Reproduced,
+        findings: Vec::new(),
+        diffs: Vec::new(),
+        compared: 3,
+        export_drv: Some("/s/store/0000000000000000000000000000000b-hello-conda.drv".into()),
+        closure: [(
+            "0000000000000000000000000000000a-hello-conda.drv".to_string(),
+            "11".to_string(),
+        )]
+        .into(),
+        sources: [(
+            "0000000000000000000000000000000c-source".to_string(),
+            "33".to_string(),
+        )]
+        .into(),
+        tools: vec![ToolCheck {
+            name: "cc".into(),
+            path: "/usr/bin/cc".into(),
+            recorded: "22".into(),
+            here: Some("22".into()),
+        }],
+        built: true,
+        kept: None,
+    };
+    let st = cbuild::audit::attest::statement(
+        "hello-1.0.0-h0_0.conda",
+        "44",
+        report.verdict.as_str(),
+        Some(&report),
+        &[],
+        "2026-11-27T12:00:00Z",
+    );
+    let bytes = cbuild::export::package::json_bytes(&st);
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        block_after(&doc(), "## Rebuild attestations")
+    );
+}
