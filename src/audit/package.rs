@@ -445,3 +445,103 @@ fn check_metadata(name: &str, members: &BTreeMap<String, Member>, findings: &mut
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::archive::{self, Format, Kind, Member};
+    use proptest::prelude::*;
+
+    /// A small valid package of `format`, as bytes.
+    fn package(format: Format) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |path: &str, data: &[u8]| Member {
+            path: path.into(),
+            kind: Kind::File {
+                data: data.to_vec().into(),
+                executable: false,
+            },
+        };
+        let data = b"hello\n";
+        let sha: String = sha2::Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let paths = format!(
+            r#"{{"paths": [{{"_path": "share/a", "path_type": "hardlink", "sha256": "{sha}", "size_in_bytes": 6}}, {{"_path": "share/l", "path_type": "softlink"}}], "paths_version": 1}}"#
+        );
+        let info = vec![
+            file(
+                "info/index.json",
+                br#"{"name": "p", "version": "1", "build": "h0_0"}"#,
+            ),
+            file("info/paths.json", paths.as_bytes()),
+        ];
+        let payload = vec![
+            file("share/a", data),
+            Member {
+                path: "share/l".into(),
+                kind: Kind::Symlink("a".into()),
+            },
+        ];
+        let dest = dir.path().join(format!("p-1-h0_0{}", format.extension()));
+        archive::write(&dest, "p-1-h0_0", &info, &payload, 0, format, 3).unwrap();
+        std::fs::read(dest).unwrap()
+    }
+
+    /// Audits `bytes` as a package file of `ext`; unpacks it when it passes.
+    fn audit_bytes(bytes: &[u8], ext: &str) -> Vec<Finding> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(format!("p-1-h0_0{ext}"));
+        std::fs::write(&p, bytes).unwrap();
+        let found = inspect(&p).unwrap();
+        if !found.findings.iter().any(|f| f.severity == Severity::Error) {
+            let to = dir.path().join("unpacked");
+            std::fs::create_dir(&to).unwrap();
+            // May fail (an error, never a panic), and stays inside `to`.
+            let _ = unpack_payload(&p, &to);
+        }
+        found.findings
+    }
+
+    #[test]
+    fn the_valid_packages_pass() {
+        for f in [Format::Conda, Format::TarBz2] {
+            let findings = audit_bytes(&package(f), f.extension());
+            assert!(findings.is_empty(), "{findings:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Damaged packages (bytes flipped, cut short, bytes inserted) are
+        /// reported or pass, never panic.
+        #[test]
+        fn damaged_packages_never_panic(
+            conda in any::<bool>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..), 0..6),
+            cut in proptest::option::of(any::<prop::sample::Index>()),
+            insert in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        ) {
+            let format = if conda { Format::Conda } else { Format::TarBz2 };
+            thread_local! {
+                static PACKAGES: (Vec<u8>, Vec<u8>) =
+                    (package(Format::Conda), package(Format::TarBz2));
+            }
+            let mut bytes = PACKAGES.with(|p| if conda { p.0.clone() } else { p.1.clone() });
+            for (at, x) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= x;
+            }
+            if let Some((at, b)) = insert {
+                let i = at.index(bytes.len());
+                bytes.insert(i, b);
+            }
+            if let Some(at) = cut {
+                bytes.truncate(at.index(bytes.len()));
+            }
+            audit_bytes(&bytes, format.extension());
+        }
+    }
+}
