@@ -96,9 +96,74 @@ pub fn to_json(diffs: &[FileDiff]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A file's bytes: mapped (a large file is neither copied nor zeroed
+/// first), or owned.
+enum Content {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Content {
+    fn read(path: &Path) -> std::io::Result<Content> {
+        let file = std::fs::File::open(path)?;
+        if file.metadata()?.len() < 1 << 20 {
+            return Ok(Content::Owned(std::fs::read(path)?));
+        }
+        // SAFETY: store objects are read-only and the rebuilt tree is this
+        // process's own scratch directory; nothing truncates them meanwhile.
+        Ok(Content::Mapped(unsafe { memmap2::Mmap::map(&file) }?))
+    }
+}
+
+impl std::ops::Deref for Content {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Content::Mapped(m) => m,
+            Content::Owned(v) => v,
+        }
+    }
+}
+
+/// The likely cause of `x` and `y` differing, and their first difference
+/// shown: [`classify`] and [`first_difference`], reading each byte string
+/// as few times as it can (outputs hold files of gigabytes).
+pub fn explain(x: &[u8], y: &[u8]) -> (Cause, String) {
+    let texts = texts(x, y);
+    (
+        classify_with(x, y, texts),
+        first_difference_with(x, y, texts),
+    )
+}
+
+/// Both as text, when both are.
+fn texts<'a>(x: &'a [u8], y: &'a [u8]) -> Option<(&'a str, &'a str)> {
+    Some((text(x)?, text(y)?))
+}
+
+/// The offset of the first byte where `x` and `y` differ (the shorter
+/// length when one is a prefix of the other).
+fn first_mismatch(x: &[u8], y: &[u8]) -> usize {
+    let n = x.len().min(y.len());
+    let mut i = 0;
+    // Whole blocks by memcmp first, then bytes.
+    while i + 4096 <= n && x[i..i + 4096] == y[i..i + 4096] {
+        i += 4096;
+    }
+    i + x[i..n]
+        .iter()
+        .zip(&y[i..n])
+        .position(|(a, b)| a != b)
+        .unwrap_or(n - i)
+}
+
 /// The likely cause of `x` and `y` differing.
 pub fn classify(x: &[u8], y: &[u8]) -> Cause {
-    if let (Some(a), Some(b)) = (text(x), text(y)) {
+    classify_with(x, y, texts(x, y))
+}
+
+fn classify_with(x: &[u8], y: &[u8], texts: Option<(&str, &str)>) -> Cause {
+    if let Some((a, b)) = texts {
         let (mut la, mut lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
         la.sort_unstable();
         lb.sort_unstable();
@@ -106,20 +171,18 @@ pub fn classify(x: &[u8], y: &[u8]) -> Cause {
             return Cause::Ordering;
         }
     }
-    let at = x
-        .iter()
-        .zip(y)
-        .position(|(a, b)| a != b)
-        .unwrap_or(x.len().min(y.len()));
+    let at = first_mismatch(x, y);
     // The tokens around the first difference.
     let token = |b: &[u8]| -> Vec<u8> {
         let word = |c: u8| c.is_ascii_alphanumeric() || b":.-_/".contains(&c);
+        // At most 256 bytes either side: a time, an id or a path is
+        // shorter, and a run of word bytes may be the whole file.
         let mut lo = at.min(b.len());
-        while lo > 0 && word(b[lo - 1]) {
+        while lo > 0 && word(b[lo - 1]) && at - lo < 256 {
             lo -= 1;
         }
         let mut hi = at.min(b.len());
-        while hi < b.len() && word(b[hi]) {
+        while hi < b.len() && word(b[hi]) && hi - at < 256 {
             hi += 1;
         }
         b[lo..hi].to_vec()
@@ -142,7 +205,7 @@ pub fn classify(x: &[u8], y: &[u8]) -> Cause {
     }
     // Binary: from the first difference, a run of at least 4 differing
     // bytes and at least 8 differing in the next 64.
-    if text(x).is_none() || text(y).is_none() {
+    if texts.is_none() {
         let differ: Vec<bool> = x[at.min(x.len())..]
             .iter()
             .zip(&y[at.min(y.len())..])
@@ -248,22 +311,20 @@ pub fn compare(
     let a = entries(stored)?;
     let b = entries(rebuilt)?;
     let mut diffs = Vec::new();
-    let same_part = |bytes: Vec<u8>| -> Vec<u8> {
-        if rebuilt_part.len() != stored_part.len() || rebuilt_part.is_empty() {
+    let finder = (rebuilt_part.len() == stored_part.len() && !rebuilt_part.is_empty())
+        .then(|| aho_corasick::AhoCorasick::new([rebuilt_part]).ok())
+        .flatten();
+    let same_part = |bytes: Content| -> Content {
+        let Some(f) = &finder else { return bytes };
+        let at: Vec<usize> = f.find_iter(&*bytes).map(|m| m.start()).collect();
+        if at.is_empty() {
             return bytes;
         }
-        let mut v = bytes;
-        let (from, to) = (rebuilt_part.as_bytes(), stored_part.as_bytes());
-        let mut i = 0;
-        while i + from.len() <= v.len() {
-            if &v[i..i + from.len()] == from {
-                v[i..i + from.len()].copy_from_slice(to);
-                i += from.len();
-            } else {
-                i += 1;
-            }
+        let mut v = bytes.to_vec();
+        for i in at {
+            v[i..i + stored_part.len()].copy_from_slice(stored_part.as_bytes());
         }
-        v
+        Content::Owned(v)
     };
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     for k in keys {
@@ -278,8 +339,8 @@ pub fn compare(
             (None, Some(_)) => diffs.push(d(Kind::OnlyRebuilt, String::new())),
             (Some(Entry::Dir), Some(Entry::Dir)) | (None, None) => {}
             (Some(Entry::Symlink(x)), Some(Entry::Symlink(y))) => {
-                let y = same_part(y.clone());
-                if *x != y {
+                let y = same_part(Content::Owned(y.clone()));
+                if **x != *y {
                     diffs.push(d(
                         Kind::SymlinkTarget,
                         format!(
@@ -300,9 +361,9 @@ pub fn compare(
                     executable: ey,
                 }),
             ) => {
-                let x = std::fs::read(p)?;
-                let y = same_part(std::fs::read(q)?);
-                if x != y {
+                let x = Content::read(p)?;
+                let y = same_part(Content::read(q)?);
+                if *x != *y {
                     // An archive is compared member by member, where both
                     // read as one.
                     match (members(&x), members(&y)) {
@@ -319,10 +380,13 @@ pub fn compare(
                             }
                             diffs.extend(inner);
                         }
-                        _ => diffs.push(FileDiff {
-                            cause: classify(&x, &y),
-                            ..d(Kind::Content, first_difference(&x, &y))
-                        }),
+                        _ => {
+                            let (cause, shown) = explain(&x, &y);
+                            diffs.push(FileDiff {
+                                cause,
+                                ..d(Kind::Content, shown)
+                            })
+                        }
                     }
                 }
                 if ex != ey {
@@ -440,12 +504,12 @@ fn compare_members(
                 if a.link != b.link {
                     out.push(diff(Kind::Type, Cause::Unknown, String::new()));
                 } else if a.data != b.data {
-                    let (kind, cause) = if a.link {
-                        (Kind::SymlinkTarget, Cause::Unknown)
+                    let (cause, shown) = explain(&a.data, &b.data);
+                    if a.link {
+                        out.push(diff(Kind::SymlinkTarget, Cause::Unknown, shown));
                     } else {
-                        (Kind::Content, classify(&a.data, &b.data))
-                    };
-                    out.push(diff(kind, cause, first_difference(&a.data, &b.data)));
+                        out.push(diff(Kind::Content, cause, shown));
+                    }
                 } else {
                     out.push(diff(
                         Kind::Mode,
@@ -467,16 +531,82 @@ fn text(b: &[u8]) -> Option<&str> {
         .flatten()
 }
 
+/// Bytes of text around a first difference that are diffed at most, per side.
+const DIFF_WINDOW: usize = 256 * 1024;
+
+/// The parts of `a` and `b` to diff: from two lines before the first
+/// difference, to two lines after the last (at most [`DIFF_WINDOW`] bytes
+/// each), with the byte offset and line number where they start.
+fn diff_window<'a>(a: &'a str, b: &'a str) -> (usize, usize, &'a str, &'a str) {
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let at = first_mismatch(x, y);
+    let mut start = at;
+    for _ in 0..3 {
+        match memchr::memrchr(b'\n', &x[..start]) {
+            Some(nl) => start = nl,
+            None => {
+                start = 0;
+                break;
+            }
+        }
+    }
+    if start > 0 {
+        start += 1;
+    }
+    let line = 1 + memchr::memchr_iter(b'\n', &x[..start]).count();
+    // The common tail, not reaching into the window's start.
+    let mut tail = 0;
+    while tail < x.len() - start
+        && tail < y.len() - start
+        && x[x.len() - 1 - tail] == y[y.len() - 1 - tail]
+    {
+        tail += 1;
+    }
+    let end = |s: &'a str| -> &'a str {
+        let bytes = s.as_bytes();
+        let mut e = bytes.len() - tail;
+        for _ in 0..3 {
+            match memchr::memchr(b'\n', &bytes[e..]) {
+                Some(nl) => e += nl + 1,
+                None => {
+                    e = bytes.len();
+                    break;
+                }
+            }
+        }
+        let mut e = e.min(start + DIFF_WINDOW);
+        while !s.is_char_boundary(e) {
+            e -= 1;
+        }
+        &s[start..e]
+    };
+    (start, line, end(a), end(b))
+}
+
 /// The first difference of two byte strings: a unified diff of text
 /// (at most 40 lines), else a hexdump of both around the first differing
 /// byte.
 pub fn first_difference(x: &[u8], y: &[u8]) -> String {
-    if let (Some(a), Some(b)) = (text(x), text(y)) {
+    first_difference_with(x, y, texts(x, y))
+}
+
+fn first_difference_with(x: &[u8], y: &[u8], texts: Option<(&str, &str)>) -> String {
+    if let Some((a, b)) = texts {
+        // Only the lines around the first difference are diffed: a diff of
+        // two large files costs far more than reading them.
+        let (start, line, a, b) = diff_window(a, b);
         let diff = similar::TextDiff::from_lines(a, b);
+        let header = |side: &str| {
+            if start == 0 {
+                side.to_string()
+            } else {
+                format!("{side} (from line {line})")
+            }
+        };
         let unified = diff
             .unified_diff()
             .context_radius(2)
-            .header("stored", "rebuilt")
+            .header(&header("stored"), &header("rebuilt"))
             .to_string();
         let mut lines: Vec<&str> = unified.lines().take(40).collect();
         if unified.lines().count() > 40 {
@@ -484,11 +614,7 @@ pub fn first_difference(x: &[u8], y: &[u8]) -> String {
         }
         return lines.join("\n");
     }
-    let at = x
-        .iter()
-        .zip(y)
-        .position(|(a, b)| a != b)
-        .unwrap_or(x.len().min(y.len()));
+    let at = first_mismatch(x, y);
     let from = at.saturating_sub(16) & !15;
     let dump = |b: &[u8]| -> String {
         let end = (from + 48).min(b.len());
@@ -525,6 +651,23 @@ pub fn first_difference(x: &[u8], y: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_text_is_diffed_around_its_difference_only() {
+        let mut a = String::new();
+        for i in 0..200_000 {
+            a.push_str(&format!("line {i} stays\n"));
+        }
+        let b = a.replace("line 150000 stays", "line 150000 moved");
+        let shown = first_difference(a.as_bytes(), b.as_bytes());
+        assert!(shown.contains("--- stored (from line 149999)"), "{shown}");
+        assert!(
+            shown.contains("-line 150000 stays") && shown.contains("+line 150000 moved"),
+            "{shown}"
+        );
+        assert!(shown.contains(" line 150001 stays"), "{shown}");
+        assert!(!shown.contains("line 149990"), "{shown}");
+    }
 
     #[test]
     fn random_numbers_are_told_from_versions_and_words() {

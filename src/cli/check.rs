@@ -78,6 +78,7 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
             let mut outputs = Vec::new();
             let mut differs = false;
             for o in &rebuilt.outputs {
+                let started = std::time::Instant::now();
                 let diffs = if o.path == o.stored {
                     Vec::new()
                 } else {
@@ -92,6 +93,21 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
                         source,
                     })?
                 };
+                if o.path != o.stored && global.verbose > 0 {
+                    // Both trees are read: the stored one's size, twice.
+                    let bytes = 2 * store
+                        .db()
+                        .object(&o.stored.base_name())?
+                        .map_or(0, |i| i.size);
+                    let secs = started.elapsed().as_secs_f64();
+                    eprintln!(
+                        "compared {} with the rebuild: {:.1} MB in {:.0} ms ({:.0} MB/s)",
+                        dir.path_of(&o.stored),
+                        bytes as f64 / 1e6,
+                        secs * 1e3,
+                        bytes as f64 / 1e6 / secs.max(1e-9)
+                    );
+                }
                 // Content-addressed: another path means other bytes, even
                 // when no file shows it (a difference in the tree's shape).
                 differs |= o.path != o.stored;
