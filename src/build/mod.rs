@@ -12,4 +12,5 @@ pub mod normalise;
 pub mod realise;
 pub mod rebuild;
 pub mod refscan;
+pub mod repair;
 pub mod sandbox;

@@ -419,7 +419,7 @@ fn plan(store: &Store, targets: &[StorePath], out: &mut Outcome) -> Result<Vec<N
                 continue;
             }
             let (d, hash) = load(store, &p)?;
-            if let Some(paths) = realised(store.db(), &hash, &d)? {
+            if let Some(paths) = realised(store, &hash, &d)? {
                 out.outputs.insert(p.clone(), paths);
                 out.cached.push(p.clone());
                 seen.insert(p, false);
@@ -501,11 +501,14 @@ pub(crate) fn resolve_with(
     }
 }
 
+/// The outputs `d` has under `key`, if all are realised and valid; they
+/// are temporary GC roots of this process from then on.
 fn realised(
-    db: &Db,
+    store: &Store,
     key: &DrvHash,
     d: &Derivation,
 ) -> Result<Option<Vec<(String, StorePath)>>, BuildError> {
+    let db = store.db();
     let mut paths = Vec::new();
     for o in &d.outputs {
         let Some(base) = db.realisation(key, o)? else {
@@ -515,6 +518,14 @@ fn realised(
             return Ok(None);
         };
         paths.push((o.clone(), sp));
+    }
+    store.protect(paths.iter().map(|(_, p)| p.base_name()))?;
+    // A realisation row goes with its object (ON DELETE CASCADE): still
+    // there after protecting, the object stays.
+    for (o, p) in &paths {
+        if db.realisation(key, o)?.as_deref() != Some(p.base_name().as_str()) {
+            return Ok(None);
+        }
     }
     Ok(Some(paths))
 }
@@ -649,11 +660,11 @@ impl Scheduler<'_> {
         let rhash = resolved.drv_hash();
         // Realised already: the resolved derivation (early cutoff), or the
         // same download from another URL.
-        let mut known = realised(self.store.db(), &rhash, &resolved)?;
+        let mut known = realised(self.store, &rhash, &resolved)?;
         if known.is_none()
             && let Some(key) = resolved.fixed_output_key()
         {
-            known = realised(self.store.db(), &key, &resolved)?;
+            known = realised(self.store, &key, &resolved)?;
         }
         if let Some(paths) = known {
             let hash = self.nodes[i].hash;
@@ -722,8 +733,7 @@ impl Scheduler<'_> {
         };
         match r {
             JobResult::Done => {
-                let paths =
-                    realised(self.store.db(), &rhash, &self.nodes[i].drv)?.unwrap_or_default();
+                let paths = realised(self.store, &rhash, &self.nodes[i].drv)?.unwrap_or_default();
                 self.reuse(i, &[hash], paths, report)?;
             }
             JobResult::Built {

@@ -232,9 +232,45 @@ pub struct ExportArgs {
 /// `cbuild gc`
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// Print what would be deleted, delete nothing.
+    /// Print the roots, what each keeps alive and what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Stop once this much is freed (bytes, or with K, M, G, T: 500M, 2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_freed: Option<u64>,
+    /// Keep the outputs of exports made in the last N days (0: do not).
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub keep_days: u64,
+    /// Keep the derivations (and their logs) that built live outputs.
+    #[arg(long)]
+    pub keep_derivations: bool,
+}
+
+/// A size: bytes, or a number with K, M, G or T (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                'B' => 1,
+                _ => return Err(format!("`{s}`: the unit must be K, M, G or T")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (bytes, or e.g. 500M, 2G)"))?;
+    if !(n >= 0.0 && n.is_finite()) {
+        return Err(format!("`{s}` is not a size"));
+    }
+    Ok((n * mult as f64) as u64)
 }
 
 /// `cbuild store ...`
@@ -250,7 +286,28 @@ pub enum StoreCommand {
         name: Option<String>,
     },
     /// Re-hash every registered store object and check references and the database.
-    Verify,
+    Verify {
+        /// Rebuild or rewrite what can be, and say what could not.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Every GC root, what it points at and the size of its closure.
+    Roots,
+    /// Keep a store path alive: an explicit GC root, or `--link LINK` (a symlink, like `-o`).
+    AddRoot {
+        /// The store path.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// Make this symlink to it and register it as the root.
+        #[arg(long, value_name = "LINK")]
+        link: Option<PathBuf>,
+    },
+    /// Remove the explicit and link roots of a store path.
+    RemoveRoot {
+        /// The store path.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
     /// Size, content digest, references, deriver and registration time of a store object.
     PathInfo {
         /// The store path.

@@ -29,9 +29,6 @@ pub enum CliError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// A command of the CLI contract that this version does not do yet.
-    #[error("`cbuild {0}` is not implemented yet in this version of cbuild")]
-    NotImplemented(&'static str),
     /// The store could not be opened or used.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -90,6 +87,12 @@ pub enum CliError {
         /// Why.
         reason: String,
     },
+    /// `store verify` found objects that do not match (reported on stdout).
+    #[error("{failed} store object(s) or database check(s) do not verify")]
+    VerifyFailed {
+        /// How many.
+        failed: usize,
+    },
     /// Writing the result to stdout failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] io::Error),
@@ -103,7 +106,8 @@ impl CliError {
             CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
             CliError::BuildsFailed { .. }
             | CliError::NotReproducible
-            | CliError::AuditFailed { .. } => 1,
+            | CliError::AuditFailed { .. }
+            | CliError::VerifyFailed { .. } => 1,
             CliError::Export(e) => match &**e {
                 crate::export::ExportError::Build(b)
                     if matches!(

@@ -10,6 +10,7 @@ pub mod check;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod gc;
 pub mod progress;
 pub mod realise;
 pub mod show;
@@ -63,7 +64,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Check(a) => check::run(&cli.global, a, &mut out),
         Command::Audit(a) => audit::run(&cli.global, a, &mut out),
         Command::Export(a) => export::run(&cli.global, a, &mut out),
-        Command::Gc(_) => Err(CliError::NotImplemented("gc")),
+        Command::Gc(a) => gc::run(&cli.global, a, &mut out),
         Command::Store(c) => store_cmd::run(&cli.global, c, &mut out),
     };
     r.and_then(|()| out.flush())

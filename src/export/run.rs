@@ -136,6 +136,10 @@ pub fn export(
                 output: o.clone(),
             };
             let w = write_package(store, &plan, &p, path, opts, &staging, &done)?;
+            // `gc` keeps what was exported recently (`--keep-days`): a
+            // re-export then gives the same bytes even for a build that is
+            // not reproducible.
+            store.add_export_root(path)?;
             let mut ex = w.exported;
             ex.built = built.contains(&n.export_path);
             ex.target = n.target;

@@ -522,6 +522,155 @@ impl Db {
         })
     }
 
+    /// Every `.drv` record: base name to (hash, content).
+    pub fn derivation_records(&self) -> Result<HashMap<String, (DrvHash, Vec<u8>)>, StoreError> {
+        let mut s = self
+            .conn
+            .prepare(
+                "SELECT o.path, d.drv_hash, d.content FROM derivations d \
+                 JOIN objects o ON o.id = d.object",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = s
+            .query_map([], |r| {
+                let h: Vec<u8> = r.get(1)?;
+                let mut hash = [0u8; 32];
+                if h.len() == 32 {
+                    hash.copy_from_slice(&h);
+                }
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (DrvHash(hash), r.get::<_, Vec<u8>>(2)?),
+                ))
+            })
+            .and_then(|r| r.collect::<rusqlite::Result<HashMap<_, _>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Whether an object with this hash part is registered.
+    pub fn object_by_hash_part(&self, hash: &str) -> Result<bool, StoreError> {
+        // Base names `<hash>-<name>` sort from `<hash>-` up to `<hash>.`.
+        self.conn
+            .prepare_cached("SELECT 1 FROM objects WHERE path >= ?1 AND path < ?2 LIMIT 1")
+            .and_then(|mut s| s.exists([format!("{hash}-"), format!("{hash}.")]))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every registered object and every reference: what the collector and
+    /// `store verify` walk.
+    pub fn graph(&self) -> Result<Graph, StoreError> {
+        let mut objects = Vec::new();
+        let mut s = self
+            .conn
+            .prepare(
+                "SELECT id, path, kind, digest, size, deriver, registered, sandboxed FROM objects",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = s.query_map([], row_to_info).map_err(|e| self.err(e))?;
+        for r in rows {
+            objects.push(r.map_err(|e| self.err(e))?);
+        }
+        let mut refs = Vec::new();
+        let mut s = self
+            .conn
+            .prepare("SELECT referrer, reference FROM refs")
+            .map_err(|e| self.err(e))?;
+        let rows = s
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for r in rows {
+            refs.push(r.map_err(|e| self.err(e))?);
+        }
+        Ok(Graph { objects, refs })
+    }
+
+    /// Unregisters the objects `ids`, referrers before what they refer to,
+    /// in one transaction; `keep(id)` is asked again inside it (under the
+    /// write lock) and an object it keeps is skipped, with everything it
+    /// refers to. Returns the ids unregistered.
+    pub fn unregister(
+        &mut self,
+        ids: &[i64],
+        mut keep: impl FnMut(i64) -> bool,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut gone = Vec::new();
+        self.write(|tx| {
+            let mut del_refs = tx.prepare_cached("DELETE FROM refs WHERE referrer = ?1")?;
+            let mut del = tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
+            let mut referred =
+                tx.prepare_cached("SELECT 1 FROM refs WHERE reference = ?1 AND referrer != ?1")?;
+            for &id in ids {
+                if keep(id) || referred.exists([id])? {
+                    continue;
+                }
+                del_refs.execute([id])?;
+                del.execute([id])?;
+                gone.push(id);
+            }
+            Ok(())
+        })?;
+        Ok(gone)
+    }
+
+    /// Forgets cached file digests of paths for which `gone(path)` holds.
+    pub fn prune_file_cache(&mut self, gone: impl Fn(&str) -> bool) -> Result<usize, StoreError> {
+        let paths: Vec<String> = {
+            let mut s = self
+                .conn
+                .prepare("SELECT path FROM file_cache")
+                .map_err(|e| self.err(e))?;
+            let rows = s
+                .query_map([], |r| r.get::<_, String>(0))
+                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| self.err(e))?;
+            rows.into_iter().filter(|p| gone(p)).collect()
+        };
+        if paths.is_empty() {
+            return Ok(0);
+        }
+        self.write(|tx| {
+            let mut del = tx.prepare_cached("DELETE FROM file_cache WHERE path = ?1")?;
+            for p in &paths {
+                del.execute([p])?;
+            }
+            Ok(())
+        })?;
+        Ok(paths.len())
+    }
+
+    /// `PRAGMA integrity_check` and `PRAGMA foreign_key_check`: what they
+    /// report, one line each (empty when the database is sound).
+    pub fn integrity(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut s = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(|e| self.err(e))?;
+        let rows = s
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        out.extend(rows.into_iter().filter(|l| l != "ok"));
+        let mut s = self
+            .conn
+            .prepare("PRAGMA foreign_key_check")
+            .map_err(|e| self.err(e))?;
+        let rows = s
+            .query_map([], |r| {
+                Ok(format!(
+                    "table {} row {} refers to a missing row of {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?.unwrap_or(-1),
+                    r.get::<_, String>(2)?
+                ))
+            })
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        out.extend(rows);
+        Ok(out)
+    }
+
     /// Runs `f` in a write transaction taken up front (`BEGIN IMMEDIATE`),
     /// committed when it succeeds and rolled back otherwise.
     fn write<T>(
@@ -615,6 +764,15 @@ impl Db {
             Ok(())
         })
     }
+}
+
+/// The object graph: every registered object and every reference (by
+/// object id).
+pub struct Graph {
+    /// The objects.
+    pub objects: Vec<ObjectInfo>,
+    /// (referrer, reference) pairs.
+    pub refs: Vec<(i64, i64)>,
 }
 
 fn row_to_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectInfo> {

@@ -146,6 +146,9 @@ impl Store {
 
         let digest = node.tree_digest();
         let path = StorePath::compute(self.dir(), ObjectKind::Source, &digest.0, name)?;
+        // A temporary GC root before the validity check: valid now, valid
+        // for as long as this process runs.
+        self.protect([path.base_name()])?;
         if self.is_valid(&path)? {
             return Ok(path);
         }
@@ -180,6 +183,7 @@ impl Store {
             make_writable_recursive(p);
             let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
         };
+        self.protect([path.base_name()])?;
         let _lock = super::lock_object(self.root(), path)?;
         if self.is_valid(path)? {
             // Another process got there first: its object has the same content.

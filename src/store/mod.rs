@@ -9,9 +9,12 @@
 //! that opens the store.
 
 pub mod db;
+pub mod gc;
 pub mod import;
 pub mod outputs;
+pub mod roots;
 pub mod tree_hash;
+pub mod verify;
 
 use std::fs::File;
 use std::io::Write;
@@ -68,6 +71,17 @@ pub enum StoreError {
         found: usize,
         /// Ours.
         known: usize,
+    },
+    /// The database fails its own integrity check: nothing is deleted.
+    #[error(
+        "the store database {path} fails its integrity check ({first}); `cbuild gc` deletes \
+         nothing until `cbuild store verify` passes"
+    )]
+    Unsound {
+        /// The database file.
+        path: PathBuf,
+        /// The first problem SQLite reported.
+        first: String,
     },
     /// A database operation failed.
     #[error("store database error in {path}")]
@@ -180,6 +194,8 @@ pub struct Store {
     scratch: PathBuf,
     _scratch_lock: File,
     counter: AtomicU64,
+    /// This process's temporary GC roots (`tmp/<scratch>.roots`).
+    temp_roots: roots::TempRoots,
 }
 
 /// The store root when none is given: `$XDG_DATA_HOME/cbuild`, else
@@ -222,6 +238,7 @@ impl Store {
         let db = Db::open(&root.join("db.sqlite"))?;
         clean_stale_scratch(&root.join("tmp"));
         let (scratch, lock) = make_scratch(&root.join("tmp"))?;
+        let temp_roots = roots::TempRoots::new(&root, &scratch);
         Ok(Store {
             root,
             dir,
@@ -229,6 +246,7 @@ impl Store {
             scratch,
             _scratch_lock: lock,
             counter: AtomicU64::new(0),
+            temp_roots,
         })
     }
 
@@ -344,9 +362,9 @@ impl Store {
         drvs: &[PendingDrv],
         materialize: &[StorePath],
     ) -> Result<(), StoreError> {
-        let known = self
-            .db
-            .derivation_metas(&drvs.iter().map(|d| d.path.base_name()).collect::<Vec<_>>())?;
+        let bases: Vec<String> = drvs.iter().map(|d| d.path.base_name()).collect();
+        self.protect(&bases)?;
+        let known = self.db.derivation_metas(&bases)?;
         let mut objects = Vec::new();
         for d in drvs {
             let fresh = match known.get(&d.path.base_name()) {
@@ -639,11 +657,13 @@ fn clean_stale_scratch(tmp: &Path) {
     for e in entries.flatten() {
         let lock_path = e.path();
         if lock_path.extension().is_none_or(|x| x != "lock") {
-            // A directory is made after its lock file and removed before it,
-            // so one without a lock file is a crash's leftover.
+            // A directory (or temporary-roots file) is made after its lock
+            // file and removed before it, so one without a lock file is a
+            // crash's leftover.
             if !lock_path.with_extension("lock").exists() {
                 make_writable_recursive(&lock_path);
-                let _ = std::fs::remove_dir_all(&lock_path);
+                let _ = std::fs::remove_dir_all(&lock_path)
+                    .or_else(|_| std::fs::remove_file(&lock_path));
             }
             continue;
         }
@@ -656,6 +676,7 @@ fn clean_stale_scratch(tmp: &Path) {
         let dir = lock_path.with_extension("");
         make_writable_recursive(&dir);
         let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(lock_path.with_extension("roots"));
         let _ = std::fs::remove_file(&lock_path);
     }
 }
@@ -669,6 +690,23 @@ fn clean_stale_scratch(tmp: &Path) {
 /// build). Released when the returned file is closed.
 pub(crate) fn lock_object(root: &Path, p: &StorePath) -> Result<File, StoreError> {
     lock_path(root, p, &mut || Ok(()))
+}
+
+/// The lock of `p` if it is free now, else `None` (never waits).
+pub(crate) fn try_lock_path(root: &Path, p: &StorePath) -> Result<Option<File>, StoreError> {
+    struct Busy;
+    let mut busy = None;
+    match lock_path(root, p, &mut || {
+        busy = Some(Busy);
+        Err(StoreError::Create {
+            path: root.join("locks").join("paths.lock"),
+            source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
+        })
+    }) {
+        Ok(f) => Ok(Some(f)),
+        Err(_) if busy.is_some() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// `lock_object`, calling `before_wait` first if another holder makes it

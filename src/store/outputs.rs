@@ -59,6 +59,9 @@ impl Store {
         // never wait on each other in a cycle.
         let mut order: Vec<&BuiltObject> = objects.iter().collect();
         order.sort_by(|a, b| a.path.cmp(&b.path));
+        // Temporary GC roots first: an identical object found valid below,
+        // or this one once registered, stays while this process runs.
+        self.protect(order.iter().map(|o| o.path.base_name()))?;
         let mut locks = Vec::with_capacity(objects.len());
         for o in order {
             locks.push(super::lock_path(self.root(), &o.path, before_wait)?);

@@ -8,6 +8,7 @@ mod examples;
 mod export;
 mod fetch;
 mod format;
+mod gc;
 mod hashing;
 mod realise;
 mod sandbox;
