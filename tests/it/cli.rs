@@ -225,9 +225,17 @@ fn help_lists_every_command_of_the_contract() {
 fn gc_and_verify_work_on_a_new_store() {
     let p = Project::new();
     let r = p.run(&["gc", "--dry-run"]).ok();
-    assert!(r.stdout().contains("would delete 0 object(s)"), "{}", r.stdout());
+    assert!(
+        r.stdout().contains("would delete 0 object(s)"),
+        "{}",
+        r.stdout()
+    );
     let r = p.run(&["store", "verify"]).ok();
-    assert!(r.stdout().contains("verified 0 object(s)"), "{}", r.stdout());
+    assert!(
+        r.stdout().contains("verified 0 object(s)"),
+        "{}",
+        r.stdout()
+    );
 }
 
 #[test]

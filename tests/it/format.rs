@@ -510,3 +510,88 @@ fn attestation_is_pinned() {
         block_after(&doc(), "## Rebuild attestations")
     );
 }
+
+#[test]
+fn roots_are_where_the_format_says() {
+    let p = crate::support::Project::new().file(
+        "recipe.cb",
+        r#"{ a = package { name = "a", version = "1", script = "mkdir -p $out; echo a > $out/a" } }"#,
+    );
+    let link = p.path().join("result");
+    let out = p
+        .run(&["realise", "-A", "a", "-o", link.to_str().unwrap()])
+        .ok()
+        .stdout();
+    let out = out.trim();
+    let roots = p.store().join("roots");
+    // A link root: roots/<BLAKE3 hex of the link's path> -> the link -> the object.
+    let by_link = roots.join(
+        blake3::hash(link.as_os_str().as_encoded_bytes())
+            .to_hex()
+            .as_str(),
+    );
+    assert_eq!(std::fs::read_link(&by_link).unwrap(), link);
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(out));
+    // An explicit root: roots/<base name> -> the object.
+    let base = Path::new(out).file_name().unwrap().to_str().unwrap();
+    p.run(&["store", "add-root", out]).ok();
+    assert_eq!(
+        std::fs::read_link(roots.join(base)).unwrap(),
+        Path::new(out)
+    );
+    // An export root: roots/exports/<base name of the export output>.
+    p.run(&["export", "--conda", "-A", "a", "-o", "pkgs"]).ok();
+    let exports: Vec<String> = std::fs::read_dir(roots.join("exports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(exports.len(), 1, "{exports:?}");
+    assert!(exports[0].ends_with("-a-conda"), "{exports:?}");
+    // A running process's temporary roots: tmp/<pid>-<n>.roots beside its
+    // held lock, one base name per line, naming what it relies on.
+    let p = p.file(
+        "slow.cb",
+        r#"{ s = package { name = "s", version = "1", build_inputs = [host_tool("sleep")], script = "sleep 3; mkdir -p $out" } }"#,
+    );
+    let drv = p.run(&["eval", "slow.cb", "-A", "s"]).ok().stdout();
+    let drv_base = Path::new(drv.trim())
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut child = std::process::Command::new(crate::support::cbuild_bin())
+        .args(["realise", "slow.cb", "-A", "s"])
+        .current_dir(p.path())
+        .env("CBUILD_STORE", p.store())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut found = None;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        for e in std::fs::read_dir(p.store().join("tmp")).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "roots")
+                && std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l == drv_base)
+            {
+                found = Some(path);
+            }
+        }
+        if found.is_some() {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let found = found.expect("a .roots file naming the derivation");
+    let stem = found.file_stem().unwrap().to_str().unwrap();
+    let (pid, n) = stem.split_once('-').unwrap();
+    assert_eq!(pid.parse::<u32>().unwrap(), child.id());
+    assert!(n.parse::<u32>().is_ok(), "{stem}");
+    assert!(found.with_extension("lock").exists());
+}
