@@ -276,11 +276,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// `cbuild store ...`
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Import a file or directory into the store as a source object and print its path.
+    /// Import files or directories into the store as source objects and print their paths.
     Add {
-        /// The file or directory.
-        #[arg(value_name = "PATH")]
-        path: PathBuf,
+        /// The files or directories (each becomes one object).
+        #[arg(value_name = "PATH", required = true, num_args = 1..)]
+        paths: Vec<PathBuf>,
         /// The object's name [default: the file's name, `source` for a directory].
         #[arg(long, value_name = "NAME")]
         name: Option<String>,

@@ -29,6 +29,9 @@ pub enum CliError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// Arguments that parse but do not go together.
+    #[error("{0}")]
+    Usage(String),
     /// The store could not be opened or used.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

@@ -82,7 +82,7 @@ pub fn run(global: &GlobalArgs, args: GcArgs, out: &mut Output) -> Result<(), Cl
         }
         return Ok(());
     }
-    if !global.quiet {
+    if global.verbose > 0 {
         for b in &r.deleted {
             eprintln!("deleted {}", full(b));
         }

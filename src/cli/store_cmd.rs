@@ -30,27 +30,35 @@ pub fn run(global: &GlobalArgs, cmd: StoreCommand, out: &mut Output) -> Result<(
                 store.dir().path_of(&sp)
             ))
         }
-        StoreCommand::Add { path, name } => {
+        StoreCommand::Add { paths, name } => {
+            if name.is_some() && paths.len() > 1 {
+                return Err(CliError::Usage(
+                    "--name names one object: give one PATH with it".into(),
+                ));
+            }
             let mut store = open_store(global)?;
-            let abs = cbuild_lang::eval::normalize(
-                &std::env::current_dir()
-                    .map(|d| d.join(&path))
-                    .unwrap_or(path.clone()),
-            );
-            let is_dir = std::fs::symlink_metadata(&abs)
-                .map(|m| m.is_dir())
-                .unwrap_or(false);
-            let name = name.unwrap_or_else(|| {
-                if is_dir {
-                    "source".into()
-                } else {
-                    abs.file_name().map_or("source".into(), |n| {
-                        crate::instantiate::sanitize_name(&n.to_string_lossy())
-                    })
-                }
-            });
-            let p = store.import(&abs, &name, &crate::store::import::Filter::default())?;
-            out.line(&store.dir().path_of(&p))
+            for path in paths {
+                let abs = cbuild_lang::eval::normalize(
+                    &std::env::current_dir()
+                        .map(|d| d.join(&path))
+                        .unwrap_or(path.clone()),
+                );
+                let is_dir = std::fs::symlink_metadata(&abs)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false);
+                let name = name.clone().unwrap_or_else(|| {
+                    if is_dir {
+                        "source".into()
+                    } else {
+                        abs.file_name().map_or("source".into(), |n| {
+                            crate::instantiate::sanitize_name(&n.to_string_lossy())
+                        })
+                    }
+                });
+                let p = store.import(&abs, &name, &crate::store::import::Filter::default())?;
+                out.line(&store.dir().path_of(&p))?;
+            }
+            Ok(())
         }
         StoreCommand::PathInfo { path, closure } => {
             let store = open_store(global)?;

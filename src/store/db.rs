@@ -16,7 +16,11 @@ use super::StoreError;
 use crate::derivation::{DrvHash, FileDigest, ObjectKind, TreeDigest};
 
 /// The migrations, in order; migration `i` brings `user_version` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("migration2.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("migration2.sql"),
+    include_str!("migration3.sql"),
+];
 
 /// How long a writer waits for another process's transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -585,31 +589,61 @@ impl Db {
         Ok(Graph { objects, refs })
     }
 
-    /// Unregisters the objects `ids`, referrers before what they refer to,
-    /// in one transaction; `keep(id)` is asked again inside it (under the
-    /// write lock) and an object it keeps is skipped, with everything it
-    /// refers to. Returns the ids unregistered.
-    pub fn unregister(
-        &mut self,
-        ids: &[i64],
-        mut keep: impl FnMut(i64) -> bool,
-    ) -> Result<Vec<i64>, StoreError> {
-        let mut gone = Vec::new();
-        self.write(|tx| {
-            let mut del_refs = tx.prepare_cached("DELETE FROM refs WHERE referrer = ?1")?;
-            let mut del = tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
-            let mut referred =
-                tx.prepare_cached("SELECT 1 FROM refs WHERE reference = ?1 AND referrer != ?1")?;
-            for &id in ids {
-                if keep(id) || referred.exists([id])? {
-                    continue;
+    /// Unregisters the objects `ids` in one transaction, set by set rather
+    /// than row by row (a collection deletes tens of thousands): any of them
+    /// that an object staying registered refers to, directly or through
+    /// others, stays too. Returns the ids unregistered.
+    pub fn unregister(&mut self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        // Foreign-key actions run per row, as triggers; the rows they would
+        // delete are deleted here by set, in the same transaction, with the
+        // checks off (a connection setting, not allowed inside one).
+        self.conn
+            .execute_batch("PRAGMA foreign_keys = OFF")
+            .map_err(|e| self.err(e))?;
+        let result = self.write(|tx| {
+            tx.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS gc_dead (id INTEGER PRIMARY KEY); \
+                 DELETE FROM temp.gc_dead;",
+            )?;
+            {
+                let mut ins =
+                    tx.prepare_cached("INSERT OR IGNORE INTO temp.gc_dead (id) VALUES (?1)")?;
+                for id in ids {
+                    ins.execute([id])?;
                 }
-                del_refs.execute([id])?;
-                del.execute([id])?;
-                gone.push(id);
             }
-            Ok(())
-        })?;
+            // What a surviving object refers to survives, to a fixed point.
+            loop {
+                let n = tx.execute(
+                    "DELETE FROM temp.gc_dead WHERE id IN (SELECT r.reference FROM refs r \
+                     WHERE r.referrer != r.reference \
+                     AND r.referrer NOT IN (SELECT id FROM temp.gc_dead))",
+                    [],
+                )?;
+                if n == 0 {
+                    break;
+                }
+            }
+            tx.execute_batch(
+                "DELETE FROM refs WHERE referrer IN (SELECT id FROM temp.gc_dead); \
+                 DELETE FROM realisations WHERE object IN (SELECT id FROM temp.gc_dead); \
+                 DELETE FROM derivations WHERE object IN (SELECT id FROM temp.gc_dead); \
+                 DELETE FROM checks WHERE object IN (SELECT id FROM temp.gc_dead); \
+                 DELETE FROM objects WHERE id IN (SELECT id FROM temp.gc_dead);",
+            )?;
+            let mut sel = tx.prepare("SELECT id FROM temp.gc_dead")?;
+            let gone = sel
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            tx.execute_batch("DELETE FROM temp.gc_dead")?;
+            Ok(gone)
+        });
+        let on = self
+            .conn
+            .execute_batch("PRAGMA foreign_keys = ON")
+            .map_err(|e| self.err(e));
+        let gone = result?;
+        on?;
         Ok(gone)
     }
 

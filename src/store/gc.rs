@@ -181,17 +181,23 @@ pub fn collect(store: &mut Store, opts: &Options) -> Result<Report, StoreError> 
         }
         return Ok(report);
     }
-    let mut budget = opts.max_freed;
-    let gone = store.db_mut().unregister(&order, |id| {
-        let Some(b) = budget.as_mut() else {
-            return false;
-        };
-        if *b == 0 {
-            return true;
+    // `--max-freed`: the first objects (referrers first) up to the budget;
+    // what they refer to beyond it stays, as anything a survivor refers to.
+    let chosen: Vec<i64> = match opts.max_freed {
+        None => order,
+        Some(max) => {
+            let mut sum = 0u64;
+            order
+                .into_iter()
+                .take_while(|id| {
+                    let before = sum;
+                    sum += info.get(id).map_or(0, |o| o.size);
+                    before < max
+                })
+                .collect()
         }
-        *b = b.saturating_sub(info.get(&id).map_or(0, |o| o.size));
-        false
-    });
+    };
+    let gone = store.db_mut().unregister(&chosen);
     drop(lock);
     let gone = gone?;
     // Unregistered: now the files go, each moved into this process's
@@ -199,15 +205,18 @@ pub fn collect(store: &mut Store, opts: &Options) -> Result<Report, StoreError> 
     // path.
     let trash = store.scratch_path("gc");
     let _ = std::fs::create_dir_all(&trash);
-    for id in gone {
-        let Some(o) = info.get(&id) else { continue };
-        let path = store
-            .dir()
-            .path_of(&match StorePath::from_base_name(&o.path) {
-                Some(p) => p,
-                None => continue,
-            });
-        remove_object(Path::new(&path), &trash.join(&o.path));
+    let gone: Vec<&super::ObjectInfo> =
+        gone.iter().filter_map(|id| info.get(id).copied()).collect();
+    // In parallel: much of an unlink's cost (freeing the inode and its
+    // blocks) is spent outside the directory's lock.
+    {
+        use rayon::prelude::*;
+        let dir = Path::new(store.dir().as_str());
+        gone.par_iter().with_min_len(64).for_each(|o| {
+            remove_object(&dir.join(&o.path), &trash.join(&o.path));
+        });
+    }
+    for o in gone {
         report.freed += o.size;
         report.deleted.push(o.path.clone());
         if o.kind == ObjectKind::Drv {
@@ -258,14 +267,23 @@ fn referrers_first(dead: &[i64], edges: &HashMap<i64, Vec<i64>>) -> Vec<i64> {
     post
 }
 
-/// Moves `path` to `trash` and deletes it there.
+/// Deletes the object at `path`: a file or symlink by one unlink (atomic);
+/// a directory is first moved to `trash` (so that nothing half-deleted is
+/// ever at a store path) and deleted there.
 fn remove_object(path: &Path, trash: &Path) {
+    // Unlinking needs write permission on `store/`, not on the file; most
+    // objects are files, so that is tried first.
+    match std::fs::remove_file(path) {
+        Ok(()) => return,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(_) => {}
+    }
     if std::fs::rename(path, trash).is_ok() {
         make_writable_recursive(trash);
-        let _ = std::fs::remove_dir_all(trash).or_else(|_| std::fs::remove_file(trash));
-    } else if std::fs::symlink_metadata(path).is_ok() {
+        let _ = std::fs::remove_dir_all(trash);
+    } else {
         make_writable_recursive(path);
-        let _ = std::fs::remove_dir_all(path).or_else(|_| std::fs::remove_file(path));
+        let _ = std::fs::remove_dir_all(path);
     }
 }
 

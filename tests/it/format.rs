@@ -50,7 +50,12 @@ fn schema_block_is_the_schema_the_binary_uses() {
         include_str!("../../src/store/migration2.sql"),
         "the second sql block of store-format.md must equal src/store/migration2.sql"
     );
-    assert_eq!(cbuild::store::db::MIGRATIONS.len(), 2);
+    assert_eq!(
+        block_after(&doc(), "Migration 3 (`src/store/migration3.sql`)"),
+        include_str!("../../src/store/migration3.sql"),
+        "the third sql block of store-format.md must equal src/store/migration3.sql"
+    );
+    assert_eq!(cbuild::store::db::MIGRATIONS.len(), 3);
 }
 
 /// The worked example's tree, built in a temporary directory.

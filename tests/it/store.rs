@@ -44,7 +44,7 @@ fn a_new_store_has_its_layout_schema_and_read_only_objects() {
         assert!(root.join(d).is_dir(), "{d}/ missing");
     }
     let db = root.join("db.sqlite");
-    assert_eq!(sqlite(&db, "PRAGMA user_version"), "2");
+    assert_eq!(sqlite(&db, "PRAGMA user_version"), "3");
     assert_eq!(sqlite(&db, "PRAGMA journal_mode"), "wal");
     assert_eq!(
         sqlite(
@@ -455,8 +455,16 @@ fn a_store_of_schema_1_is_migrated_when_opened() {
     let db = p.store().join("db.sqlite");
     // As the cbuild before migration 2 left it.
     sqlite(&db, "DROP TABLE checks");
+    sqlite(&db, "DROP INDEX realisations_by_object");
     sqlite(&db, "PRAGMA user_version = 1");
     p.run(&["eval", "-A", "hello"]).ok();
-    assert_eq!(sqlite(&db, "PRAGMA user_version"), "2");
+    assert_eq!(sqlite(&db, "PRAGMA user_version"), "3");
     assert_eq!(sqlite(&db, "SELECT count(*) FROM checks"), "0");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'realisations_by_object'"
+        ),
+        "1"
+    );
 }
