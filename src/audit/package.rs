@@ -98,21 +98,32 @@ pub fn inspect(path: &Path) -> Result<Inspected, PackageError> {
     Ok(Inspected { findings, info })
 }
 
+/// How a failure to read the package at `path` is reported.
+fn read_error(path: &Path) -> impl Fn(std::io::Error) -> PackageError + '_ {
+    move |source| PackageError::Read {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The package file's name, and the file opened.
+fn open(path: &Path) -> Result<(String, std::fs::File), PackageError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = std::fs::File::open(path).map_err(read_error(path))?;
+    Ok((name, file))
+}
+
 /// Reads every member of the package at `path` into `members`; returns
 /// the findings.
 fn read_members(
     path: &Path,
     members: &mut BTreeMap<String, Member>,
 ) -> Result<Vec<Finding>, PackageError> {
-    let read_err = |source| PackageError::Read {
-        path: path.display().to_string(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    let read_err = read_error(path);
+    let (name, file) = open(path)?;
     let compressed = file.metadata().map_err(read_err)?.len();
     let mut findings = Vec::new();
     if let Some(stem) = name.strip_suffix(".conda") {
@@ -172,15 +183,8 @@ fn read_members(
 /// Unpacks the payload (everything but `info/`) of the package at `path`,
 /// which [`inspect`] passed, into the empty directory `dest`.
 pub fn unpack_payload(path: &Path, dest: &Path) -> Result<(), PackageError> {
-    let read_err = |source| PackageError::Read {
-        path: path.display().to_string(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    let read_err = read_error(path);
+    let (name, file) = open(path)?;
     let unpack = |reader: &mut dyn Read| -> std::io::Result<()> {
         let mut tar = tar::Archive::new(reader);
         tar.set_preserve_mtime(false);
@@ -202,7 +206,7 @@ pub fn unpack_payload(path: &Path, dest: &Path) -> Result<(), PackageError> {
         let entry = zip
             .by_name(&format!("pkg-{stem}.tar.zst"))
             .map_err(|e| read_err(e.into()))?;
-        let mut dec = zstd::stream::read::Decoder::new(entry).map_err(read_err)?;
+        let mut dec = zstd::stream::read::Decoder::new(entry).map_err(&read_err)?;
         unpack(&mut dec).map_err(read_err)
     } else {
         let mut dec = bzip2::read::BzDecoder::new(std::io::BufReader::new(file));

@@ -647,19 +647,21 @@ impl Db {
         Ok(gone)
     }
 
+    /// The first column of every row `sql` gives, as text.
+    fn column(&self, sql: &str) -> Result<Vec<String>, StoreError> {
+        let mut s = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        s.query_map([], |r| r.get::<_, String>(0))
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))
+    }
+
     /// Forgets cached file digests of paths for which `gone(path)` holds.
     pub fn prune_file_cache(&mut self, gone: impl Fn(&str) -> bool) -> Result<usize, StoreError> {
-        let paths: Vec<String> = {
-            let mut s = self
-                .conn
-                .prepare("SELECT path FROM file_cache")
-                .map_err(|e| self.err(e))?;
-            let rows = s
-                .query_map([], |r| r.get::<_, String>(0))
-                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(|e| self.err(e))?;
-            rows.into_iter().filter(|p| gone(p)).collect()
-        };
+        let paths: Vec<String> = self
+            .column("SELECT path FROM file_cache")?
+            .into_iter()
+            .filter(|p| gone(p))
+            .collect();
         if paths.is_empty() {
             return Ok(0);
         }
@@ -676,16 +678,11 @@ impl Db {
     /// `PRAGMA integrity_check` and `PRAGMA foreign_key_check`: what they
     /// report, one line each (empty when the database is sound).
     pub fn integrity(&self) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        let mut s = self
-            .conn
-            .prepare("PRAGMA integrity_check")
-            .map_err(|e| self.err(e))?;
-        let rows = s
-            .query_map([], |r| r.get::<_, String>(0))
-            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
-        out.extend(rows.into_iter().filter(|l| l != "ok"));
+        let mut out: Vec<String> = self
+            .column("PRAGMA integrity_check")?
+            .into_iter()
+            .filter(|l| l != "ok")
+            .collect();
         let mut s = self
             .conn
             .prepare("PRAGMA foreign_key_check")
