@@ -54,8 +54,23 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The command being run, for messages that name it.
+static COMMAND: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn run(cli: Cli) -> Result<(), CliError> {
     let mut out = Output::stdout();
+    let name = match &cli.command {
+        Command::Eval(_) => "eval".to_string(),
+        Command::ShowDerivation(_) => "show-derivation".into(),
+        Command::Realise(_) => "realise".into(),
+        Command::Log(_) => "log".into(),
+        Command::Check(_) => "check".into(),
+        Command::Audit(_) => "audit".into(),
+        Command::Export(_) => "export".into(),
+        Command::Gc(_) => "gc".into(),
+        Command::Store(c) => format!("store {}", store_cmd::name(c)),
+    };
+    let _ = COMMAND.set(name);
     let r = match cli.command {
         Command::Eval(a) => eval::run(&cli.global, a, &mut out),
         Command::ShowDerivation(a) => show::run(&cli.global, a, &mut out),
@@ -76,7 +91,7 @@ fn log_cmd(
     a: args::DrvTarget,
     out: &mut Output,
 ) -> Result<(), CliError> {
-    let mut store = open_store(global)?;
+    let mut store = open_store_for_reading(global)?;
     for p in show::drv_targets(&mut store, a)? {
         let (sp, _) = store.parse_valid(&p)?;
         match crate::build::realise::read_log(&store, &sp)? {
@@ -90,13 +105,45 @@ fn log_cmd(
     Ok(())
 }
 
+/// Opens the store for a command that only reads it: read-only when its
+/// file system cannot be written.
+pub fn open_store_for_reading(global: &args::GlobalArgs) -> Result<crate::store::Store, CliError> {
+    let root = global
+        .store
+        .clone()
+        .unwrap_or_else(crate::store::default_root);
+    Ok(crate::store::Store::open_for_reading(&root)?)
+}
+
 /// Opens the store named by `--store`, `CBUILD_STORE` or the default.
 pub fn open_store(global: &args::GlobalArgs) -> Result<crate::store::Store, CliError> {
     let root = global
         .store
         .clone()
         .unwrap_or_else(crate::store::default_root);
-    Ok(crate::store::Store::open(&root)?)
+    match crate::store::Store::open(&root) {
+        // Said plainly, with what still works.
+        Err(e) if e.is_read_only() && root.join("db.sqlite").exists() => {
+            Err(crate::store::StoreError::ReadOnly {
+                root: crate::store::absolute(&root),
+                what: format!("`cbuild {}`", COMMAND.get().map_or("", String::as_str)),
+            }
+            .into())
+        }
+        other => Ok(other?),
+    }
+}
+
+/// An error and its causes on one line: `cannot write X: No space left on
+/// device (os error 28)`.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(&format!(": {cause}"));
+        src = cause.source();
+    }
+    s
 }
 
 /// Prints one error message on stderr, prefixed like every error.
@@ -111,16 +158,7 @@ fn report(e: &CliError) {
     let color = stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = match e {
         CliError::Recipe(d) => cbuild_lang::render(d, diagnostic_width(), color),
-        other => {
-            let mut s = format!("error: {other}");
-            let mut src = std::error::Error::source(other);
-            while let Some(cause) = src {
-                s.push_str(&format!(": {cause}"));
-                src = cause.source();
-            }
-            s.push('\n');
-            s
-        }
+        other => format!("error: {}\n", with_causes(other)),
     };
     let _ = stderr.lock().write_all(text.as_bytes());
 }

@@ -51,7 +51,7 @@ impl Progress {
     /// Takes one event; a failure is also shown in full as it happens.
     pub fn event(&mut self, e: Event<'_>) {
         if let Event::Failed { error, .. } = &e {
-            super::report_error(&format!("{error}"));
+            super::report_error(&super::with_causes(*error));
         }
         match e {
             Event::Planned { todo } => self.todo = todo,

@@ -61,7 +61,7 @@ pub fn run(global: &GlobalArgs, cmd: StoreCommand, out: &mut Output) -> Result<(
             Ok(())
         }
         StoreCommand::PathInfo { path, closure } => {
-            let store = open_store(global)?;
+            let store = super::open_store_for_reading(global)?;
             let text = path.to_string_lossy().into_owned();
             let (sp, _) = store.parse_valid(&text)?;
             let mut paths = vec![sp.base_name()];
@@ -92,10 +92,27 @@ pub fn run(global: &GlobalArgs, cmd: StoreCommand, out: &mut Output) -> Result<(
     }
 }
 
+/// The subcommand's name as typed.
+pub fn name(c: &StoreCommand) -> &'static str {
+    match c {
+        StoreCommand::Add { .. } => "add",
+        StoreCommand::Verify { repair: true } => "verify --repair",
+        StoreCommand::Verify { .. } => "verify",
+        StoreCommand::Roots => "roots",
+        StoreCommand::AddRoot { .. } => "add-root",
+        StoreCommand::RemoveRoot { .. } => "remove-root",
+        StoreCommand::PathInfo { .. } => "path-info",
+    }
+}
+
 /// `store verify [--repair]`: exit 1 naming every object that does not
 /// verify (after repair: that could not be repaired).
 fn verify(global: &GlobalArgs, repair: bool, out: &mut Output) -> Result<(), CliError> {
-    let store = open_store(global)?;
+    let store = if repair {
+        open_store(global)?
+    } else {
+        super::open_store_for_reading(global)?
+    };
     let started = std::time::Instant::now();
     let report = crate::store::verify::verify(&store)?;
     let secs = started.elapsed().as_secs_f64();
@@ -193,7 +210,7 @@ fn verify(global: &GlobalArgs, repair: bool, out: &mut Output) -> Result<(), Cli
 
 /// `store roots`.
 fn roots(global: &GlobalArgs, out: &mut Output) -> Result<(), CliError> {
-    let store = open_store(global)?;
+    let store = super::open_store_for_reading(global)?;
     let (roots, stale) = store.roots(true)?;
     let dir = store.dir().clone();
     let mut rows = Vec::new();

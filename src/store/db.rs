@@ -156,6 +156,42 @@ impl Db {
         Ok(db)
     }
 
+    /// Opens the database at `path` read-only, for a store on a file system
+    /// that cannot be written. Its schema must be one this cbuild knows.
+    pub fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+        let err = |source| StoreError::OpenDb {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        let db = Db {
+            conn,
+            path: path.to_path_buf(),
+        };
+        let version = db.schema_version()?;
+        if version != MIGRATIONS.len() {
+            return Err(if version > MIGRATIONS.len() {
+                StoreError::NewerSchema {
+                    path: path.to_path_buf(),
+                    found: version,
+                    known: MIGRATIONS.len(),
+                }
+            } else {
+                // Migrating would write.
+                StoreError::ReadOnly {
+                    root: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                    what: format!("migrating its database from schema version {version}"),
+                }
+            });
+        }
+        Ok(db)
+    }
+
     fn configure(&mut self) -> rusqlite::Result<()> {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
         // Closing would otherwise copy the whole write-ahead log into the

@@ -72,6 +72,17 @@ pub enum StoreError {
         /// Ours.
         known: usize,
     },
+    /// The store's file system cannot be written.
+    #[error(
+        "the store {root} cannot be written (a read-only file system, or not yours): {what} \
+         needs to write to it; queries (path-info, roots, verify, log, show-derivation) work"
+    )]
+    ReadOnly {
+        /// The store root.
+        root: PathBuf,
+        /// What wanted to write.
+        what: String,
+    },
     /// The database fails its own integrity check: nothing is deleted.
     #[error(
         "the store database {path} fails its integrity check ({first}); `cbuild gc` deletes \
@@ -185,17 +196,42 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether this is the store's file system refusing a write: read-only,
+    /// or not writable by the caller.
+    pub fn is_read_only(&self) -> bool {
+        let io = match self {
+            StoreError::Create { source, .. } | StoreError::Write { source, .. } => source,
+            StoreError::OpenDb { source, .. } | StoreError::Db { source, .. } => {
+                return matches!(
+                    source.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+                );
+            }
+            StoreError::ReadOnly { .. } => return true,
+            _ => return false,
+        };
+        matches!(
+            io.raw_os_error(),
+            Some(nix::libc::EROFS | nix::libc::EACCES | nix::libc::EPERM)
+        )
+    }
+}
+
 /// An open store.
 pub struct Store {
     root: PathBuf,
     dir: StoreDir,
     db: Db,
-    /// This process's scratch directory under `tmp/`, held by a lock.
+    /// This process's scratch directory under `tmp/`, held by a lock
+    /// (outside the store when it is read-only).
     scratch: PathBuf,
-    _scratch_lock: File,
+    _scratch_lock: Option<File>,
     counter: AtomicU64,
     /// This process's temporary GC roots (`tmp/<scratch>.roots`).
     temp_roots: roots::TempRoots,
+    /// Set when the store's file system cannot be written: queries only.
+    read_only: Option<tempfile::TempDir>,
 }
 
 /// The store root when none is given: `$XDG_DATA_HOME/cbuild`, else
@@ -244,10 +280,69 @@ impl Store {
             dir,
             db,
             scratch,
-            _scratch_lock: lock,
+            _scratch_lock: Some(lock),
             counter: AtomicU64::new(0),
             temp_roots,
+            read_only: None,
         })
+    }
+
+    /// Opens the store at `root` for queries: as [`Store::open`] does, or,
+    /// when its file system cannot be written (mounted read-only, or not
+    /// the caller's), read-only: the database opened read-only and scratch
+    /// space outside the store. Commands that write then fail with
+    /// [`StoreError::ReadOnly`].
+    pub fn open_for_reading(root: &Path) -> Result<Store, StoreError> {
+        match Store::open(root) {
+            Err(e) if e.is_read_only() => {}
+            other => return other,
+        }
+        let root = absolute(root);
+        let store_dir = root.join("store");
+        let Some(store_str) = store_dir.to_str() else {
+            return Err(StoreError::NotUtf8 { path: root });
+        };
+        let dir = StoreDir::new(store_str.to_string());
+        let db = Db::open_read_only(&root.join("db.sqlite"))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("cbuild-read-only-")
+            .tempdir()
+            .map_err(|source| StoreError::Create {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir_all(&scratch).map_err(|source| StoreError::Create {
+            path: scratch.clone(),
+            source,
+        })?;
+        let temp_roots = roots::TempRoots::new(&root, &scratch);
+        Ok(Store {
+            root,
+            dir,
+            db,
+            scratch,
+            _scratch_lock: None,
+            counter: AtomicU64::new(0),
+            temp_roots,
+            read_only: Some(tmp),
+        })
+    }
+
+    /// Fails with [`StoreError::ReadOnly`] for a store opened read-only.
+    pub fn require_writable(&self, what: &str) -> Result<(), StoreError> {
+        if self.read_only.is_some() {
+            return Err(StoreError::ReadOnly {
+                root: self.root.clone(),
+                what: what.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.is_some()
     }
 
     /// The store root.
@@ -506,7 +601,8 @@ pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn absolute(p: &Path) -> PathBuf {
+/// `p` made absolute against the working directory, `..` and `.` resolved.
+pub fn absolute(p: &Path) -> PathBuf {
     let abs = if p.is_absolute() {
         p.to_path_buf()
     } else {

@@ -113,7 +113,8 @@ impl Store {
             text.push_str(b.as_ref());
             text.push('\n');
         }
-        if text.is_empty() {
+        // Nothing can be collected from a store nobody can write.
+        if text.is_empty() || self.is_read_only() {
             return Ok(());
         }
         let t = &self.temp_roots;

@@ -6,6 +6,7 @@ mod check;
 mod cli;
 mod examples;
 mod export;
+mod faults;
 mod fetch;
 mod format;
 mod gc;
