@@ -36,6 +36,8 @@ pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(
         let (sp, _) = store.parse_valid(p)?;
         targets.push(sp);
     }
+    // The `.drv` files of what the user named exist, as `eval` leaves them.
+    store.materialize_targets(&targets)?;
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
     let opts = Options {
         keep_going: args.keep_going,

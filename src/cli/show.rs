@@ -16,6 +16,11 @@ pub fn run(global: &GlobalArgs, args: DrvTarget, out: &mut Output) -> Result<(),
     let mut store = open_store(global)?;
     let paths = drv_targets(&mut store, args)?;
     let mut all = serde_json::Map::new();
+    let mut shown = Vec::new();
+    for p in &paths {
+        shown.push(store.parse_valid(p)?.0);
+    }
+    store.materialize_targets(&shown)?;
     for p in paths {
         let (sp, _) = store.parse_valid(&p)?;
         let drv = store.read_derivation(&sp)?;

@@ -127,7 +127,15 @@ impl<'s> Instantiator<'s> {
                 .to_string(),
             })
             .collect();
-        self.store.add_derivations(&pending, targets)
+        // A few targets are files a user may open; a package set's are not
+        // (creating 10,000 inodes costs seconds on ext4, and every command
+        // that needs a `.drv` file writes it from the database).
+        let files = if targets.len() <= crate::store::DRV_FILES_MAX {
+            targets
+        } else {
+            &[]
+        };
+        self.store.add_derivations(&pending, files)
     }
 
     /// The store.

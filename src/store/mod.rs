@@ -488,19 +488,100 @@ impl Store {
             });
         }
         self.db.register(&objects, now())?;
+        // The contents are at hand: no database read per file.
+        let bytes: std::collections::HashMap<&StorePath, &[u8]> =
+            drvs.iter().map(|d| (&d.path, d.bytes.as_slice())).collect();
+        let mut todo: Vec<(&StorePath, std::borrow::Cow<'_, [u8]>)> = Vec::new();
         for p in materialize {
-            self.materialize_drv(p)?;
+            match bytes.get(p) {
+                Some(b) => todo.push((p, std::borrow::Cow::Borrowed(*b))),
+                None => {
+                    let content = self.db.derivation_content(&p.base_name())?.ok_or_else(|| {
+                        StoreError::NotValid {
+                            path: self.dir.path_of(p),
+                            store: self.dir.as_str().into(),
+                        }
+                    })?;
+                    todo.push((p, std::borrow::Cow::Owned(content)));
+                }
+            }
+        }
+        self.write_drv_files(&todo)
+    }
+
+    /// Writes `.drv` files that are not in `store/` yet: each written in
+    /// the scratch directory, read-only with the store mtime, then one
+    /// `syncfs` for all, then each renamed into place. A file is a copy of
+    /// the database's content (the source of truth): a crash before the
+    /// sync can leave a short one, which [`Store::materialize_drv`] and
+    /// `store verify --repair` replace, and which nothing reads instead of
+    /// the database.
+    fn write_drv_files(
+        &self,
+        todo: &[(&StorePath, std::borrow::Cow<'_, [u8]>)],
+    ) -> Result<(), StoreError> {
+        use rayon::prelude::*;
+        use std::os::unix::fs::OpenOptionsExt;
+        let missing: Vec<(PathBuf, PathBuf, &[u8])> = todo
+            .iter()
+            .filter_map(|(p, b)| {
+                let dest = self.real_path(p);
+                let present =
+                    std::fs::symlink_metadata(&dest).is_ok_and(|m| m.len() == b.len() as u64);
+                (!present).then(|| (self.scratch_path("drv"), dest, b.as_ref()))
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let write = |(tmp, _, bytes): &(PathBuf, PathBuf, &[u8])| -> Result<(), StoreError> {
+            let err = |source| StoreError::Write {
+                path: tmp.clone(),
+                source,
+            };
+            let mut f = File::options()
+                .write(true)
+                .create_new(true)
+                .mode(0o444)
+                .open(tmp)
+                .map_err(err)?;
+            f.write_all(bytes).map_err(err)?;
+            let t = nix::sys::time::TimeSpec::new(STORE_MTIME, 0);
+            nix::sys::stat::futimens(&f, &t, &t).map_err(|e| err(e.into()))
+        };
+        // Creating files costs far more than writing them: in parallel.
+        missing.par_iter().with_min_len(256).try_for_each(write)?;
+        sync_fs(self.scratch_dir())?;
+        for (tmp, dest, _) in &missing {
+            std::fs::rename(tmp, dest).map_err(|source| StoreError::Rename {
+                from: tmp.clone(),
+                to: dest.clone(),
+                source,
+            })?;
         }
         Ok(())
+    }
+
+    /// Writes the files of the `.drv`s a command prints or was given, when
+    /// they are at most [`DRV_FILES_MAX`] (a package set's are not: each
+    /// file is an inode, and commands read the database).
+    pub fn materialize_targets(&self, targets: &[StorePath]) -> Result<(), StoreError> {
+        if targets.len() > DRV_FILES_MAX || self.is_read_only() {
+            return Ok(());
+        }
+        let mut todo = Vec::new();
+        for p in targets {
+            if let Some(content) = self.db.derivation_content(&p.base_name())? {
+                todo.push((p, std::borrow::Cow::Owned(content)));
+            }
+        }
+        self.write_drv_files(&todo)
     }
 
     /// Writes the file of a registered `.drv` into `store/` unless it is
     /// there already: scratch file, flushed, renamed into place.
     pub fn materialize_drv(&self, p: &StorePath) -> Result<PathBuf, StoreError> {
         let dest = self.real_path(p);
-        if std::fs::symlink_metadata(&dest).is_ok() {
-            return Ok(dest);
-        }
         let bytes =
             self.db
                 .derivation_content(&p.base_name())?
@@ -508,20 +589,7 @@ impl Store {
                     path: dest.to_string_lossy().into_owned(),
                     store: self.dir.as_str().into(),
                 })?;
-        let tmp = self.scratch_path("drv");
-        write_file(&tmp, &bytes)?;
-        set_readonly(&tmp, false)?;
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|source| StoreError::Write {
-                path: tmp.clone(),
-                source,
-            })?;
-        std::fs::rename(&tmp, &dest).map_err(|source| StoreError::Rename {
-            from: tmp.clone(),
-            to: dest.clone(),
-            source,
-        })?;
+        self.write_drv_files(&[(p, std::borrow::Cow::Owned(bytes))])?;
         Ok(dest)
     }
 }
@@ -534,9 +602,14 @@ impl Drop for Store {
             make_writable_recursive(&self.scratch);
             let _ = std::fs::remove_dir_all(&self.scratch);
         }
+        let _ = std::fs::remove_file(self.scratch.with_extension("roots"));
         let _ = std::fs::remove_file(self.scratch.with_extension("lock"));
     }
 }
+
+/// `cbuild eval` writes the `.drv` files of the targets it prints when they
+/// are at most this many; beyond, only the database rows (store-format.md).
+pub const DRV_FILES_MAX: usize = 100;
 
 /// A `.drv` to write: its path, canonical bytes and hash, the objects it
 /// refers to, and what the database keeps beside it.
@@ -611,17 +684,6 @@ pub fn absolute(p: &Path) -> PathBuf {
             .join(p)
     };
     cbuild_lang::eval::normalize(&abs)
-}
-
-pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut f = File::create(path).map_err(|source| StoreError::Write {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    f.write_all(bytes).map_err(|source| StoreError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// Makes a file read-only (0444, or 0555 when executable) with the fixed

@@ -468,3 +468,33 @@ fn a_store_of_schema_1_is_migrated_when_opened() {
         "1"
     );
 }
+
+#[test]
+fn a_package_set_is_registered_and_its_drv_files_appear_when_needed() {
+    let fields: String = (0..150)
+        .map(|i| {
+            format!(
+                "  p{i} = package {{ name = \"p{i}\", version = \"1\", script = \"echo {i} > $out\" }},\n"
+            )
+        })
+        .collect();
+    let p = Project::new().file("set.cb", format!("{{\n{fields}}}\n"));
+    let out = p.run(&["eval", "set.cb"]).ok().stdout();
+    let paths: Vec<&str> = out.lines().collect();
+    assert_eq!(paths.len(), 150);
+    // More than 100 targets: rows only, no files yet.
+    for d in &paths {
+        assert!(!std::path::Path::new(d).exists(), "{d}");
+    }
+    p.run(&["store", "verify"]).ok();
+    // A command that names one writes it, byte for byte the database's.
+    let shown = p.run(&["show-derivation", paths[7]]).ok().stdout();
+    assert!(shown.contains(paths[7]), "{shown}");
+    assert!(std::path::Path::new(paths[7]).is_file());
+    p.run(&["realise", paths[9]]).ok();
+    assert!(std::path::Path::new(paths[9]).is_file());
+    p.run(&["store", "verify"]).ok();
+    // One target: its file is there when eval returns.
+    let one = p.run(&["eval", "set.cb", "-A", "p3"]).ok().stdout();
+    assert!(std::path::Path::new(one.trim()).is_file());
+}
