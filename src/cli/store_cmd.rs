@@ -68,9 +68,11 @@ pub fn run(global: &GlobalArgs, cmd: StoreCommand, out: &mut Output) -> Result<(
             if closure {
                 paths = store.closure([sp.base_name()])?.into_iter().collect();
             }
+            // Read once for all the objects shown.
+            let (roots, _) = store.roots(false)?;
             let mut infos = Vec::new();
             for base in &paths {
-                infos.push(info_json(&store, base)?);
+                infos.push(info_json(&store, base, &roots)?);
             }
             if global.json {
                 let v = if closure {
@@ -252,7 +254,11 @@ fn roots(global: &GlobalArgs, out: &mut Output) -> Result<(), CliError> {
     Ok(())
 }
 
-fn info_json(store: &Store, base: &str) -> Result<serde_json::Value, CliError> {
+fn info_json(
+    store: &Store,
+    base: &str,
+    roots: &[crate::store::roots::Root],
+) -> Result<serde_json::Value, CliError> {
     let dir = store.dir();
     let info = store
         .db()
@@ -272,7 +278,6 @@ fn info_json(store: &Store, base: &str) -> Result<serde_json::Value, CliError> {
     for b in &closure {
         closure_size += store.db().object(b)?.map_or(0, |i| i.size);
     }
-    let (roots, _) = store.roots(false)?;
     let root_kinds: Vec<&str> = roots
         .iter()
         .filter(|r| r.target == base)
