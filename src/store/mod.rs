@@ -266,11 +266,7 @@ impl Store {
                 return Err(StoreError::NotADirectory { path: p });
             }
         }
-        let store_dir = root.join("store");
-        let Some(store_str) = store_dir.to_str() else {
-            return Err(StoreError::NotUtf8 { path: root });
-        };
-        let dir = StoreDir::new(store_str.to_string());
+        let dir = store_dir_of(&root)?;
         let db = Db::open(&root.join("db.sqlite"))?;
         clean_stale_scratch(&root.join("tmp"));
         let (scratch, lock) = make_scratch(&root.join("tmp"))?;
@@ -298,11 +294,7 @@ impl Store {
             other => return other,
         }
         let root = absolute(root);
-        let store_dir = root.join("store");
-        let Some(store_str) = store_dir.to_str() else {
-            return Err(StoreError::NotUtf8 { path: root });
-        };
-        let dir = StoreDir::new(store_str.to_string());
+        let dir = store_dir_of(&root)?;
         let db = Db::open_read_only(&root.join("db.sqlite"))?;
         let tmp = tempfile::Builder::new()
             .prefix("cbuild-read-only-")
@@ -672,6 +664,16 @@ pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The store directory (`<root>/store`), which must be UTF-8.
+fn store_dir_of(root: &Path) -> Result<StoreDir, StoreError> {
+    match root.join("store").to_str() {
+        Some(s) => Ok(StoreDir::new(s.to_string())),
+        None => Err(StoreError::NotUtf8 {
+            path: root.to_path_buf(),
+        }),
+    }
 }
 
 /// `p` made absolute against the working directory, `..` and `.` resolved.
