@@ -64,6 +64,9 @@ pub enum Cause {
     BuildPath,
     /// The same lines in another order.
     Ordering,
+    /// The same text but for number formatting (decimal and thousands
+    /// separators), as another `LANG`/`LC_NUMERIC` writes it.
+    Locale,
     /// Not told.
     Unknown,
 }
@@ -76,6 +79,7 @@ impl Cause {
             Cause::Random => "random bytes",
             Cause::BuildPath => "build or scratch path",
             Cause::Ordering => "ordering or parallelism (the same lines in another order)",
+            Cause::Locale => "locale (the same text with other number separators)",
             Cause::Unknown => "unknown",
         }
     }
@@ -200,6 +204,11 @@ fn classify_with(x: &[u8], y: &[u8], texts: Option<(&str, &str)>) -> Cause {
     if looks_like_time(&ta) && looks_like_time(&tb) {
         return Cause::Timestamp;
     }
+    if let Some((a, b)) = texts
+        && same_but_separators(line_at(a, at), line_at(b, at))
+    {
+        return Cause::Locale;
+    }
     if random_token(&ta, &tb) {
         return Cause::Random;
     }
@@ -218,6 +227,49 @@ fn classify_with(x: &[u8], y: &[u8], texts: Option<(&str, &str)>) -> Cause {
         }
     }
     Cause::Unknown
+}
+
+/// The line of `s` that holds byte `at`.
+fn line_at(s: &str, at: usize) -> &str {
+    let at = at.min(s.len());
+    let start = s.as_bytes()[..at]
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |i| i + 1);
+    let end = s.as_bytes()[at..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(s.len(), |i| at + i);
+    s.get(start..end).unwrap_or("")
+}
+
+/// Whether two lines differ only in how numbers are written: `,` and `.`
+/// swapped as decimal marks, thousands separators (`,` `.` `'`, spaces)
+/// present in one only.
+fn same_but_separators(a: &str, b: &str) -> bool {
+    if a == b || a.len() > 4096 || b.len() > 4096 {
+        return false;
+    }
+    // Separators inside numbers dropped, the rest kept as it is.
+    let norm = |s: &str| -> String {
+        let c: Vec<char> = s.chars().collect();
+        let mut out = String::new();
+        for (i, &ch) in c.iter().enumerate() {
+            let between_digits =
+                i > 0 && i + 1 < c.len() && c[i - 1].is_ascii_digit() && c[i + 1].is_ascii_digit();
+            let sep = matches!(ch, ',' | '.' | '\'' | '\u{a0}' | '\u{202f}' | ' ');
+            if !(sep && between_digits) {
+                out.push(ch);
+            }
+        }
+        out
+    };
+    let has_number_sep = |s: &str| {
+        s.as_bytes()
+            .windows(3)
+            .any(|w| w[0].is_ascii_digit() && matches!(w[1], b',' | b'.') && w[2].is_ascii_digit())
+    };
+    (has_number_sep(a) || has_number_sep(b)) && norm(a) == norm(b)
 }
 
 /// Whether two text tokens read as random numbers or identifiers: hex or
@@ -667,6 +719,17 @@ mod tests {
         );
         assert!(shown.contains(" line 150001 stays"), "{shown}");
         assert!(!shown.contains("line 149990"), "{shown}");
+    }
+
+    #[test]
+    fn number_separators_are_told_as_locale() {
+        assert_eq!(
+            classify(b"total: 1,234.5 s\n", b"total: 1.234,5 s\n"),
+            Cause::Locale
+        );
+        assert_eq!(classify(b"ratio 0.75\n", b"ratio 0,75\n"), Cause::Locale);
+        assert_ne!(classify(b"ratio 0.75\n", b"ratio 0.76\n"), Cause::Locale);
+        assert_ne!(classify(b"a, b\n", b"a. b\n"), Cause::Locale);
     }
 
     #[test]
