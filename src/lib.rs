@@ -11,4 +11,5 @@ pub mod cli;
 pub mod derivation;
 pub mod export;
 pub mod instantiate;
+pub mod publish;
 pub mod store;

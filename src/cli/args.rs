@@ -64,7 +64,7 @@ impl GlobalArgs {
 }
 
 /// A recipe file and the attributes to select in it.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct Target {
     /// The recipe file.
     #[arg(value_name = "FILE", default_value = "recipe.cb")]
@@ -92,6 +92,8 @@ pub enum Command {
     Audit(AuditArgs),
     /// Rebuild each target into a conda prefix and write `.conda` packages.
     Export(ExportArgs),
+    /// Put packages (files, or a recipe's targets exported first) onto a channel.
+    Publish(PublishArgs),
     /// Delete store objects unreachable from the roots.
     Gc(GcArgs),
     /// Inspect and verify the store.
@@ -197,8 +199,26 @@ pub struct AuditArgs {
     pub keep_failed: bool,
 }
 
-/// `cbuild export`
+/// `cbuild publish`
 #[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Package files (`.conda`, `.tar.bz2`), or one recipe file whose
+    /// targets (`-A`) are exported first [default: recipe.cb].
+    #[arg(value_name = "PKG|FILE")]
+    pub inputs: Vec<PathBuf>,
+    /// Attribute path to export and publish (repeatable).
+    #[arg(short = 'A', long = "attr", value_name = "PATH")]
+    pub attrs: Vec<String>,
+    /// The channel: a directory (`DIR` or `file://DIR`).
+    #[arg(long, value_name = "DEST", required = true)]
+    pub to: String,
+    /// Replace a different package already published under the same file name.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `cbuild export`
+#[derive(Debug, Args, Clone)]
 pub struct ExportArgs {
     /// Write conda packages (the only format so far).
     #[arg(long, required = true)]

@@ -96,6 +96,9 @@ pub enum CliError {
         /// How many.
         failed: usize,
     },
+    /// Publishing failed.
+    #[error(transparent)]
+    Publish(Box<crate::publish::PublishError>),
     /// Writing the result to stdout failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] io::Error),
@@ -111,6 +114,17 @@ impl CliError {
             | CliError::NotReproducible
             | CliError::AuditFailed { .. }
             | CliError::VerifyFailed { .. } => 1,
+            // A broken package or a name taken by other bytes: a finding,
+            // not a command that could not run.
+            CliError::Publish(e)
+                if matches!(
+                    **e,
+                    crate::publish::PublishError::Broken { .. }
+                        | crate::publish::PublishError::Conflict { .. }
+                ) =>
+            {
+                1
+            }
             CliError::Export(e) => match &**e {
                 crate::export::ExportError::Build(b)
                     if matches!(

@@ -12,6 +12,40 @@ use crate::export::{ExportError, Options, export, platform};
 
 /// Runs `cbuild export`.
 pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<(), CliError> {
+    let packages = export_packages(global, &args)?;
+    if global.json {
+        let list: Vec<serde_json::Value> = packages
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "path": p.path,
+                    "name": p.name,
+                    "version": p.version,
+                    "build": p.build,
+                    "subdir": p.subdir,
+                    "sha256": p.sha256,
+                    "target": p.target,
+                    "host_input": !p.target,
+                    "export_drv": p.export_drv,
+                    "built": p.built,
+                })
+            })
+            .collect();
+        out.line(&serde_json::to_string_pretty(&list).unwrap_or_default())?;
+    } else {
+        for p in &packages {
+            out.line(&p.path.display().to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Exports what `args` selects, as `cbuild export` does (and `cbuild
+/// publish` before publishing); returns the packages written.
+pub fn export_packages(
+    global: &GlobalArgs,
+    args: &ExportArgs,
+) -> Result<Vec<crate::export::Exported>, CliError> {
     let subdir = args
         .subdir
         .clone()
@@ -92,32 +126,7 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
             opts.channel.as_deref(),
         );
     }
-    if global.json {
-        let list: Vec<serde_json::Value> = outcome
-            .packages
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "path": p.path,
-                    "name": p.name,
-                    "version": p.version,
-                    "build": p.build,
-                    "subdir": p.subdir,
-                    "sha256": p.sha256,
-                    "target": p.target,
-                    "host_input": !p.target,
-                    "export_drv": p.export_drv,
-                    "built": p.built,
-                })
-            })
-            .collect();
-        out.line(&serde_json::to_string_pretty(&list).unwrap_or_default())?;
-    } else {
-        for p in &outcome.packages {
-            out.line(&p.path.display().to_string())?;
-        }
-    }
-    Ok(())
+    Ok(outcome.packages)
 }
 
 /// `SOURCE_DATE_EPOCH` when set (whole seconds), else the fixed default.

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod export;
 pub mod gc;
 pub mod progress;
+pub mod publish;
 pub mod realise;
 pub mod show;
 pub mod store_cmd;
@@ -68,6 +69,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit(_) => "audit".into(),
         Command::Export(_) => "export".into(),
         Command::Gc(_) => "gc".into(),
+        Command::Publish(_) => "publish".into(),
         Command::Store(c) => format!("store {}", store_cmd::name(c)),
     };
     let _ = COMMAND.set(name);
@@ -80,6 +82,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit(a) => audit::run(&cli.global, a, &mut out),
         Command::Export(a) => export::run(&cli.global, a, &mut out),
         Command::Gc(a) => gc::run(&cli.global, a, &mut out),
+        Command::Publish(a) => publish::run(&cli.global, a, &mut out),
         Command::Store(c) => store_cmd::run(&cli.global, c, &mut out),
     };
     r.and_then(|()| out.flush())

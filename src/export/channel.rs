@@ -58,6 +58,9 @@ pub fn open(channel: &Path, subdirs: &[&str]) -> Result<Channel, ExportError> {
     Ok(c)
 }
 
+/// Whether to add an entry, given the record listed under its file name.
+pub type Decide<'a> = dyn FnMut(&Entry, Option<&Value>) -> Result<bool, ExportError> + 'a;
+
 /// A channel directory.
 pub struct Channel {
     dir: PathBuf,
@@ -86,6 +89,20 @@ impl Channel {
     /// repodata file is read and the new ones made before anything moves;
     /// then the packages are moved in and the repodata files replaced.
     pub fn add(&self, entries: Vec<Entry>, subdirs: &[&str]) -> Result<(), ExportError> {
+        self.add_with(entries, subdirs, &mut |_, _| Ok(true))
+            .map(|_| ())
+    }
+
+    /// [`Channel::add`], asking `decide(entry, record already listed under
+    /// its file name)` under the lock whether to add each entry; returns,
+    /// per entry, whether it was added (the caller removes the file of one
+    /// that was not). An error from `decide` changes nothing.
+    pub fn add_with(
+        &self,
+        entries: Vec<Entry>,
+        subdirs: &[&str],
+        decide: &mut Decide<'_>,
+    ) -> Result<Vec<bool>, ExportError> {
         // Held until this returns: writers of one channel take turns.
         let _lock = nix::fcntl::Flock::lock(self.lock_file()?, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| ExportError::Channel {
@@ -97,12 +114,29 @@ impl Channel {
         for s in subdirs {
             touched.entry((*s).to_string()).or_default();
         }
+        // Decided against what is listed now, under the lock.
+        let mut added = Vec::with_capacity(entries.len());
+        let mut listed: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         for e in entries {
-            touched.entry(e.subdir.clone()).or_default().push(e);
+            if !listed.contains_key(&e.subdir) {
+                listed.insert(e.subdir.clone(), self.read_repodata(&e.subdir)?);
+            }
+            let existing = listed
+                .get(&e.subdir)
+                .and_then(|r| r.get(e.key))
+                .and_then(|m| m.get(&e.file_name));
+            let yes = decide(&e, existing)?;
+            added.push(yes);
+            if yes {
+                touched.entry(e.subdir.clone()).or_default().push(e);
+            }
         }
         let mut plans = Vec::new();
         for (subdir, entries) in touched {
-            let mut repodata = self.read_repodata(&subdir)?;
+            let mut repodata = match listed.remove(&subdir) {
+                Some(r) => r,
+                None => self.read_repodata(&subdir)?,
+            };
             let dir = self.dir.join(&subdir);
             let changed = !entries.is_empty() || !dir.join("repodata.json").exists();
             let mut moves = Vec::new();
@@ -126,7 +160,7 @@ impl Channel {
                 self.write_repodata(&subdir, &repodata)?;
             }
         }
-        Ok(())
+        Ok(added)
     }
 
     fn read_repodata(&self, subdir: &str) -> Result<Map<String, Value>, ExportError> {

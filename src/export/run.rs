@@ -651,8 +651,8 @@ fn resolve(
     Ok(PathBuf::from(text))
 }
 
-/// sha256, md5 and size of a file, read in pieces.
-fn digests_of(path: &Path) -> Result<(String, String, u64), ExportError> {
+/// sha256 and md5 (hex) and size of the file at `path`, read once.
+pub fn digests_of(path: &Path) -> Result<(String, String, u64), ExportError> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(read_err(path))?;
     let (mut sha, mut md5) = (sha2::Sha256::new(), md5::Md5::new());

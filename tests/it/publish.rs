@@ -1,0 +1,290 @@
+//! `cbuild publish` to a local channel directory: real exports, real
+//! packages, the channel's repodata read back, a conflicting package under a
+//! published name, a broken package, two publishers at once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::support::{Project, cbuild_bin};
+
+fn greet() -> Project {
+    let greet = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/greet");
+    let mut p = Project::new();
+    for f in ["greet.c", "greet.h", "hello.c", "recipe.cb"] {
+        p = p.file(&format!("src/{f}"), std::fs::read(greet.join(f)).unwrap());
+    }
+    p
+}
+
+fn json(r: &crate::support::Run) -> serde_json::Value {
+    serde_json::from_str(&r.stdout()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout()))
+}
+
+fn listed(channel: &Path, subdir: &str) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(channel.join(subdir).join("repodata.json")).unwrap())
+            .unwrap();
+    let mut names: Vec<String> = v["packages.conda"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_recipe_is_exported_and_published_and_again_publishes_nothing() {
+    let p = greet();
+    let src = p.path().join("src");
+    let ch = p.path().join("channel");
+    let r = p
+        .run_in(
+            &src,
+            &[
+                "publish",
+                "-A",
+                "hello",
+                "--to",
+                ch.to_str().unwrap(),
+                "--json",
+            ],
+            &[],
+        )
+        .ok();
+    let v = json(&r);
+    let results: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["added", "added"], "{v}");
+    let names = listed(&ch, "linux-64");
+    assert!(
+        names.iter().any(|n| n.starts_with("hello-1.0.0-"))
+            && names.iter().any(|n| n.starts_with("libgreet-1.2.0-")),
+        "{names:?}"
+    );
+    // Each listed record's sha256 is the file's.
+    let repodata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ch.join("linux-64/repodata.json")).unwrap()).unwrap();
+    for (name, rec) in repodata["packages.conda"].as_object().unwrap() {
+        let bytes = std::fs::read(ch.join("linux-64").join(name)).unwrap();
+        let sha: String =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes))
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+        assert_eq!(rec["sha256"], sha.as_str(), "{name}");
+    }
+    assert!(ch.join("noarch/repodata.json").is_file());
+    // Again (file:// this time): nothing copied, nothing rebuilt.
+    let before = std::fs::metadata(ch.join("linux-64/repodata.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let url = format!("file://{}", ch.display());
+    let r = p
+        .run_in(
+            &src,
+            &["publish", "-A", "hello", "--to", &url, "--json"],
+            &[],
+        )
+        .ok();
+    assert!(
+        json(&r)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["result"] == "already there"),
+        "{}",
+        r.stdout()
+    );
+    assert!(!r.stderr().contains("building"), "{}", r.stderr());
+    let after = std::fs::metadata(ch.join("linux-64/repodata.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after, "the repodata is not rewritten");
+    // No staged leftovers.
+    let stray: Vec<_> = std::fs::read_dir(&ch)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.starts_with(".cbuild-staged").then_some(n)
+        })
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+#[test]
+fn other_bytes_under_a_published_name_are_refused_naming_both_digests() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"{ clock = package { name = "clock", version = "1", script = "mkdir -p $out/share; date +%s%N > $out/share/when" } }"#,
+    );
+    let ch = p.path().join("channel");
+    let first = p
+        .run(&[
+            "publish",
+            "-A",
+            "clock",
+            "--to",
+            ch.to_str().unwrap(),
+            "--json",
+        ])
+        .ok();
+    let first_sha = json(&first)[0]["sha256"].as_str().unwrap().to_string();
+    // The same inputs built again give other bytes (the build is not
+    // reproducible): export into a fresh store, under the same name.
+    let other_store = p.path().join("store2");
+    let out = Command::new(cbuild_bin())
+        .args(["export", "--conda", "-A", "clock", "-o", "again", "--json"])
+        .current_dir(p.path())
+        .env("CBUILD_STORE", &other_store)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pkg = PathBuf::from(v[0]["path"].as_str().unwrap());
+    let second_sha = v[0]["sha256"].as_str().unwrap().to_string();
+    assert_ne!(first_sha, second_sha);
+    let r = p
+        .run(&[
+            "publish",
+            pkg.to_str().unwrap(),
+            "--to",
+            ch.to_str().unwrap(),
+        ])
+        .fails_with(1);
+    let err = r.stderr();
+    assert!(
+        err.contains(&first_sha) && err.contains(&second_sha),
+        "{err}"
+    );
+    assert!(
+        err.contains("both record the same inputs") && err.contains("cbuild check --conda"),
+        "{err}"
+    );
+    // The channel still lists the first.
+    let repodata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ch.join("linux-64/repodata.json")).unwrap()).unwrap();
+    let name = pkg.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        repodata["packages.conda"][name]["sha256"],
+        first_sha.as_str()
+    );
+    // --force replaces it.
+    let r = p
+        .run(&[
+            "publish",
+            pkg.to_str().unwrap(),
+            "--to",
+            ch.to_str().unwrap(),
+            "--force",
+            "--json",
+        ])
+        .ok();
+    assert_eq!(json(&r)[0]["result"], "replaced");
+    let repodata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ch.join("linux-64/repodata.json")).unwrap()).unwrap();
+    assert_eq!(
+        repodata["packages.conda"][name]["sha256"],
+        second_sha.as_str()
+    );
+}
+
+#[test]
+fn a_broken_package_never_reaches_the_channel() {
+    let p = greet();
+    let src = p.path().join("src");
+    let out = p
+        .run_in(
+            &src,
+            &[
+                "export", "--conda", "-A", "libgreet", "-o", "../out", "--json",
+            ],
+            &[],
+        )
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    let pkg = PathBuf::from(v[0]["path"].as_str().unwrap());
+    // One byte of the payload flipped, under the same name.
+    let broken = p.path().join("broken").join(pkg.file_name().unwrap());
+    std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
+    let mut z = zip::ZipArchive::new(std::fs::File::open(&pkg).unwrap()).unwrap();
+    let names: Vec<String> = z.file_names().map(String::from).collect();
+    let mut w = zip::ZipWriter::new(std::fs::File::create(&broken).unwrap());
+    let o =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for n in &names {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut z.by_name(n).unwrap(), &mut bytes).unwrap();
+        if n.starts_with("pkg-") {
+            let mut tar = zstd::decode_all(&bytes[..]).unwrap();
+            let at = tar.windows(4).position(|w| w == b"\x7fELF").unwrap() + 100;
+            tar[at] ^= 1;
+            bytes = zstd::encode_all(&tar[..], 3).unwrap();
+        }
+        w.start_file(n.as_str(), o).unwrap();
+        std::io::Write::write_all(&mut w, &bytes).unwrap();
+    }
+    w.finish().unwrap();
+    let ch = p.path().join("channel");
+    let r = p
+        .run(&[
+            "publish",
+            broken.to_str().unwrap(),
+            "--to",
+            ch.to_str().unwrap(),
+        ])
+        .fails_with(1);
+    assert!(
+        r.stderr()
+            .contains("is not published: it fails the package checks"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!ch.join("linux-64").exists() || listed(&ch, "linux-64").is_empty());
+}
+
+#[test]
+fn two_publishers_at_once_lose_nothing() {
+    // Twelve small packages, published half by one process and half by
+    // another, at the same time, into one channel.
+    let fields: String = (0..12)
+        .map(|i| format!("  p{i} = package {{ name = \"p{i}\", version = \"1\", script = \"mkdir -p $out; echo {i} > $out/f\" }},\n"))
+        .collect();
+    let p = Project::new().file("recipe.cb", format!("{{\n{fields}}}\n"));
+    let out = p.run(&["export", "--conda", "-o", "pkgs", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    let files: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(files.len(), 12);
+    let ch = p.path().join("channel");
+    let spawn = |part: &[String]| {
+        Command::new(cbuild_bin())
+            .arg("publish")
+            .args(part)
+            .args(["--to", ch.to_str().unwrap()])
+            .current_dir(p.path())
+            .env("CBUILD_STORE", p.store())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn(&files[..6]);
+    let b = spawn(&files[6..]);
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(listed(&ch, "linux-64").len(), 12);
+}
