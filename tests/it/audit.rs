@@ -252,27 +252,7 @@ fn an_exported_package_passes_and_one_flipped_byte_fails_naming_the_file() {
     let pkg = std::path::PathBuf::from(v[0]["path"].as_str().unwrap());
     p.run(&["audit", pkg.to_str().unwrap()]).ok();
     // The same package with one payload byte flipped, under its own name.
-    let f = std::fs::File::open(&pkg).unwrap();
-    let mut z = zip::ZipArchive::new(f).unwrap();
-    let names: Vec<String> = z.file_names().map(String::from).collect();
-    let tampered = p.path().join("t").join(pkg.file_name().unwrap());
-    std::fs::create_dir_all(tampered.parent().unwrap()).unwrap();
-    let mut w = zip::ZipWriter::new(std::fs::File::create(&tampered).unwrap());
-    let o =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for n in &names {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut z.by_name(n).unwrap(), &mut bytes).unwrap();
-        if n.starts_with("pkg-") {
-            let mut tar = zstd::decode_all(&bytes[..]).unwrap();
-            let at = tar.windows(4).position(|w| w == b"\x7fELF").unwrap() + 100;
-            tar[at] ^= 1;
-            bytes = zstd::encode_all(&tar[..], 3).unwrap();
-        }
-        w.start_file(n.as_str(), o).unwrap();
-        std::io::Write::write_all(&mut w, &bytes).unwrap();
-    }
-    w.finish().unwrap();
+    let tampered = crate::support::with_payload_byte_flipped(&pkg, &p.path().join("t"));
     let r = p.run(&["audit", tampered.to_str().unwrap()]).fails_with(1);
     assert!(
         r.stdout().contains("error lib/libgreet.so: has sha256"),

@@ -20,10 +20,13 @@ fn json(r: &crate::support::Run) -> serde_json::Value {
     serde_json::from_str(&r.stdout()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout()))
 }
 
+fn repodata(channel: &Path, subdir: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(channel.join(subdir).join("repodata.json")).unwrap())
+        .unwrap()
+}
+
 fn listed(channel: &Path, subdir: &str) -> Vec<String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(channel.join(subdir).join("repodata.json")).unwrap())
-            .unwrap();
+    let v = repodata(channel, subdir);
     let mut names: Vec<String> = v["packages.conda"]
         .as_object()
         .unwrap()
@@ -68,9 +71,8 @@ fn a_recipe_is_exported_and_published_and_again_publishes_nothing() {
         "{names:?}"
     );
     // Each listed record's sha256 is the file's.
-    let repodata: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ch.join("linux-64/repodata.json")).unwrap()).unwrap();
-    for (name, rec) in repodata["packages.conda"].as_object().unwrap() {
+    let listing = repodata(&ch, "linux-64");
+    for (name, rec) in listing["packages.conda"].as_object().unwrap() {
         let bytes = std::fs::read(ch.join("linux-64").join(name)).unwrap();
         let sha: String =
             sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes))
@@ -169,11 +171,10 @@ fn other_bytes_under_a_published_name_are_refused_naming_both_digests() {
         "{err}"
     );
     // The channel still lists the first.
-    let repodata: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ch.join("linux-64/repodata.json")).unwrap()).unwrap();
+    let listing = repodata(&ch, "linux-64");
     let name = pkg.file_name().unwrap().to_str().unwrap();
     assert_eq!(
-        repodata["packages.conda"][name]["sha256"],
+        listing["packages.conda"][name]["sha256"],
         first_sha.as_str()
     );
     // --force replaces it.
@@ -188,10 +189,9 @@ fn other_bytes_under_a_published_name_are_refused_naming_both_digests() {
         ])
         .ok();
     assert_eq!(json(&r)[0]["result"], "replaced");
-    let repodata: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ch.join("linux-64/repodata.json")).unwrap()).unwrap();
+    let listing = repodata(&ch, "linux-64");
     assert_eq!(
-        repodata["packages.conda"][name]["sha256"],
+        listing["packages.conda"][name]["sha256"],
         second_sha.as_str()
     );
 }
@@ -212,26 +212,7 @@ fn a_broken_package_never_reaches_the_channel() {
     let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
     let pkg = PathBuf::from(v[0]["path"].as_str().unwrap());
     // One byte of the payload flipped, under the same name.
-    let broken = p.path().join("broken").join(pkg.file_name().unwrap());
-    std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
-    let mut z = zip::ZipArchive::new(std::fs::File::open(&pkg).unwrap()).unwrap();
-    let names: Vec<String> = z.file_names().map(String::from).collect();
-    let mut w = zip::ZipWriter::new(std::fs::File::create(&broken).unwrap());
-    let o =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for n in &names {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut z.by_name(n).unwrap(), &mut bytes).unwrap();
-        if n.starts_with("pkg-") {
-            let mut tar = zstd::decode_all(&bytes[..]).unwrap();
-            let at = tar.windows(4).position(|w| w == b"\x7fELF").unwrap() + 100;
-            tar[at] ^= 1;
-            bytes = zstd::encode_all(&tar[..], 3).unwrap();
-        }
-        w.start_file(n.as_str(), o).unwrap();
-        std::io::Write::write_all(&mut w, &bytes).unwrap();
-    }
-    w.finish().unwrap();
+    let broken = crate::support::with_payload_byte_flipped(&pkg, &p.path().join("broken"));
     let ch = p.path().join("channel");
     let r = p
         .run(&[

@@ -98,3 +98,30 @@ impl Run {
         self
     }
 }
+
+/// A copy of the `.conda` at `pkg`, under its own name in `dir`, with one
+/// byte of its first ELF file flipped (the payload tar recompressed):
+/// `paths.json` no longer matches it.
+pub fn with_payload_byte_flipped(pkg: &Path, dir: &Path) -> PathBuf {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(pkg).unwrap()).unwrap();
+    let names: Vec<String> = z.file_names().map(String::from).collect();
+    std::fs::create_dir_all(dir).unwrap();
+    let dest = dir.join(pkg.file_name().unwrap());
+    let mut w = zip::ZipWriter::new(std::fs::File::create(&dest).unwrap());
+    let o =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for n in &names {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut z.by_name(n).unwrap(), &mut bytes).unwrap();
+        if n.starts_with("pkg-") {
+            let mut tar = zstd::decode_all(&bytes[..]).unwrap();
+            let at = tar.windows(4).position(|w| w == b"\x7fELF").unwrap() + 100;
+            tar[at] ^= 1;
+            bytes = zstd::encode_all(&tar[..], 3).unwrap();
+        }
+        w.start_file(n.as_str(), o).unwrap();
+        std::io::Write::write_all(&mut w, &bytes).unwrap();
+    }
+    w.finish().unwrap();
+    dest
+}
