@@ -66,47 +66,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// A copy of the `.conda` at `pkg`, under its own name in `dir`, with
-/// `edit(path, bytes)` applied to every member of both inner tars.
-fn rewritten(pkg: &Path, dir: &Path, mut edit: impl FnMut(&str, &mut Vec<u8>)) -> PathBuf {
-    let mut z = zip::ZipArchive::new(std::fs::File::open(pkg).unwrap()).unwrap();
-    let names: Vec<String> = z.file_names().map(String::from).collect();
-    std::fs::create_dir_all(dir).unwrap();
-    let dest = dir.join(pkg.file_name().unwrap());
-    let mut w = zip::ZipWriter::new(std::fs::File::create(&dest).unwrap());
-    let o =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for n in &names {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut z.by_name(n).unwrap(), &mut bytes).unwrap();
-        if n.ends_with(".tar.zst") {
-            let tar = zstd::decode_all(&bytes[..]).unwrap();
-            let mut a = tar::Archive::new(&tar[..]);
-            let mut b = tar::Builder::new(Vec::new());
-            for e in a.entries().unwrap() {
-                let mut e = e.unwrap();
-                let path = e.path().unwrap().to_string_lossy().into_owned();
-                let mut data = Vec::new();
-                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
-                edit(&path, &mut data);
-                let mut h = e.header().clone();
-                h.set_size(data.len() as u64);
-                h.set_cksum();
-                b.append(&h, &data[..]).unwrap();
-            }
-            bytes = zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap();
-        }
-        w.start_file(n.as_str(), o).unwrap();
-        std::io::Write::write_all(&mut w, &bytes).unwrap();
-    }
-    w.finish().unwrap();
-    dest
-}
-
 /// Reads a member of an inner tar of a `.conda`.
 fn member(pkg: &Path, path: &str) -> Vec<u8> {
     let mut out = None;
-    rewritten(pkg, &pkg.parent().unwrap().join(".read"), |p, d| {
+    crate::support::rewritten(pkg, &pkg.parent().unwrap().join(".read"), |p, d| {
         if p == path {
             out.get_or_insert_with(|| d.clone());
         }
@@ -199,7 +162,7 @@ fn a_payload_changed_together_with_paths_json_fails_the_rebuild_naming_the_file(
     flipped[at] ^= 0x20;
     let (old, new) = (sha256_hex(&lib), sha256_hex(&flipped));
     // Consistent with itself: the structure checks cannot tell.
-    let tampered = rewritten(&pkg, &p.path().join("t"), |path, data| {
+    let tampered = crate::support::rewritten(&pkg, &p.path().join("t"), |path, data| {
         if path == "lib/libgreet.so" {
             *data = flipped.clone();
         } else if path == "info/paths.json" {
@@ -245,7 +208,7 @@ fn metadata_changed_after_the_export_contradicts_the_build_string() {
             .into_bytes();
     };
     // index.json alone: it no longer says what hash_input.json does.
-    let tampered = rewritten(&pkg, &p.path().join("t1"), |path, data| {
+    let tampered = crate::support::rewritten(&pkg, &p.path().join("t1"), |path, data| {
         if path == "info/index.json" {
             add_dep(data);
         }
@@ -259,7 +222,7 @@ fn metadata_changed_after_the_export_contradicts_the_build_string() {
         r.stdout()
     );
     // Both: the build string is no longer the hash of hash_input.json.
-    let tampered = rewritten(&pkg, &p.path().join("t2"), |path, data| {
+    let tampered = crate::support::rewritten(&pkg, &p.path().join("t2"), |path, data| {
         if path == "info/index.json" || path == "info/hash_input.json" {
             add_dep(data);
         }

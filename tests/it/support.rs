@@ -99,10 +99,9 @@ impl Run {
     }
 }
 
-/// A copy of the `.conda` at `pkg`, under its own name in `dir`, with one
-/// byte of its first ELF file flipped (the payload tar recompressed):
-/// `paths.json` no longer matches it.
-pub fn with_payload_byte_flipped(pkg: &Path, dir: &Path) -> PathBuf {
+/// A copy of the `.conda` at `pkg`, under its own name in `dir`, with
+/// `edit(path, bytes)` applied to every member of both inner tars.
+pub fn rewritten(pkg: &Path, dir: &Path, mut edit: impl FnMut(&str, &mut Vec<u8>)) -> PathBuf {
     let mut z = zip::ZipArchive::new(std::fs::File::open(pkg).unwrap()).unwrap();
     let names: Vec<String> = z.file_names().map(String::from).collect();
     std::fs::create_dir_all(dir).unwrap();
@@ -113,15 +112,38 @@ pub fn with_payload_byte_flipped(pkg: &Path, dir: &Path) -> PathBuf {
     for n in &names {
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut z.by_name(n).unwrap(), &mut bytes).unwrap();
-        if n.starts_with("pkg-") {
-            let mut tar = zstd::decode_all(&bytes[..]).unwrap();
-            let at = tar.windows(4).position(|w| w == b"\x7fELF").unwrap() + 100;
-            tar[at] ^= 1;
-            bytes = zstd::encode_all(&tar[..], 3).unwrap();
+        if n.ends_with(".tar.zst") {
+            let tar = zstd::decode_all(&bytes[..]).unwrap();
+            let mut a = tar::Archive::new(&tar[..]);
+            let mut b = tar::Builder::new(Vec::new());
+            for e in a.entries().unwrap() {
+                let mut e = e.unwrap();
+                let path = e.path().unwrap().to_string_lossy().into_owned();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                edit(&path, &mut data);
+                let mut h = e.header().clone();
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                b.append(&h, &data[..]).unwrap();
+            }
+            bytes = zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap();
         }
         w.start_file(n.as_str(), o).unwrap();
         std::io::Write::write_all(&mut w, &bytes).unwrap();
     }
     w.finish().unwrap();
     dest
+}
+
+/// A copy of the `.conda` at `pkg`, under its own name in `dir`, with one
+/// byte of its first ELF file flipped: `paths.json` no longer matches it.
+pub fn with_payload_byte_flipped(pkg: &Path, dir: &Path) -> PathBuf {
+    let mut done = false;
+    rewritten(pkg, dir, |path, data| {
+        if !done && !path.starts_with("info/") && data.starts_with(b"\x7fELF") {
+            data[100] ^= 1;
+            done = true;
+        }
+    })
 }
