@@ -58,6 +58,24 @@ pub enum PublishError {
         /// Whether they record the same inputs, in words.
         why: String,
     },
+    /// The server refused the API key, or there is none.
+    #[error("{server}: {reason}")]
+    Auth {
+        /// The server and channel.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server failed or could not be reached.
+    #[error("{server} ({file}): {reason}")]
+    Server {
+        /// The server and channel.
+        server: String,
+        /// The package.
+        file: String,
+        /// Why.
+        reason: String,
+    },
     /// A package file cannot be read.
     #[error(transparent)]
     Package(#[from] PackageError),
@@ -66,11 +84,15 @@ pub enum PublishError {
     Channel(#[from] ExportError),
 }
 
+pub mod quetz;
+
 /// Where packages go.
 #[derive(Clone, Debug)]
 pub enum Dest {
     /// A channel directory.
     Dir(PathBuf),
+    /// A channel of a Quetz server.
+    Quetz(quetz::Server),
 }
 
 impl Dest {
@@ -80,12 +102,17 @@ impl Dest {
         if let Some(path) = s.strip_prefix("file://") {
             return Ok(Dest::Dir(PathBuf::from(path)));
         }
+        if let Some(url) = s.strip_prefix("quetz+") {
+            return Ok(Dest::Quetz(quetz::Server::parse(url, s)?));
+        }
         if let Some((scheme, _)) = s.split_once("://") {
             return Err(PublishError::Dest {
                 dest: s.into(),
                 reason: format!(
                     "`{scheme}://` destinations are not supported (a channel directory, DIR or \
-                     file://DIR, is)"
+                     file://DIR, and a Quetz channel, quetz+http(s)://HOST/CHANNEL, are; \
+                     prefix.dev's and anaconda.org's upload APIs are not, until they can be \
+                     tested against a real server)"
                 ),
             });
         }
@@ -131,7 +158,7 @@ pub struct Published {
 }
 
 /// A package checked and read, ready to add.
-struct Checked {
+pub(crate) struct Checked {
     file: PathBuf,
     file_name: String,
     subdir: String,
@@ -142,7 +169,7 @@ struct Checked {
 }
 
 /// Checks `file` as a stranger's package and makes its repodata record.
-fn check(file: &Path) -> Result<Checked, PublishError> {
+pub(crate) fn check(file: &Path) -> Result<Checked, PublishError> {
     let shown = file.display().to_string();
     let found = inspect(file)?;
     if let Some(f) = found
@@ -215,6 +242,7 @@ pub fn publish(
     let checked: Vec<Checked> = files.iter().map(|f| check(f)).collect::<Result<_, _>>()?;
     match dest {
         Dest::Dir(dir) => publish_to_dir(checked, dir, force),
+        Dest::Quetz(server) => quetz::publish(checked, server, force),
     }
 }
 
@@ -277,16 +305,7 @@ fn publish_to_dir(
         let theirs = check(&dir.join(&subdir).join(&file_name))
             .ok()
             .and_then(|c| c.export_drv);
-        let why = match (ours, theirs) {
-            (Some(a), Some(b)) if a == b => format!(
-                "both record the same inputs (export derivation {a}), so the build is not \
-                 reproducible; `cbuild check --conda` says what differs"
-            ),
-            (Some(_), Some(_)) => "they record different inputs under one name: \
-                                   bump the build number or the version"
-                .into(),
-            _ => "one of them records no cbuild inputs (info/cbuild/)".into(),
-        };
+        let why = conflict_reason(ours.as_deref(), theirs.as_deref());
         return Err(PublishError::Conflict {
             file_name,
             channel: dir.display().to_string(),
@@ -307,6 +326,21 @@ fn publish_to_dir(
         });
     }
     Ok(out)
+}
+
+/// Why two packages share a name, from the export derivations they record.
+pub(crate) fn conflict_reason(ours: Option<&str>, theirs: Option<&str>) -> String {
+    match (ours, theirs) {
+        (Some(a), Some(b)) if a == b => format!(
+            "both record the same inputs (export derivation {a}), so the build is not \
+             reproducible; `cbuild check --conda` says what differs"
+        ),
+        (Some(_), Some(_)) => {
+            "they record different inputs under one name: bump the build number or the version"
+                .into()
+        }
+        _ => "one of them records no cbuild inputs (info/cbuild/)".into(),
+    }
 }
 
 /// A staged file, removed when dropped if it is still there.
