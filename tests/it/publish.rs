@@ -269,3 +269,164 @@ fn two_publishers_at_once_lose_nothing() {
     }
     assert_eq!(listed(&ch, "linux-64").len(), 12);
 }
+
+/// A Quetz server of the test's own on a loopback port (killed when
+/// dropped), with the API key its dev deployment prints.
+struct Quetz {
+    child: std::process::Child,
+    port: u16,
+    key: String,
+}
+
+impl Drop for Quetz {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn quetz(dir: &Path) -> Quetz {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-quetz/bin/quetz");
+    assert!(
+        bin.exists(),
+        "run .ci/setup: it installs Quetz into .venv-quetz"
+    );
+    let deployment = dir.join("quetz");
+    let out = Command::new(&bin)
+        .args([
+            "create",
+            deployment.to_str().unwrap(),
+            "--dev",
+            "--create-conf",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let key = text
+        .lines()
+        .find_map(|l| l.split("Test API key created for user").nth(1))
+        .and_then(|rest| rest.rsplit(':').next())
+        .map(|k| k.trim().to_string())
+        .unwrap_or_else(|| panic!("no API key in:\n{text}"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&bin)
+        .args([
+            "start",
+            deployment.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+        ])
+        .arg(port.to_string())
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Quetz { child, port, key }
+}
+
+#[test]
+fn publish_to_a_real_quetz_and_install_from_it_with_a_conda_client() {
+    let p = greet();
+    let src = p.path().join("src");
+    let q = quetz(p.path());
+    let dest = format!("quetz+http://127.0.0.1:{}/channel0", q.port);
+    // A wrong key: a clear error naming the server, the key never shown,
+    // nothing published.
+    let r = p
+        .run_in(
+            &src,
+            &["publish", "-A", "hello", "--to", &dest],
+            &[("CBUILD_QUETZ_API_KEY", "not-the-key-123")],
+        )
+        .fails_with(2);
+    assert!(
+        r.stderr()
+            .contains(&format!("http://127.0.0.1:{}/channel0", q.port))
+            && r.stderr().contains("the API key was refused (401)")
+            && !r.stderr().contains("not-the-key-123"),
+        "{}",
+        r.stderr()
+    );
+    let r = p
+        .run_in(
+            &src,
+            &["publish", "-A", "hello", "--to", &dest, "--json"],
+            &[("CBUILD_QUETZ_API_KEY", &q.key)],
+        )
+        .ok();
+    let v = json(&r);
+    assert!(
+        v.as_array().unwrap().iter().all(|x| x["result"] == "added"),
+        "{v}"
+    );
+    assert!(!r.stdout().contains(&q.key) && !r.stderr().contains(&q.key));
+    // Again: nothing uploaded.
+    let r = p
+        .run_in(
+            &src,
+            &["publish", "-A", "hello", "--to", &dest, "--json"],
+            &[("CBUILD_QUETZ_API_KEY", &q.key)],
+        )
+        .ok();
+    assert!(
+        json(&r)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["result"] == "already there"),
+        "{}",
+        r.stdout()
+    );
+    // A real client installs the program from the server's channel URL and
+    // it runs.
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run .ci/setup: it makes .venv with py-rattler"
+    );
+    let prefix = p
+        .path()
+        .join("env/a-long-prefix-to-install-into-from-the-quetz-channel");
+    let out = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/helpers/rattler_install.py"))
+        .arg(format!("http://127.0.0.1:{}/get/channel0", q.port))
+        .arg("hello")
+        .arg(&prefix)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ran = Command::new(prefix.join("bin/hello"))
+        .arg("quetz")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "hello, quetz");
+    // The server stopped: a clear error naming it, exit 2.
+    drop(q);
+    let r = p
+        .run_in(
+            &src,
+            &["publish", "-A", "hello", "--to", &dest],
+            &[("CBUILD_QUETZ_API_KEY", "k")],
+        )
+        .fails_with(2);
+    assert!(r.stderr().contains("cannot be reached"), "{}", r.stderr());
+}
