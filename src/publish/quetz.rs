@@ -136,7 +136,17 @@ pub(super) fn publish(
             let resp = agent.get(&url).call().map_err(unreachable)?;
             let listing = match resp.status().as_u16() {
                 200 => {
-                    let text = resp.into_body().read_to_string().unwrap_or_default();
+                    // Large channels' repodata runs to hundreds of MB.
+                    let text = resp
+                        .into_body()
+                        .with_config()
+                        .limit(1 << 30)
+                        .read_to_string()
+                        .map_err(|e| PublishError::Server {
+                            server: server.shown(),
+                            file: c.file_name.clone(),
+                            reason: format!("its repodata cannot be read ({e})"),
+                        })?;
                     serde_json::from_str::<Value>(&text).unwrap_or(Value::Null)
                 }
                 // A subdir nothing was uploaded to yet.
