@@ -361,6 +361,20 @@ fn publish_to_a_real_quetz_and_install_from_it_with_a_conda_client() {
         "{}",
         r.stderr()
     );
+    // A channel the key's user may not upload to: 403, said so.
+    let other = format!("quetz+http://127.0.0.1:{}/channel1", q.port);
+    let r = p
+        .run_in(
+            &src,
+            &["publish", "-A", "hello", "--to", &other],
+            &[("CBUILD_QUETZ_API_KEY", &q.key)],
+        )
+        .fails_with(2);
+    assert!(
+        r.stderr().contains("may not upload to this channel (403)"),
+        "{}",
+        r.stderr()
+    );
     let r = p
         .run_in(
             &src,
