@@ -229,11 +229,6 @@ fn greet_exports_to_a_channel_that_a_conda_client_installs_from() {
     );
 
     // The same channel over HTTP, installed by py-rattler from the URL.
-    let python = repo().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "run .ci/setup: it makes .venv with py-rattler"
-    );
     let port = free_port();
     let mut server = Command::new("python3")
         .args([
@@ -252,26 +247,18 @@ fn greet_exports_to_a_channel_that_a_conda_client_installs_from() {
     let prefix = p
         .path()
         .join("env/a-long-prefix-to-install-into-for-the-test");
-    let out = Command::new(&python)
-        .arg(repo().join("tests/it/helpers/rattler_install.py"))
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .arg("hello")
-        .arg(&prefix)
-        .output()
-        .unwrap();
+    let said = std::panic::catch_unwind(|| {
+        crate::support::install_and_run(
+            &format!("http://127.0.0.1:{port}/"),
+            "hello",
+            &prefix,
+            "hello",
+            "http",
+        )
+    });
     let _ = server.kill();
     let _ = server.wait();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ran = Command::new(prefix.join("bin/hello"))
-        .arg("http")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "hello, http");
+    assert_eq!(said.expect("install from the HTTP channel"), "hello, http");
 }
 
 fn free_port() -> u16 {

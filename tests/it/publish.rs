@@ -16,6 +16,16 @@ fn greet() -> Project {
     p
 }
 
+/// The `result` of each package a `publish --json` run reports.
+fn results(r: &crate::support::Run) -> Vec<String> {
+    json(r)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["result"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn json(r: &crate::support::Run) -> serde_json::Value {
     serde_json::from_str(&r.stdout()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout()))
 }
@@ -56,14 +66,7 @@ fn a_recipe_is_exported_and_published_and_again_publishes_nothing() {
             &[],
         )
         .ok();
-    let v = json(&r);
-    let results: Vec<&str> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["result"].as_str().unwrap())
-        .collect();
-    assert_eq!(results, ["added", "added"], "{v}");
+    assert_eq!(results(&r), ["added", "added"], "{}", r.stdout());
     let names = listed(&ch, "linux-64");
     assert!(
         names.iter().any(|n| n.starts_with("hello-1.0.0-"))
@@ -96,11 +99,7 @@ fn a_recipe_is_exported_and_published_and_again_publishes_nothing() {
         )
         .ok();
     assert!(
-        json(&r)
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|x| x["result"] == "already there"),
+        results(&r).iter().all(|x| x == "already there"),
         "{}",
         r.stdout()
     );
@@ -370,42 +369,23 @@ fn publish_to_a_real_quetz_and_install_from_it_with_a_conda_client() {
         )
         .ok();
     assert!(
-        json(&r)
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|x| x["result"] == "already there"),
+        results(&r).iter().all(|x| x == "already there"),
         "{}",
         r.stdout()
     );
     // A real client installs the program from the server's channel URL and
     // it runs.
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "run .ci/setup: it makes .venv with py-rattler"
-    );
     let prefix = p
         .path()
         .join("env/a-long-prefix-to-install-into-from-the-quetz-channel");
-    let out = Command::new(&python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/helpers/rattler_install.py"))
-        .arg(format!("http://127.0.0.1:{}/get/channel0", q.port))
-        .arg("hello")
-        .arg(&prefix)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let said = crate::support::install_and_run(
+        &format!("http://127.0.0.1:{}/get/channel0", q.port),
+        "hello",
+        &prefix,
+        "hello",
+        "quetz",
     );
-    let ran = Command::new(prefix.join("bin/hello"))
-        .arg("quetz")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "hello, quetz");
+    assert_eq!(said, "hello, quetz");
     // The server stopped: a clear error naming it, exit 2.
     drop(q);
     let r = p

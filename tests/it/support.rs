@@ -147,3 +147,39 @@ pub fn with_payload_byte_flipped(pkg: &Path, dir: &Path) -> PathBuf {
         }
     })
 }
+
+/// Installs `package` from the channel at `url` into `prefix` with a real
+/// conda client (py-rattler, from `.venv`), then runs `bin/<program> ARG`
+/// there and returns what it printed.
+pub fn install_and_run(
+    url: &str,
+    package: &str,
+    prefix: &Path,
+    program: &str,
+    arg: &str,
+) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = repo.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run .ci/setup: it makes .venv with py-rattler"
+    );
+    let out = Command::new(&python)
+        .arg(repo.join("tests/it/helpers/rattler_install.py"))
+        .arg(url)
+        .arg(package)
+        .arg(prefix)
+        .output()
+        .expect("run py-rattler");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ran = Command::new(prefix.join("bin").join(program))
+        .arg(arg)
+        .output()
+        .expect("run the installed program");
+    String::from_utf8_lossy(&ran.stdout).trim().to_string()
+}
