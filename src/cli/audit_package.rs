@@ -6,8 +6,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sha2::Digest;
-
 use super::args::{AuditArgs, GlobalArgs};
 use super::check::print_diffs;
 use super::error::CliError;
@@ -30,7 +28,8 @@ pub fn run(global: &GlobalArgs, args: &AuditArgs, out: &mut Output) -> Result<()
         None => args.target.file.clone(),
     };
     let inspected = inspect(&pkg).map_err(|e| CliError::Package(Box::new(e)))?;
-    let sha256 = file_sha256(&pkg)?;
+    let (sha256, _, _) =
+        crate::export::run::digests_of(&pkg).map_err(|e| CliError::Export(Box::new(e)))?;
     let file_name = pkg
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -241,17 +240,6 @@ fn download(url: &str) -> Result<Download, CliError> {
         )));
     }
     Ok(Download { _dir: dir, path })
-}
-
-fn file_sha256(path: &Path) -> Result<String, CliError> {
-    let read = |source| crate::store::StoreError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::File::open(path).map_err(read)?;
-    let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(read)?;
-    Ok(crate::export::package::hex(&h.finalize()))
 }
 
 /// Writes the in-toto statement of the verdict to `path`.

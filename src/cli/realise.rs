@@ -129,25 +129,7 @@ fn make_links(
                 PathBuf::from(format!("{}-{o}", abs.display()))
             };
             k += 1;
-            let _ = std::fs::remove_file(&name);
-            std::os::unix::fs::symlink(store.dir().path_of(p), &name).map_err(|source| {
-                crate::store::StoreError::Write {
-                    path: name.clone(),
-                    source,
-                }
-            })?;
-            let root = store.root().join("roots").join(
-                blake3::hash(name.as_os_str().as_encoded_bytes())
-                    .to_hex()
-                    .to_string(),
-            );
-            let _ = std::fs::remove_file(&root);
-            std::os::unix::fs::symlink(&name, &root).map_err(|source| {
-                crate::store::StoreError::Write {
-                    path: root.clone(),
-                    source,
-                }
-            })?;
+            store.add_root(p, Some(&name))?;
         }
     }
     Ok(())

@@ -180,16 +180,21 @@ impl Store {
 
     /// Registers the user's symlink `link` (absolute) as a root.
     pub fn register_link(&self, link: &Path) -> Result<(), StoreError> {
-        let r = self.root().join("roots").join(
-            blake3::hash(link.as_os_str().as_encoded_bytes())
-                .to_hex()
-                .to_string(),
-        );
+        let r = self.link_root_file(link);
         let _ = std::fs::remove_file(&r);
         std::os::unix::fs::symlink(link, &r).map_err(|source| StoreError::Write {
             path: r.clone(),
             source,
         })
+    }
+
+    /// `roots/<BLAKE3 hex of the link's path>`: where a link root is.
+    fn link_root_file(&self, link: &Path) -> PathBuf {
+        self.root().join("roots").join(
+            blake3::hash(link.as_os_str().as_encoded_bytes())
+                .to_hex()
+                .to_string(),
+        )
     }
 
     /// Removes the explicit root of `path` and the link roots pointing at
