@@ -69,13 +69,23 @@ pub fn run(global: &GlobalArgs, args: PublishArgs, out: &mut Output) -> Result<(
                     "subdir": p.subdir,
                     "sha256": p.sha256,
                     "result": p.done.as_str(),
+                    "listed": p.listed,
                 })
             })
             .collect();
         return out.line(&serde_json::to_string_pretty(&v).unwrap_or_default());
     }
     for p in &published {
-        out.line(&format!("{}: {}", p.path.display(), p.done.as_str()))?;
+        let pending = if p.listed {
+            ""
+        } else {
+            " (the server has not indexed it yet: clients see it once it has)"
+        };
+        out.line(&format!(
+            "{}: {}{pending}",
+            p.path.display(),
+            p.done.as_str()
+        ))?;
     }
     Ok(())
 }

@@ -155,6 +155,9 @@ pub struct Published {
     pub sha256: String,
     /// What happened.
     pub done: Done,
+    /// Whether the channel's index lists it (a server that indexes in the
+    /// background may not yet, when the wait for it ran out).
+    pub listed: bool,
 }
 
 /// A package checked and read, ready to add.
@@ -323,6 +326,7 @@ fn publish_to_dir(
             subdir: c.subdir,
             sha256: c.sha256,
             done: d,
+            listed: true,
         });
     }
     Ok(out)

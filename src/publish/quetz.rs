@@ -123,70 +123,188 @@ pub(super) fn publish(
     let mut out = Vec::new();
     let mut listings: std::collections::HashMap<String, Value> = Default::default();
     for c in checked {
-        let unreachable = |e: ureq::Error| PublishError::Server {
-            server: server.shown(),
-            file: c.file_name.clone(),
-            reason: format!("cannot be reached ({e}); nothing was published, a retry is safe"),
-        };
         if !listings.contains_key(&c.subdir) {
-            let url = format!(
-                "{}/get/{}/{}/repodata.json",
-                server.base, server.channel, c.subdir
-            );
-            let resp = agent.get(&url).call().map_err(unreachable)?;
-            let listing = match resp.status().as_u16() {
-                200 => {
-                    // Large channels' repodata runs to hundreds of MB.
-                    let text = resp
-                        .into_body()
-                        .with_config()
-                        .limit(1 << 30)
-                        .read_to_string()
-                        .map_err(|e| PublishError::Server {
-                            server: server.shown(),
-                            file: c.file_name.clone(),
-                            reason: format!("its repodata cannot be read ({e})"),
-                        })?;
-                    serde_json::from_str::<Value>(&text).unwrap_or(Value::Null)
-                }
-                // A subdir nothing was uploaded to yet.
-                404 => Value::Null,
-                s => {
-                    return Err(status_error(
-                        server,
-                        &c.file_name,
-                        s,
-                        "reading the channel's repodata",
-                    ));
-                }
-            };
+            let listing = repodata(&agent, server, &c)?;
             listings.insert(c.subdir.clone(), listing);
         }
-        let listed = listings[&c.subdir][c.key][&c.file_name]["sha256"]
-            .as_str()
-            .map(str::to_string);
+        let listed = listed_sha256(&listings[&c.subdir], &c);
         let done = match listed {
             Some(sha) if sha == c.sha256 => {
                 out.push(published(&c, server, Done::AlreadyThere));
                 continue;
             }
-            Some(sha) if !force => {
-                let theirs = download_export_drv(&agent, server, &c);
-                return Err(PublishError::Conflict {
-                    file_name: c.file_name.clone(),
-                    channel: server.shown(),
-                    published: sha,
-                    new: c.sha256.clone(),
-                    why: conflict_reason(c.export_drv.as_deref(), theirs.as_deref()),
-                });
-            }
+            Some(sha) if !force => return Err(conflict(&agent, server, &c, sha)),
             Some(_) => Done::Replaced,
             None => Done::Added,
         };
-        upload(&agent, server, &key, &c, force)?;
-        out.push(published(&c, server, done));
+        match upload(&agent, server, &key, &c, force)? {
+            Uploaded::Stored => out.push(published(&c, server, done)),
+            Uploaded::Duplicate => {
+                // Another publisher got there between our read of the index
+                // and the upload, or the server has not indexed an earlier
+                // upload yet (Quetz indexes in the background): the bytes
+                // the server holds under the name decide.
+                let theirs = download(&agent, server, &c).and_then(|t| {
+                    if t.sha256 == c.sha256 {
+                        return Some(t);
+                    }
+                    // Quetz writes a package in place: a download while the
+                    // winner's upload is still being written reads part of
+                    // it. Its bytes are complete a moment later.
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    download(&agent, server, &c)
+                });
+                match theirs {
+                    Some(theirs) if theirs.sha256 == c.sha256 => {
+                        out.push(published(&c, server, Done::AlreadyThere))
+                    }
+                    Some(theirs) => {
+                        return Err(PublishError::Conflict {
+                            file_name: c.file_name.clone(),
+                            channel: server.shown(),
+                            published: theirs.sha256,
+                            new: c.sha256.clone(),
+                            why: conflict_reason(
+                                c.export_drv.as_deref(),
+                                theirs.export_drv.as_deref(),
+                            ),
+                        });
+                    }
+                    None => {
+                        return Err(PublishError::Server {
+                            server: server.shown(),
+                            file: c.file_name.clone(),
+                            reason: "the server has a record of this name (409) but does not \
+                                     serve its file (an earlier upload failed on the server); \
+                                     nothing was published: --force uploads it again"
+                                .into(),
+                        });
+                    }
+                }
+            }
+        }
     }
+    await_index(&agent, server, &mut out);
     Ok(out)
+}
+
+/// Waits until the server's index lists what was uploaded, so that a
+/// client solving right after `publish` returns finds it: Quetz indexes in
+/// the background after it answers an upload. Bounded by
+/// `CBUILD_QUETZ_INDEX_WAIT` seconds (30 by default); what is still not
+/// listed then is marked so.
+fn await_index(agent: &ureq::Agent, server: &Server, out: &mut [Published]) {
+    let wait = std::env::var("CBUILD_QUETZ_INDEX_WAIT")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(30);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let uploaded = |p: &Published| matches!(p.done, Done::Added | Done::Replaced);
+    for p in out.iter_mut().filter(|p| uploaded(p)) {
+        p.listed = false;
+    }
+    loop {
+        let mut subdirs: Vec<String> = out
+            .iter()
+            .filter(|p| !p.listed)
+            .map(|p| p.subdir.clone())
+            .collect();
+        subdirs.dedup();
+        if subdirs.is_empty() {
+            return;
+        }
+        for subdir in subdirs {
+            let url = format!(
+                "{}/get/{}/{}/repodata.json",
+                server.base, server.channel, subdir
+            );
+            let Some(listing) = agent
+                .get(&url)
+                .call()
+                .ok()
+                .filter(|r| r.status().as_u16() == 200)
+                .and_then(|r| {
+                    r.into_body()
+                        .with_config()
+                        .limit(1 << 30)
+                        .read_to_string()
+                        .ok()
+                })
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            else {
+                continue;
+            };
+            for p in out.iter_mut().filter(|p| !p.listed && p.subdir == subdir) {
+                let name = p.path.file_name().unwrap_or_default().to_string_lossy();
+                let key = if name.ends_with(".conda") {
+                    "packages.conda"
+                } else {
+                    "packages"
+                };
+                p.listed = listing[key][name.as_ref()]["sha256"].as_str() == Some(&p.sha256);
+            }
+        }
+        if std::time::Instant::now() >= until {
+            return;
+        }
+        if out.iter().any(|p| !p.listed) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+fn listed_sha256(listing: &Value, c: &Checked) -> Option<String> {
+    listing[c.key][&c.file_name]["sha256"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn conflict(agent: &ureq::Agent, server: &Server, c: &Checked, published: String) -> PublishError {
+    let theirs = download(agent, server, c).and_then(|t| t.export_drv);
+    PublishError::Conflict {
+        file_name: c.file_name.clone(),
+        channel: server.shown(),
+        published,
+        new: c.sha256.clone(),
+        why: conflict_reason(c.export_drv.as_deref(), theirs.as_deref()),
+    }
+}
+
+/// The channel's repodata for the package's subdir (`null` for a subdir
+/// nothing was uploaded to yet).
+fn repodata(agent: &ureq::Agent, server: &Server, c: &Checked) -> Result<Value, PublishError> {
+    let url = format!(
+        "{}/get/{}/{}/repodata.json",
+        server.base, server.channel, c.subdir
+    );
+    let resp = agent.get(&url).call().map_err(|e| PublishError::Server {
+        server: server.shown(),
+        file: c.file_name.clone(),
+        reason: format!("cannot be reached ({e}); nothing was published, a retry is safe"),
+    })?;
+    match resp.status().as_u16() {
+        200 => {
+            // Large channels' repodata runs to hundreds of MB.
+            let text = resp
+                .into_body()
+                .with_config()
+                .limit(1 << 30)
+                .read_to_string()
+                .map_err(|e| PublishError::Server {
+                    server: server.shown(),
+                    file: c.file_name.clone(),
+                    reason: format!("its repodata cannot be read ({e})"),
+                })?;
+            Ok(serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+        }
+        404 => Ok(Value::Null),
+        s => Err(status_error(
+            server,
+            &c.file_name,
+            s,
+            "reading the channel's repodata",
+        )),
+    }
 }
 
 fn published(c: &Checked, server: &Server, done: Done) -> Published {
@@ -199,7 +317,15 @@ fn published(c: &Checked, server: &Server, done: Done) -> Published {
         subdir: c.subdir.clone(),
         sha256: c.sha256.clone(),
         done,
+        listed: true,
     }
+}
+
+/// What the upload endpoint made of a package.
+enum Uploaded {
+    Stored,
+    /// 409: the server has a package of this name already.
+    Duplicate,
 }
 
 /// Streams the package to the upload endpoint.
@@ -209,7 +335,7 @@ fn upload(
     key: &str,
     c: &Checked,
     force: bool,
-) -> Result<(), PublishError> {
+) -> Result<Uploaded, PublishError> {
     let url = format!(
         "{}/api/channels/{}/upload/{}?sha256={}&force={}",
         server.base, server.channel, c.file_name, c.sha256, force
@@ -235,7 +361,8 @@ fn upload(
             ),
         })?;
     match resp.status().as_u16() {
-        200 | 201 => Ok(()),
+        200 | 201 => Ok(Uploaded::Stored),
+        409 => Ok(Uploaded::Duplicate),
         s => Err(status_error(server, &c.file_name, s, "uploading")),
     }
 }
@@ -245,6 +372,7 @@ fn status_error(server: &Server, file: &str, status: u16, doing: &str) -> Publis
         401 => "the API key was refused (401): check CBUILD_QUETZ_API_KEY".to_string(),
         403 => "the API key may not upload to this channel (403)".to_string(),
         404 => "no such channel (404)".to_string(),
+        406 => "the server received other bytes than were sent (406); a retry is safe".to_string(),
         409 => "the server already has a package of this name (409)".to_string(),
         s if s >= 500 => format!("the server failed ({s}); a retry is safe"),
         s => format!("unexpected status {s}"),
@@ -253,20 +381,20 @@ fn status_error(server: &Server, file: &str, status: u16, doing: &str) -> Publis
     if auth {
         PublishError::Auth {
             server: server.shown(),
-            reason: format!("{reason} while {doing} {file}"),
+            reason: format!("{doing} {file}: {reason}"),
         }
     } else {
         PublishError::Server {
             server: server.shown(),
             file: file.to_string(),
-            reason: format!("{reason} while {doing}"),
+            reason: format!("{doing}: {reason}"),
         }
     }
 }
 
-/// The export derivation the published package records, if it can be
-/// downloaded and read.
-fn download_export_drv(agent: &ureq::Agent, server: &Server, c: &Checked) -> Option<String> {
+/// The package the server holds under the name, if it can be downloaded
+/// and read: its digest, and the export derivation it records.
+fn download(agent: &ureq::Agent, server: &Server, c: &Checked) -> Option<Theirs> {
     let url = format!(
         "{}/get/{}/{}/{}",
         server.base, server.channel, c.subdir, c.file_name
@@ -279,5 +407,13 @@ fn download_export_drv(agent: &ureq::Agent, server: &Server, c: &Checked) -> Opt
     let path: &Path = &dir.path().join(&c.file_name);
     let mut f = std::fs::File::create(path).ok()?;
     std::io::copy(&mut resp.into_body().into_reader(), &mut f).ok()?;
-    super::check(path).ok()?.export_drv
+    let (sha256, _, _) = crate::export::run::digests_of(path).ok()?;
+    // A package too broken to read still has a digest to name.
+    let export_drv = super::check(path).ok().and_then(|c| c.export_drv);
+    Some(Theirs { sha256, export_drv })
+}
+
+struct Theirs {
+    sha256: String,
+    export_drv: Option<String>,
 }

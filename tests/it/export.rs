@@ -80,21 +80,8 @@ impl Example {
 fn example(name: &str) -> Example {
     let project = Project::new();
     let src = project.path().join("src");
-    copy_dir(&repo().join("examples").join(name), &src);
+    crate::support::copy_dir(&repo().join("examples").join(name), &src);
     Example { project, src }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
 }
 
 fn json(r: &crate::support::Run) -> Vec<Value> {

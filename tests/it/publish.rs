@@ -386,6 +386,30 @@ fn publish_to_a_real_quetz_and_install_from_it_with_a_conda_client() {
         "quetz",
     );
     assert_eq!(said, "hello, quetz");
+    // The seed's own case: the Go CLI, exported and published from its
+    // recipe, installed from the channel URL and run.
+    let go = p.path().join("go");
+    crate::support::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/go-cli"),
+        &go,
+    );
+    let r = p
+        .run_in(
+            &go,
+            &["publish", "-A", "devssh", "--to", &dest, "--json"],
+            &[("CBUILD_QUETZ_API_KEY", &q.key)],
+        )
+        .ok();
+    assert_eq!(results(&r), ["added"], "{}", r.stdout());
+    let said = crate::support::install_and_run(
+        &format!("http://127.0.0.1:{}/get/channel0", q.port),
+        "devssh",
+        &p.path()
+            .join("env-go/another-long-prefix-for-the-go-program-from-quetz"),
+        "devssh",
+        "-version",
+    );
+    assert_eq!(said, "devssh 0.3.0");
     // The server stopped: a clear error naming it, exit 2.
     drop(q);
     let r = p
@@ -498,4 +522,203 @@ fn a_server_killed_mid_upload_fails_the_publish_and_a_retry_completes_it() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&listing.stdout).trim(), sha);
+}
+
+#[test]
+fn racing_publishers_and_a_lagging_index_keep_one_content_per_name_on_quetz() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"{ clock = package { name = "clock", version = "1", script = "mkdir -p $out/share; date +%s%N > $out/share/when" } }"#,
+    );
+    // Two builds of the same inputs with other bytes: one per store.
+    let export = |store: &str, out: &str| -> (String, String) {
+        let o = Command::new(cbuild_bin())
+            .args(["export", "--conda", "-A", "clock", "-o", out, "--json"])
+            .current_dir(p.path())
+            .env("CBUILD_STORE", p.path().join(store))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            v[0]["path"].as_str().unwrap().to_string(),
+            v[0]["sha256"].as_str().unwrap().to_string(),
+        )
+    };
+    let (a, a_sha) = export("store-a", "a");
+    let (b, b_sha) = export("store-b", "b");
+    assert_ne!(a_sha, b_sha);
+    let q = quetz(p.path());
+    let dest = format!("quetz+http://127.0.0.1:{}/channel0", q.port);
+    let spawn = |pkg: &str| {
+        Command::new(cbuild_bin())
+            .args(["publish", pkg, "--to", &dest, "--json"])
+            .current_dir(p.path())
+            .env("CBUILD_STORE", p.store())
+            .env("CBUILD_QUETZ_API_KEY", &q.key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The same bytes from two processes at once: both succeed, whichever
+    // of the server's index and its 409 tells the second.
+    let (x, y) = (spawn(&a), spawn(&a));
+    for o in [x.wait_with_output().unwrap(), y.wait_with_output().unwrap()] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // Other bytes under that name, again from two processes at once, each
+    // racing a same-bytes publisher: the other bytes are refused, exit 1,
+    // naming both digests, and the channel keeps the first.
+    let (x, y) = (spawn(&b), spawn(&a));
+    let (ob, oa) = (x.wait_with_output().unwrap(), y.wait_with_output().unwrap());
+    assert!(
+        oa.status.success(),
+        "{}",
+        String::from_utf8_lossy(&oa.stderr)
+    );
+    let err = String::from_utf8_lossy(&ob.stderr);
+    assert_eq!(ob.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&a_sha) && err.contains(&b_sha) && err.contains("both record the same inputs"),
+        "{err}"
+    );
+    // An index that lags behind the server's files (Quetz indexes in the
+    // background): the upload is answered 409, and the bytes the server
+    // holds decide: the same bytes are a success, other bytes refused.
+    let index = q
+        .deployment
+        .join("channels/channel0/linux-64/repodata.json");
+    let stale = Command::new("python3")
+        .args([
+            "-c",
+            "import json,gzip,bz2,sys; p=sys.argv[1]; d=json.load(open(p)); d['packages.conda']={}; b=json.dumps(d).encode(); open(p,'wb').write(b); open(p+'.gz','wb').write(gzip.compress(b)); open(p+'.bz2','wb').write(bz2.compress(b))",
+        ])
+        .arg(&index)
+        .status()
+        .unwrap();
+    assert!(stale.success());
+    let r = p
+        .run_env(
+            &["publish", &a, "--to", &dest, "--json"],
+            &[("CBUILD_QUETZ_API_KEY", &q.key)],
+        )
+        .ok();
+    assert_eq!(results(&r), ["already there"]);
+    let r = p
+        .run_env(
+            &["publish", &b, "--to", &dest],
+            &[("CBUILD_QUETZ_API_KEY", &q.key)],
+        )
+        .fails_with(1);
+    assert!(
+        r.stderr().contains(&a_sha) && r.stderr().contains(&b_sha),
+        "{}",
+        r.stderr()
+    );
+    // Two new names at once, with other bytes racing each: whichever is
+    // first wins and the other is refused with both digests.
+    let p2 = Project::new().file(
+        "recipe.cb",
+        r#"{ clock = package { name = "clock", version = "2", script = "mkdir -p $out/share; date +%s%N > $out/share/when" } }"#,
+    );
+    let export2 = |store: &str, out: &str| -> (String, String) {
+        let o = Command::new(cbuild_bin())
+            .args(["export", "--conda", "-A", "clock", "-o", out, "--json"])
+            .current_dir(p2.path())
+            .env("CBUILD_STORE", p2.path().join(store))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            v[0]["path"].as_str().unwrap().to_string(),
+            v[0]["sha256"].as_str().unwrap().to_string(),
+        )
+    };
+    let (c, c_sha) = export2("store-c", "c");
+    let (d, d_sha) = export2("store-d", "d");
+    let (x, y) = (spawn(&c), spawn(&d));
+    let outs = [x.wait_with_output().unwrap(), y.wait_with_output().unwrap()];
+    let won: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();
+    assert_eq!(won.len(), 1, "exactly one publisher wins");
+    let lost = &outs[1 - won[0]];
+    let err = String::from_utf8_lossy(&lost.stderr);
+    assert_eq!(lost.status.code(), Some(1), "{err}");
+    assert!(err.contains(&c_sha) && err.contains(&d_sha), "{err}");
+    let winner_sha = [&c_sha, &d_sha][won[0]];
+    let url = format!(
+        "http://127.0.0.1:{}/get/channel0/linux-64/repodata.json",
+        q.port
+    );
+    let name = Path::new(&c)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let listed = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys,urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1]))['packages.conda'][sys.argv[2]]['sha256'])",
+        ])
+        .arg(&url)
+        .arg(&name)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        winner_sha.as_str()
+    );
+}
+
+#[test]
+fn a_server_error_is_named_and_force_recovers_what_the_server_half_stored() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"{ tool = package { name = "tool", version = "1", script = "mkdir -p $out/share; echo tool > $out/share/tool" } }"#,
+    );
+    let r = p
+        .run(&["export", "--conda", "-A", "tool", "-o", "pkgs", "--json"])
+        .ok();
+    let v = json(&r);
+    let pkg = v[0]["path"].as_str().unwrap().to_string();
+    let name = Path::new(&pkg).file_name().unwrap().to_owned();
+    let q = quetz(p.path());
+    let dest = format!("quetz+http://127.0.0.1:{}/channel0", q.port);
+    let key = [("CBUILD_QUETZ_API_KEY", q.key.as_str())];
+    // The server cannot store the file (a directory is in its way): it
+    // answers 500, after it has recorded the name in its database.
+    let subdir = q.deployment.join("channels/channel0/linux-64");
+    let blocker = subdir.join(&name);
+    std::fs::create_dir_all(&blocker).unwrap();
+    let r = p
+        .run_env(&["publish", &pkg, "--to", &dest], &key)
+        .fails_with(2);
+    assert!(
+        r.stderr().contains(&dest["quetz+".len()..])
+            && r.stderr().contains(name.to_str().unwrap())
+            && r.stderr()
+                .contains("the server failed (500); a retry is safe"),
+        "{}",
+        r.stderr()
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+    // A retry finds the name recorded but no file behind it, and says how
+    // to recover; --force uploads it again; then it is simply there.
+    let r = p
+        .run_env(&["publish", &pkg, "--to", &dest], &key)
+        .fails_with(2);
+    assert!(
+        r.stderr().contains("--force uploads it again"),
+        "{}",
+        r.stderr()
+    );
+    p.run_env(&["publish", &pkg, "--to", &dest, "--force"], &key)
+        .ok();
+    let r = p
+        .run_env(&["publish", &pkg, "--to", &dest, "--json"], &key)
+        .ok();
+    assert_eq!(results(&r), ["already there"]);
+    assert!(subdir.join(&name).is_file());
 }

@@ -183,3 +183,17 @@ pub fn install_and_run(
         .expect("run the installed program");
     String::from_utf8_lossy(&ran.stdout).trim().to_string()
 }
+
+/// Copies a directory tree (an example into a test's project).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
