@@ -673,7 +673,7 @@ fn racing_publishers_and_a_lagging_index_keep_one_content_per_name_on_quetz() {
 }
 
 #[test]
-fn a_server_error_is_named_and_force_recovers_what_the_server_half_stored() {
+fn a_server_error_and_a_forbidden_channel_are_named_and_force_recovers_a_half_stored_upload() {
     let p = Project::new().file(
         "recipe.cb",
         r#"{ tool = package { name = "tool", version = "1", script = "mkdir -p $out/share; echo tool > $out/share/tool" } }"#,
@@ -721,4 +721,33 @@ fn a_server_error_is_named_and_force_recovers_what_the_server_half_stored() {
         .ok();
     assert_eq!(results(&r), ["already there"]);
     assert!(subdir.join(&name).is_file());
+    // A channel the key's user does not own (its membership revoked in the
+    // server's database): 403, naming the server, nothing published.
+    let revoke = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; db=sqlite3.connect(sys.argv[1]); db.execute(\"delete from channel_members where channel_name='channel1' and user_id=(select user_id from api_keys where key=?)\", (sys.argv[2],)); db.commit()",
+        ])
+        .arg(q.deployment.join("quetz.sqlite"))
+        .arg(&q.key)
+        .status()
+        .unwrap();
+    assert!(revoke.success());
+    let other = format!("quetz+http://127.0.0.1:{}/channel1", q.port);
+    let r = p
+        .run_env(&["publish", &pkg, "--to", &other], &key)
+        .fails_with(2);
+    assert!(
+        r.stderr().contains(&other["quetz+".len()..])
+            && r.stderr().contains("may not upload to this channel (403)")
+            && !r.stderr().contains(&q.key),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        !q.deployment
+            .join("channels/channel1/linux-64")
+            .join(&name)
+            .exists()
+    );
 }
