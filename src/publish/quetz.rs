@@ -56,6 +56,22 @@ impl Server {
 /// `$XDG_CONFIG_HOME/cbuild/quetz-keys.json` (`{"http://host:port": "KEY"}`),
 /// a file cbuild refuses to read when others than its owner can read it.
 pub fn api_key(server: &Server) -> Result<String, PublishError> {
+    let key = find_api_key(server)?;
+    // A key pasted with the lines around it cannot go into a header; say
+    // so rather than let the HTTP layer fail (and never show the key).
+    if key.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(key)
+    } else {
+        Err(PublishError::Auth {
+            server: server.shown(),
+            reason: "the API key holds spaces, line breaks or other characters a key does not \
+                     have: check what CBUILD_QUETZ_API_KEY or the keys file was given"
+                .into(),
+        })
+    }
+}
+
+fn find_api_key(server: &Server) -> Result<String, PublishError> {
     if let Ok(k) = std::env::var("CBUILD_QUETZ_API_KEY")
         && !k.trim().is_empty()
     {

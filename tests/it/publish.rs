@@ -347,6 +347,21 @@ fn publish_to_a_real_quetz_and_install_from_it_with_a_conda_client() {
         "{}",
         r.stderr()
     );
+    // A key pasted with the line around it: a clear error, not the HTTP
+    // layer's.
+    let pasted = format!("Test API key created for user \"x\": {}\nINFO", q.key);
+    let r = p
+        .run_in(
+            &src,
+            &["publish", "-A", "hello", "--to", &dest],
+            &[("CBUILD_QUETZ_API_KEY", &pasted)],
+        )
+        .fails_with(2);
+    assert!(
+        r.stderr().contains("holds spaces, line breaks") && !r.stderr().contains(&q.key),
+        "{}",
+        r.stderr()
+    );
     let r = p
         .run_in(
             &src,
