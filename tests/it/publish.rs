@@ -736,6 +736,32 @@ fn a_server_error_and_a_forbidden_channel_are_named_and_force_recovers_a_half_st
         .ok();
     assert_eq!(results(&r), ["already there"]);
     assert!(subdir.join(&name).is_file());
+    // The key from the credentials file: refused while others can read the
+    // file, used once only its owner can.
+    use std::os::unix::fs::PermissionsExt;
+    let config = p.path().join("config");
+    let keys = config.join("cbuild/quetz-keys.json");
+    std::fs::create_dir_all(keys.parent().unwrap()).unwrap();
+    std::fs::write(
+        &keys,
+        serde_json::json!({ format!("http://127.0.0.1:{}", q.port): q.key }).to_string(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let from_file = [("XDG_CONFIG_HOME", config.to_str().unwrap())];
+    let r = p
+        .run_env(&["publish", &pkg, "--to", &dest], &from_file)
+        .fails_with(2);
+    assert!(
+        r.stderr().contains("can be read by others") && !r.stderr().contains(&q.key),
+        "{}",
+        r.stderr()
+    );
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = p
+        .run_env(&["publish", &pkg, "--to", &dest, "--json"], &from_file)
+        .ok();
+    assert_eq!(results(&r), ["already there"]);
     // A channel the key's user does not own (its membership revoked in the
     // server's database): 403, naming the server, nothing published.
     let revoke = Command::new("python3")
