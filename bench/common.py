@@ -27,7 +27,21 @@ def run(cmd, env=None, cwd=None, stdout=subprocess.DEVNULL, check=True):
             if not check:
                 raise RuntimeError(msg)
             sys.exit(msg)
+    CPU[wall] = usage.ru_utime + usage.ru_stime
     return wall, usage.ru_maxrss / 1024, out
+
+
+# CPU seconds (user + system, the child and what it waited for) of each
+# timed run, by its wall time: summary() reports the median of its runs'.
+CPU = {}
+
+
+def timed_cpu(start_usage, wall):
+    """Records the CPU the children used since `start_usage` (from
+    resource.getrusage(RUSAGE_CHILDREN)) for a run timed at `wall`."""
+    import resource
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[wall] = (now.ru_utime - start_usage.ru_utime) + (now.ru_stime - start_usage.ru_stime)
 
 
 def summary(name, walls, rss=None, per=None):
@@ -37,6 +51,8 @@ def summary(name, walls, rss=None, per=None):
         line += f", {med * 1e6 / per:.0f} us/drv"
     if rss:
         line += f", peak RSS {max(rss):.0f} MiB"
+    if walls and all(w in CPU for w in walls):
+        line += f", CPU {statistics.median(CPU[w] for w in walls):.2f} s"
     print(line, flush=True)
     return med
 

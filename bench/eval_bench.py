@@ -10,7 +10,7 @@ import argparse, os, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import run  # noqa: E402
+from common import run, summary  # noqa: E402
 
 
 def run_once(cmd):
@@ -37,10 +37,7 @@ def main():
             w, m = run_once(cmd)
             walls.append(w)
             rss.append(m)
-        med = statistics.median(walls)
-        print(f"cbuild eval, {size / 1e6:.1f} MB recipe, {a.runs} runs: "
-              f"median {med * 1000:.0f} ms (min {min(walls) * 1000:.0f}, max {max(walls) * 1000:.0f}), "
-              f"peak RSS median {statistics.median(rss):.0f} MiB (max {max(rss):.0f})")
+        med = summary(f"cbuild eval, {size / 1e6:.1f} MB recipe", walls, rss=rss)
         if a.max_seconds is not None and med > a.max_seconds:
             sys.exit(f"median {med:.3f} s exceeds {a.max_seconds} s")
         if a.max_mib is not None and max(rss) > a.max_mib:

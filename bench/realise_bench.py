@@ -28,12 +28,18 @@ def deps_of(shape, i):
     return sorted({i - 1, i // 2})
 
 
-def gen_cb(shape, n, salt):
+def script(mention):
+    # With --mention each output names its inputs' paths, as libraries and
+    # programs with RPATHs do: the input closure of node i grows with i.
+    return "echo x $deps > $out" if mention else "echo x > $out"
+
+
+def gen_cb(shape, n, salt, mention=False):
     lines = [f"# generated: {n} derivations, shape {shape}", "let",
              f'  salt = "{salt}",',
              '  sh = host_tool("sh"),',
              "  mk = fn(name, deps) => derivation {",
-             '    name = name, builder = sh, args = ["-c", "echo x > $out"],',
+             f'    name = name, builder = sh, args = ["-c", "{script(mention)}"],',
              '    env = { salt = salt, deps = join(" ", deps) },',
              "  },"]
     for i in range(n):
@@ -46,11 +52,11 @@ def gen_cb(shape, n, salt):
     return "\n".join(lines) + "\n"
 
 
-def gen_nix(shape, n):
+def gen_nix(shape, n, mention=False):
     lines = [f"# generated: {n} derivations, shape {shape}", '{ salt ? "" }:', "let",
              "  mk = name: deps: derivation {", "    inherit name salt deps;",
              '    system = "x86_64-linux";', '    builder = "/bin/sh";',
-             '    args = [ "-c" "echo x > $out" ];', "  };"]
+             f'    args = [ "-c" "{script(mention)}" ];', "  };"]
     for i in range(n):
         deps = " ".join(f"d{j}" for j in deps_of(shape, i))
         lines.append(f'  d{i} = mk "d{i}" [ {deps} ];')
@@ -74,19 +80,22 @@ def main():
     ap.add_argument("--noop-nodes", type=int, default=10000)
     ap.add_argument("--cbuild", default=DEFAULT_CBUILD)
     ap.add_argument("--no-nix", action="store_true")
+    ap.add_argument("--mention", action="store_true",
+                    help="outputs name their inputs' paths (deep closures)")
     a = ap.parse_args()
     n, shape, j = a.nodes, a.shape, str(a.jobs)
     env = None if a.no_nix else nix_env()
     work = tempfile.mkdtemp(prefix="cbuild-realise-bench-")
     try:
         store = os.path.join(work, "store")
-        print(f"{n} trivial derivations, shape {shape}, -j {j}, sandboxed", flush=True)
+        what = ", outputs name their inputs" if a.mention else ""
+        print(f"{n} trivial derivations, shape {shape}, -j {j}, sandboxed{what}", flush=True)
         cb, nx = [], []
         for k in range(a.runs):
             salt = f"realise-{os.getpid()}-{k}"
             recipe = os.path.join(work, f"r{k}.cb")
             with open(recipe, "w") as f:
-                f.write(gen_cb(shape, n, salt))
+                f.write(gen_cb(shape, n, salt, a.mention))
             targets = cbuild_targets(shape, n)
             # A fresh store each run: cold, with evaluation outside the clock.
             s = f"{store}-{k}"
@@ -99,7 +108,7 @@ def main():
             if env is not None:
                 nix_file = os.path.join(work, f"r{k}.nix")
                 with open(nix_file, "w") as f:
-                    f.write(gen_nix(shape, n))
+                    f.write(gen_nix(shape, n, a.mention))
                 _, _, drvs = run(["nix-instantiate", nix_file, "--argstr", "salt", salt], env=env,
                                  stdout=subprocess.PIPE)
                 try:
@@ -113,7 +122,18 @@ def main():
                     nx = []
                     continue
                 nx.append(w)
+        # The floor: the same builder processes started bare, no sandbox and
+        # no store, as many at once as -j.
+        floor = []
+        for k in range(a.runs):
+            d = os.path.join(work, f"bare-{k}")
+            os.mkdir(d)
+            body = "echo x $0 > " + d + "/$0"
+            w, _, _ = run(["sh", "-c", f"seq {n} | xargs -P {j} -I N sh -c '{body}' N"])
+            floor.append(w)
+        f = summary("bare processes (no sandbox, no store)", floor, per=n)
         c = summary("cbuild realise, cold", cb, per=n)
+        print(f"cbuild is {(c - f) * 1e6 / n:.0f} us/drv above the floor", flush=True)
         if nx:
             x = summary("nix-store --realise, cold, sandbox = true", nx, per=n)
             print(f"ratio: cbuild's per-derivation cost is {x / c:.1f}x lower than Nix's", flush=True)

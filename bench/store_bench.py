@@ -17,6 +17,7 @@ Medians of RUNS interleaved runs; the imports are not timed.
 import argparse, os, shutil, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common
 from common import DEFAULT_CBUILD, nix_env, run, summary
 
 
@@ -28,10 +29,13 @@ def add_many(cmd, paths, env, cwd):
 
 
 def timed(cmd, env, cwd=None):
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True)
     wall = time.perf_counter() - t
+    common.timed_cpu(before, wall)
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{p.stderr[-2000:]}")
     return wall, p.stdout + p.stderr

@@ -248,6 +248,9 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         PathBuf::from(cx.dir.as_str())
     };
     mkdirs(&[&build_dir, &build_dir.join("tmp"), &out_dir])?;
+    if cx.namespaces {
+        mkdirs(&[&job.work.join("overlay")])?;
+    }
     let scratch = scratch_outputs(&job.drv_path, d);
     // An export build writes into conda prefixes, not store paths.
     let export = match d.env.get(prefix::LAYERS_ENV) {
@@ -539,6 +542,9 @@ fn spec(
         toolchain,
         store_dir: dir.as_str().into(),
         binds,
+        store_overlay: cx
+            .namespaces
+            .then(|| job.work.join("overlay").to_string_lossy().into_owned()),
         build_dir: build_dir.to_string_lossy().into(),
         program: r(&d.builder),
         args: d.args.iter().map(r).collect(),

@@ -1,12 +1,53 @@
 //! Reference scanning: which store objects an output mentions, found by
 //! searching every file and symlink target for the 32-character hash parts
 //! of the candidates (inputs and the output's own scratch path), in parallel.
+//!
+//! Every hash part is 32 characters of the store's base32 alphabet, so a
+//! scan looks only at runs of such characters and checks each 32-byte
+//! window of them in a hash map: no automaton to build, whose cost grew
+//! with the number of candidates (a deep input closure) for every build.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use aho_corasick::AhoCorasick;
 use rayon::prelude::*;
+
+use crate::derivation::base32::ALPHABET;
+
+/// Length of a hash part.
+const HASH_LEN: usize = 32;
+
+/// Which bytes are in the base32 alphabet.
+const IS_BASE32: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        t[ALPHABET[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Adds to `found` the index of every candidate that occurs in `bytes`.
+fn find_in(bytes: &[u8], candidates: &HashMap<&[u8], usize>, found: &mut BTreeSet<usize>) {
+    let mut i = 0;
+    while i + HASH_LEN <= bytes.len() {
+        // The last byte of the window that is not base32 decides how far
+        // the next window that could match is.
+        match (0..HASH_LEN)
+            .rev()
+            .find(|&j| !IS_BASE32[bytes[i + j] as usize])
+        {
+            Some(j) => i += j + 1,
+            None => {
+                if let Some(&k) = candidates.get(&bytes[i..i + HASH_LEN]) {
+                    found.insert(k);
+                }
+                i += 1;
+            }
+        }
+    }
+}
 
 /// Why a scan failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,10 +65,14 @@ pub fn scan(root: &Path, hash_parts: &[String]) -> Result<BTreeSet<usize>, ScanE
     if hash_parts.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let ac = AhoCorasick::new(hash_parts).map_err(|e| ScanError {
-        path: root.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    // A part that is not a hash part (never so in a store) could not be
+    // found by the windowed search: no candidate, no match.
+    let candidates: HashMap<&[u8], usize> = hash_parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.len() == HASH_LEN && p.bytes().all(|b| IS_BASE32[b as usize]))
+        .map(|(k, p)| (p.as_bytes(), k))
+        .collect();
     let entries: Vec<walkdir::DirEntry> = walkdir::WalkDir::new(root)
         // A symlink at the top is an entry, never followed.
         .follow_root_links(false)
@@ -55,10 +100,9 @@ pub fn scan(root: &Path, hash_parts: &[String]) -> Result<BTreeSet<usize>, ScanE
         } else {
             return Ok(BTreeSet::new());
         };
-        Ok(ac
-            .find_overlapping_iter(&bytes)
-            .map(|m| m.pattern().as_usize())
-            .collect())
+        let mut found = BTreeSet::new();
+        find_in(&bytes, &candidates, &mut found);
+        Ok(found)
     };
     if entries.len() < crate::store::tree_hash::PARALLEL_FROM {
         let mut found = BTreeSet::new();
@@ -94,5 +138,24 @@ mod tests {
         std::os::unix::fs::symlink(format!("/s/store/{b}-y/share"), d.path().join("link")).unwrap();
         let found = scan(d.path(), &[a, b, c]).unwrap();
         assert_eq!(found.into_iter().collect::<Vec<_>>(), [0, 1]);
+    }
+
+    #[test]
+    fn windows_overlap_and_runs_longer_than_a_hash_are_searched_throughout() {
+        let parts: Vec<String> = ["0".repeat(32), "1".repeat(31) + "z", "z".repeat(32)].into();
+        let candidates: HashMap<&[u8], usize> = parts
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (p.as_bytes(), k))
+            .collect();
+        let mut found = BTreeSet::new();
+        // Inside a longer base32 run, at its very end, after a non-base32
+        // byte ('e' is not in the alphabet), and overlapping another.
+        let text = format!("xx{}e{}zzzz", "1".repeat(40) + "z", "0".repeat(33));
+        find_in(text.as_bytes(), &candidates, &mut found);
+        assert_eq!(found.iter().copied().collect::<Vec<_>>(), [0, 1]);
+        let mut found = BTreeSet::new();
+        find_in("z".repeat(31).as_bytes(), &candidates, &mut found);
+        assert!(found.is_empty());
     }
 }

@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::path::Path;
 
 use cbuild::build::sandbox::linux::run;
 use cbuild::build::sandbox::{Bind, SandboxSpec};
@@ -37,6 +38,7 @@ fn sandboxed_with(
     let spec = SandboxSpec {
         root: root.to_string_lossy().into(),
         binds: all,
+        store_overlay: None,
         build_dir: build.path().to_string_lossy().into(),
         program: "/bin/sh".into(),
         args: vec!["-eu".into(), "-c".into(), script.into()],
@@ -193,4 +195,99 @@ fn a_variation_changes_the_build_directory_host_name_umask_cpus_and_ids() {
             "2001"
         ]
     );
+}
+
+/// A build with many inputs sees its store directory through an overlay
+/// (the inputs' mount points on a tmpfs, its outputs written to disk):
+/// exactly its closure and its outputs, the inputs read-only whatever their
+/// kind, and outputs of every kind land in the store.
+#[test]
+fn a_build_with_many_inputs_sees_exactly_its_closure_read_only() {
+    let mut inputs = String::new();
+    let mut names = Vec::new();
+    for i in 0..12 {
+        // Files, directories and symlinks among the inputs.
+        let script = match i % 3 {
+            0 => format!("echo {i} > $out"),
+            1 => format!("mkdir $out; echo {i} > $out/v"),
+            _ => format!("ln -s /nowhere/{i} $out"),
+        };
+        inputs.push_str(&format!(
+            "  in{i} = derivation {{ name = \"in{i}\", build_inputs = t, script = \"{script}\" }},\n"
+        ));
+        names.push(format!("in{i}"));
+    }
+    let recipe = format!(
+        r#"let t = [host_tool("ls"), host_tool("sort"), host_tool("touch"), host_tool("cat"),
+           host_tool("readlink"), host_tool("mkdir"), host_tool("ln"), host_tool("dirname")],
+{inputs}in {{
+  unrelated = derivation {{ name = "unrelated", build_inputs = t, script = "echo u > $out" }},
+  many = derivation {{
+    name = "many", build_inputs = t, outputs = ["out", "file", "link"],
+    env = {{ deps = join(" ", [{list}]) }},
+    script = ''
+      mkdir $out
+      ls "$(dirname $out)" | sort > $out/listing
+      for d in $deps; do
+        if [ -d "$d" ] && [ ! -L "$d" ]; then
+          cat $d/v >> $out/read
+          if touch $d/w 2>/dev/null; then echo "wrote into $d" >&2; exit 7; fi
+        elif [ -f "$d" ] && [ ! -L "$d" ]; then
+          cat $d >> $out/read
+          if echo x >> $d 2>/dev/null; then echo "wrote $d" >&2; exit 7; fi
+        else
+          readlink $d >> $out/read
+        fi
+      done
+      echo f > $file
+      ln -s $out/listing $link
+    '',
+  }},
+}}"#,
+        list = names.join(", ")
+    );
+    let p = crate::support::Project::new().file("recipe.cb", recipe);
+    p.run(&["realise", "recipe.cb", "-A", "unrelated"]).ok();
+    let r = p
+        .run(&["realise", "recipe.cb", "-A", "many", "--json"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    let out = v["outputs"].as_object().unwrap().values().next().unwrap()["out"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    let listing = std::fs::read_to_string(Path::new(&out).join("listing")).unwrap();
+    let seen: Vec<&str> = listing.lines().collect();
+    // The twelve inputs and `out` (the other outputs are made after the
+    // listing), nothing else: not the unrelated path built before.
+    assert_eq!(seen.len(), 13, "{listing}");
+    assert!(!listing.contains("-unrelated"), "{listing}");
+    for i in 0..12 {
+        assert!(listing.contains(&format!("-in{i}\n")), "in{i}: {listing}");
+    }
+    let read = std::fs::read_to_string(Path::new(&out).join("read")).unwrap();
+    for i in 0..12 {
+        let want = if i % 3 == 2 {
+            format!("/nowhere/{i}")
+        } else {
+            i.to_string()
+        };
+        assert!(read.lines().any(|l| l == want), "{i}: {read}");
+    }
+    // The other outputs, a file and a symlink, are in the store too, and
+    // no input was touched.
+    let store = Path::new(&out).parent().unwrap();
+    let file = std::fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with("-many-file"))
+        .expect("the file output");
+    assert_eq!(std::fs::read_to_string(file.path()).unwrap(), "f\n");
+    let link = std::fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with("-many-link"))
+        .expect("the link output");
+    assert!(link.file_type().unwrap().is_symlink());
+    p.run(&["store", "verify"]).ok();
 }

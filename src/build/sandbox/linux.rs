@@ -823,6 +823,12 @@ fn skeleton(
     for b in &spec.toolchain {
         bind(&b.source, &inside(&b.target), b.writable)?;
     }
+    // The store, read-only, beside the root (outside it: builds never see
+    // it whole). A bind of a path under a read-only mount is read-only, so
+    // each input is then one mount call instead of a bind and a remount.
+    if !spec.store_dir.is_empty() && Path::new(&spec.store_dir).is_dir() {
+        bind(&spec.store_dir, &store_view_of(&root), false)?;
+    }
     // Read-only from now on: every build of the realise shares this tmpfs
     // (a copied mount namespace shares its mounts' contents), so a build
     // must not be able to leave anything in it for the next.
@@ -1075,21 +1081,53 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
         }
         std::os::unix::fs::symlink(target, &at).map_err(|e| format!("symlink {link}: {e}"))?;
     }
+    let under = |b: &super::Bind, dir: &str| {
+        !dir.is_empty()
+            && b.target
+                .strip_prefix(dir)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
     for b in &spec.binds {
-        let under = |dir: &str| {
-            !dir.is_empty()
-                && b.target
-                    .strip_prefix(dir)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        };
-        if !under(&spec.store_dir) && !under("/.cbuild") {
+        if !under(b, &spec.store_dir) && !under(b, "/.cbuild") {
             return Err(format!(
                 "cannot bind {} at {}: the root is read-only; binds go into the store \
                  directory {} or /.cbuild",
                 b.source, b.target, spec.store_dir
             ));
         }
-        bind(&b.source, &inside(&b.target), b.writable)?;
+    }
+    let kinds = spec
+        .binds
+        .iter()
+        .map(|b| Kind::of(&b.source))
+        .collect::<Result<Vec<_>, _>>()?;
+    let overlaid = store_view(spec, &kinds, root)?;
+    let view = store_view_of(root);
+    let view = view.is_dir().then_some(view);
+    for (b, kind) in spec.binds.iter().zip(&kinds) {
+        // An input (a store path at its own path, read-only) comes from the
+        // read-only view of the store, already read-only.
+        let from_view = view.as_ref().and_then(|v| {
+            let rest = b.source.strip_prefix(&spec.store_dir)?.strip_prefix('/')?;
+            (!b.writable && b.source == b.target).then(|| v.join(rest))
+        });
+        let (source, remount) = match &from_view {
+            Some(v) => (v.to_string_lossy(), false),
+            None => (b.source.as_str().into(), !b.writable),
+        };
+        let at = inside(&b.target);
+        let symlink = matches!(kind, Kind::Symlink(_));
+        if overlaid && under(b, &spec.store_dir) {
+            // The store view made the mount points (and copied symlinks).
+            if b.target != spec.store_dir && !symlink {
+                bind_mount(&source, &at, remount)?;
+            }
+        } else {
+            mount_point(kind, &at)?;
+            if !symlink {
+                bind_mount(&source, &at, remount)?;
+            }
+        }
     }
     let build = spec.vary.build_dir();
     if !(build == "/build" || build.starts_with("/.cbuild/")) {
@@ -1106,32 +1144,160 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Makes the store directory inside `root` an overlay: the output
+/// directory (the writable bind at the store directory) as its upper layer,
+/// where the builder's outputs land on disk as before, over a tmpfs holding
+/// the mount points of every input bound under it. Mount points made in the
+/// output directory itself would be on-disk inodes created and deleted by
+/// every build in proportion to its input closure, and a filesystem's inode
+/// allocator (ext4's above all) slows down as freed inodes pile up: deep
+/// closures made builds slow and erratic. Returns false, with nothing
+/// mounted, when the spec asks for no overlay or the kernel cannot make one
+/// here; the caller then binds the usual way.
+fn store_view(spec: &SandboxSpec, kinds: &[Kind], root: &Path) -> Result<bool, String> {
+    let Some(work) = &spec.store_overlay else {
+        return Ok(false);
+    };
+    // Mounting an overlay creates a few inodes of its own in its work
+    // directory: below this many mount points it costs more than it saves.
+    const OVERLAY_FROM: usize = 8;
+    let points = spec
+        .binds
+        .iter()
+        .filter(|b| b.target != spec.store_dir && b.target.starts_with(&spec.store_dir))
+        .count();
+    if points < OVERLAY_FROM {
+        return Ok(false);
+    }
+    let Some(upper) = spec
+        .binds
+        .iter()
+        .find(|b| b.target == spec.store_dir && b.writable)
+    else {
+        return Ok(false);
+    };
+    let at = root.join(spec.store_dir.trim_start_matches('/'));
+    let paths = [
+        at.to_string_lossy(),
+        upper.source.as_str().into(),
+        work.as_str().into(),
+    ];
+    // Overlay options are a comma-separated list with `:` between layers.
+    if paths.iter().any(|p| p.contains([',', ':', '\\'])) {
+        return Ok(false);
+    }
+    // The store may lie under a directory the sandbox mounts afresh (/tmp).
+    mkdir(&at)?;
+    mount(
+        Some("tmpfs"),
+        &at,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )
+    .map_err(|e| format!("mount a tmpfs on {}: {e}", at.display()))?;
+    let inside = |p: &str| root.join(p.trim_start_matches('/'));
+    for (b, kind) in spec.binds.iter().zip(kinds) {
+        if b.target != spec.store_dir && b.target.starts_with(&spec.store_dir) {
+            mount_point(kind, &inside(&b.target))?;
+        }
+    }
+    // Unprivileged overlays keep their own attributes in `user.` xattrs.
+    let base = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        paths[0], paths[1], paths[2]
+    );
+    let made = [format!("{base},userxattr"), base].iter().any(|opts| {
+        mount(
+            Some("overlay"),
+            &at,
+            Some("overlay"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .is_ok()
+    });
+    if !made {
+        umount2(&at, MntFlags::MNT_DETACH)
+            .map_err(|e| format!("unmount the tmpfs on {}: {e}", at.display()))?;
+    }
+    Ok(made)
+}
+
+/// Where the skeleton `root`'s read-only view of the store is mounted.
+fn store_view_of(root: &Path) -> PathBuf {
+    let mut name = root.as_os_str().to_owned();
+    name.push(".store");
+    PathBuf::from(name)
+}
+
 /// Binds `source` at `target` (created as a directory or an empty file like
 /// the source), read-only unless `writable`.
 fn bind(source: &str, target: &Path, writable: bool) -> Result<(), String> {
-    // A symlink (an input whose output is one) is copied as a symlink: a bind
-    // would follow it here, where the host's paths are still visible.
-    if let Ok(m) = std::fs::symlink_metadata(source)
-        && m.file_type().is_symlink()
-    {
-        if let Some(parent) = target.parent() {
-            mkdir(parent)?;
-        }
-        let link = std::fs::read_link(source).map_err(|e| format!("read {source}: {e}"))?;
-        return std::os::unix::fs::symlink(&link, target)
-            .map_err(|e| format!("symlink {}: {e}", target.display()));
+    let kind = Kind::of(source)?;
+    mount_point(&kind, target)?;
+    if matches!(kind, Kind::Symlink(_)) {
+        return Ok(());
     }
-    let is_dir = std::fs::metadata(source)
-        .map(|m| m.is_dir())
-        .unwrap_or(true);
-    if is_dir {
-        mkdir(target)?;
-    } else {
-        if let Some(parent) = target.parent() {
-            mkdir(parent)?;
+    bind_mount(source, target, !writable)
+}
+
+/// What a bind's source is, read once: it decides the mount point's kind.
+enum Kind {
+    Dir,
+    File,
+    /// A symlink (an input whose output is one) is copied as a symlink: a
+    /// bind would follow it inside, where the host's paths are still
+    /// visible.
+    Symlink(PathBuf),
+}
+
+impl Kind {
+    fn of(source: &str) -> Result<Kind, String> {
+        match std::fs::symlink_metadata(source) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::read_link(source)
+                .map(Kind::Symlink)
+                .map_err(|e| format!("read {source}: {e}")),
+            Ok(m) if !m.is_dir() => Ok(Kind::File),
+            // What is missing fails at the bind, naming it.
+            _ => Ok(Kind::Dir),
         }
-        std::fs::write(target, "").map_err(|e| format!("create {}: {e}", target.display()))?;
     }
+}
+
+/// Makes `target` ready for a source of `kind` to be bound there: a
+/// directory or an empty file, or the symlink itself. One call in the
+/// common case (the parent exists): a deep closure makes thousands.
+fn mount_point(kind: &Kind, target: &Path) -> Result<(), String> {
+    use nix::sys::stat::{Mode, SFlag, mknod};
+    let make = || -> nix::Result<()> {
+        let r = match kind {
+            Kind::Dir => nix::unistd::mkdir(target, Mode::from_bits_truncate(0o755)),
+            Kind::File => mknod(target, SFlag::S_IFREG, Mode::from_bits_truncate(0o644), 0),
+            Kind::Symlink(link) => {
+                nix::unistd::symlinkat(link.as_path(), nix::fcntl::AT_FDCWD, target)
+            }
+        };
+        match r {
+            Err(nix::errno::Errno::EEXIST) if !matches!(kind, Kind::Symlink(_)) => Ok(()),
+            r => r,
+        }
+    };
+    let made = match make() {
+        Err(nix::errno::Errno::ENOENT) => {
+            if let Some(parent) = target.parent() {
+                mkdir(parent)?;
+            }
+            make()
+        }
+        r => r,
+    };
+    made.map_err(|e| format!("create {}: {e}", target.display()))
+}
+
+/// Binds `source` at the existing `target`, then remounts it read-only if
+/// asked (a bind of a read-only mount is read-only already).
+fn bind_mount(source: &str, target: &Path, read_only: bool) -> Result<(), String> {
     mount(
         Some(source),
         target,
@@ -1140,7 +1306,7 @@ fn bind(source: &str, target: &Path, writable: bool) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("bind {source} at {}: {e}", target.display()))?;
-    if !writable {
+    if read_only {
         // A read-only remount must keep the flags the mount already has
         // (nosuid, nodev, ... are locked in a user namespace).
         let st = nix::sys::statvfs::statvfs(target)
