@@ -89,9 +89,10 @@ def main():
     try:
         store = os.path.join(work, "store")
         what = ", outputs name their inputs" if a.mention else ""
-        print(f"{n} trivial derivations, shape {shape}, -j {j}, sandboxed{what}", flush=True)
+        if n:
+            print(f"{n} trivial derivations, shape {shape}, -j {j}, sandboxed{what}", flush=True)
         cb, nx = [], []
-        for k in range(a.runs):
+        for k in range(a.runs if n else 0):
             salt = f"realise-{os.getpid()}-{k}"
             recipe = os.path.join(work, f"r{k}.cb")
             with open(recipe, "w") as f:
@@ -125,23 +126,26 @@ def main():
         # The floor: the same builder processes started bare, no sandbox and
         # no store, as many at once as -j.
         floor = []
-        for k in range(a.runs):
+        for k in range(a.runs if n else 0):
             d = os.path.join(work, f"bare-{k}")
             os.mkdir(d)
             body = "echo x $0 > " + d + "/$0"
             w, _, _ = run(["sh", "-c", f"seq {n} | xargs -P {j} -I N sh -c '{body}' N"])
             floor.append(w)
-        f = summary("bare processes (no sandbox, no store)", floor, per=n)
-        c = summary("cbuild realise, cold", cb, per=n)
-        print(f"cbuild is {(c - f) * 1e6 / n:.0f} us/drv above the floor", flush=True)
+        if n:
+            f = summary("bare processes (no sandbox, no store)", floor, per=n)
+            c = summary("cbuild realise, cold", cb, per=n)
+            print(f"cbuild is {(c - f) * 1e6 / n:.0f} us/drv above the floor", flush=True)
         if nx:
             x = summary("nix-store --realise, cold, sandbox = true", nx, per=n)
             print(f"ratio: cbuild's per-derivation cost is {x / c:.1f}x lower than Nix's", flush=True)
-        else:
+        elif n:
             print("nix-store not found (apt-get install nix-bin) or --no-nix: no comparison", flush=True)
 
         # No-op: a big DAG whose outputs all exist.
         m = a.noop_nodes
+        if not m:
+            return
         big = os.path.join(work, "big.cb")
         with open(big, "w") as f:
             f.write(gen_cb("dag", m, "noop"))

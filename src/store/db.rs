@@ -292,6 +292,32 @@ impl Db {
             .map_err(|e| self.err(e))
     }
 
+    /// The base names of the registered objects among `roots` and of
+    /// everything they refer to, transitively: one query, whatever the
+    /// closure's depth (a build's inputs are asked for once per build).
+    pub fn closure_of(&self, roots: &[String]) -> Result<Vec<String>, StoreError> {
+        if roots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(roots).map_err(|e| {
+            self.err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+        })?;
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "WITH RECURSIVE c(id) AS ( \
+                   SELECT id FROM objects WHERE path IN (SELECT value FROM json_each(?1)) \
+                   UNION SELECT r.reference FROM refs r JOIN c ON r.referrer = c.id) \
+                 SELECT o.path FROM c JOIN objects o ON o.id = c.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = s
+            .query_map([list], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
     /// The base names `id` refers to, sorted.
     pub fn references(&self, id: i64) -> Result<Vec<String>, StoreError> {
         let mut s = self

@@ -408,15 +408,22 @@ impl Store {
     ) -> Result<std::collections::BTreeSet<String>, StoreError> {
         let mut seen = std::collections::BTreeSet::new();
         let mut todo: Vec<String> = roots.into_iter().collect();
-        while let Some(b) = todo.pop() {
-            if !seen.insert(b.clone()) {
-                continue;
+        // Objects placed but not registered yet are followed through
+        // `unregistered`; the registered ones are handed to the database in
+        // batches, whose closure is complete (a registered object's
+        // references are registered before it).
+        while !todo.is_empty() {
+            let mut registered = Vec::new();
+            while let Some(b) = todo.pop() {
+                if !seen.insert(b.clone()) {
+                    continue;
+                }
+                match unregistered.get(&b) {
+                    Some(refs) => todo.extend(refs.iter().filter(|r| !seen.contains(*r)).cloned()),
+                    None => registered.push(b),
+                }
             }
-            if let Some(refs) = unregistered.get(&b) {
-                todo.extend(refs.iter().cloned());
-            } else if let Some(info) = self.db.object(&b)? {
-                todo.extend(self.db.references(info.id)?);
-            }
+            seen.extend(self.db.closure_of(&registered)?);
         }
         Ok(seen)
     }
