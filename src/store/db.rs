@@ -299,9 +299,8 @@ impl Db {
         if roots.is_empty() {
             return Ok(Vec::new());
         }
-        let list = serde_json::to_string(roots).map_err(|e| {
-            self.err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-        })?;
+        let list = serde_json::to_string(roots)
+            .map_err(|e| self.err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let mut s = self
             .conn
             .prepare_cached(
