@@ -1111,21 +1111,23 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
             let rest = b.source.strip_prefix(&spec.store_dir)?.strip_prefix('/')?;
             (!b.writable && b.source == b.target).then(|| v.join(rest))
         });
-        let (source, remount) = match &from_view {
-            Some(v) => (v.to_string_lossy(), false),
-            None => (b.source.as_str().into(), !b.writable),
+        // A store path has no mounts under it: a plain bind (not
+        // recursive) is cheaper, and a deep closure makes thousands.
+        let (source, remount, recursive) = match &from_view {
+            Some(v) => (v.to_string_lossy(), false, false),
+            None => (b.source.as_str().into(), !b.writable, true),
         };
         let at = inside(&b.target);
         let symlink = matches!(kind, Kind::Symlink(_));
         if overlaid && under(b, &spec.store_dir) {
             // The store view made the mount points (and copied symlinks).
             if b.target != spec.store_dir && !symlink {
-                bind_mount(&source, &at, remount)?;
+                bind_mount(&source, &at, remount, recursive)?;
             }
         } else {
             mount_point(kind, &at)?;
             if !symlink {
-                bind_mount(&source, &at, remount)?;
+                bind_mount(&source, &at, remount, recursive)?;
             }
         }
     }
@@ -1239,7 +1241,7 @@ fn bind(source: &str, target: &Path, writable: bool) -> Result<(), String> {
     if matches!(kind, Kind::Symlink(_)) {
         return Ok(());
     }
-    bind_mount(source, target, !writable)
+    bind_mount(source, target, !writable, true)
 }
 
 /// What a bind's source is, read once: it decides the mount point's kind.
@@ -1295,17 +1297,17 @@ fn mount_point(kind: &Kind, target: &Path) -> Result<(), String> {
     made.map_err(|e| format!("create {}: {e}", target.display()))
 }
 
-/// Binds `source` at the existing `target`, then remounts it read-only if
-/// asked (a bind of a read-only mount is read-only already).
-fn bind_mount(source: &str, target: &Path, read_only: bool) -> Result<(), String> {
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| format!("bind {source} at {}: {e}", target.display()))?;
+/// Binds `source` (with the mounts under it, if `recursive`) at the
+/// existing `target`, then remounts it read-only if asked (a bind of a
+/// read-only mount is read-only already).
+fn bind_mount(source: &str, target: &Path, read_only: bool, recursive: bool) -> Result<(), String> {
+    let flags = if recursive {
+        MsFlags::MS_BIND | MsFlags::MS_REC
+    } else {
+        MsFlags::MS_BIND
+    };
+    mount(Some(source), target, None::<&str>, flags, None::<&str>)
+        .map_err(|e| format!("bind {source} at {}: {e}", target.display()))?;
     if read_only {
         // A read-only remount must keep the flags the mount already has
         // (nosuid, nodev, ... are locked in a user namespace).
