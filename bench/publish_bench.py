@@ -12,7 +12,7 @@ cbuild adds on top (its checks, the repodata read, streaming) is the
 difference. Target (issue 12): publishing takes no more than the server's
 ingest time plus a small constant; a no-op re-publish is under 1 s.
 """
-import argparse, os, re, shutil, socket, subprocess, sys, tempfile, time, json
+import argparse, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, json
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import DEFAULT_CBUILD, summary
@@ -65,7 +65,8 @@ def main():
         port = free_port()
         server = subprocess.Popen([QUETZ, "start", deployment, "--host", "127.0.0.1",
                                    "--port", str(port)], cwd=work,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
         for _ in range(300):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -103,7 +104,8 @@ def main():
               flush=True)
     finally:
         if server:
-            server.kill()
+            # Its workers are processes of their own: the whole group goes.
+            os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         subprocess.run(["chmod", "-R", "u+w", work])
         shutil.rmtree(work, ignore_errors=True)

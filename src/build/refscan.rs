@@ -12,21 +12,10 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::derivation::base32::ALPHABET;
+use crate::derivation::base32::is_symbol;
 
 /// Length of a hash part.
 const HASH_LEN: usize = 32;
-
-/// Which bytes are in the base32 alphabet.
-const IS_BASE32: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < ALPHABET.len() {
-        t[ALPHABET[i] as usize] = true;
-        i += 1;
-    }
-    t
-};
 
 /// Adds to `found` the index of every candidate that occurs in `bytes`.
 fn find_in(bytes: &[u8], candidates: &HashMap<&[u8], usize>, found: &mut BTreeSet<usize>) {
@@ -34,10 +23,7 @@ fn find_in(bytes: &[u8], candidates: &HashMap<&[u8], usize>, found: &mut BTreeSe
     while i + HASH_LEN <= bytes.len() {
         // The last byte of the window that is not base32 decides how far
         // the next window that could match is.
-        match (0..HASH_LEN)
-            .rev()
-            .find(|&j| !IS_BASE32[bytes[i + j] as usize])
-        {
+        match (0..HASH_LEN).rev().find(|&j| !is_symbol(bytes[i + j])) {
             Some(j) => i += j + 1,
             None => {
                 if let Some(&k) = candidates.get(&bytes[i..i + HASH_LEN]) {
@@ -70,7 +56,7 @@ pub fn scan(root: &Path, hash_parts: &[String]) -> Result<BTreeSet<usize>, ScanE
     let candidates: HashMap<&[u8], usize> = hash_parts
         .iter()
         .enumerate()
-        .filter(|(_, p)| p.len() == HASH_LEN && p.bytes().all(|b| IS_BASE32[b as usize]))
+        .filter(|(_, p)| p.len() == HASH_LEN && p.bytes().all(is_symbol))
         .map(|(k, p)| (p.as_bytes(), k))
         .collect();
     let entries: Vec<walkdir::DirEntry> = walkdir::WalkDir::new(root)

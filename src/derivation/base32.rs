@@ -27,6 +27,23 @@ pub fn encode(bytes: &[u8]) -> String {
     out
 }
 
+/// Each byte's value in the alphabet, or 0xff for a foreign byte: decoding
+/// runs for every store path parsed, thousands in an evaluation.
+const VALUE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        t[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Whether `c` is one of the 32 symbols.
+pub fn is_symbol(c: u8) -> bool {
+    VALUE[c as usize] != 0xff
+}
+
 /// Decodes what [`encode`] wrote; `None` on a foreign character or a length
 /// that is not a multiple of 8.
 pub fn decode(text: &str) -> Option<Vec<u8>> {
@@ -37,8 +54,11 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
     for chunk in text.as_bytes().chunks(8) {
         let mut v: u64 = 0;
         for &c in chunk {
-            let d = ALPHABET.iter().position(|&a| a == c)? as u64;
-            v = (v << 5) | d;
+            let d = VALUE[c as usize];
+            if d == 0xff {
+                return None;
+            }
+            v = (v << 5) | u64::from(d);
         }
         for k in (0..5).rev() {
             out.push((v >> (k * 8)) as u8);

@@ -2,6 +2,7 @@
 //! packages, the channel's repodata read back, a conflicting package under a
 //! published name, a broken package, two publishers at once.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -280,9 +281,18 @@ struct Quetz {
 
 impl Drop for Quetz {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// Kills a Quetz server with its worker processes (its process group: the
+/// workers outlive a killed parent).
+fn stop(child: &mut std::process::Child) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.wait();
 }
 
 fn quetz(dir: &Path) -> Quetz {
@@ -451,6 +461,7 @@ fn start_quetz(deployment: &Path, port: u16) -> std::process::Child {
         .current_dir(deployment.parent().unwrap())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
     for _ in 0..300 {
@@ -497,8 +508,7 @@ fn a_server_killed_mid_upload_fails_the_publish_and_a_retry_completes_it() {
         .unwrap();
     // The server goes away while the 80 MB body is on its way.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let _ = q.child.kill();
-    let _ = q.child.wait();
+    stop(&mut q.child);
     let o = publish.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     if o.status.success() {
