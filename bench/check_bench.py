@@ -12,7 +12,7 @@ import argparse, os, shutil, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import DEFAULT_CBUILD, run, summary
-from cutoff_bench import gen_cb, gen_nix, nix_with_host_compiler, write_sources
+from cutoff_bench import lay_chain, nix_with_host_compiler
 
 
 def main():
@@ -25,19 +25,7 @@ def main():
     env = None if a.no_nix else nix_with_host_compiler()
     work = tempfile.mkdtemp(prefix="cbuild-check-bench-")
     try:
-        write_sources(work, a.depth, f"check {os.getpid()}")
-        with open(os.path.join(work, "recipe.cb"), "w") as f:
-            f.write(gen_cb(a.depth))
-        with open(os.path.join(work, "chain.nix"), "w") as f:
-            f.write(gen_nix(a.depth))
-        store = os.path.join(work, "store")
-        run([a.cbuild, "--store", store, "realise", "recipe.cb"], cwd=work)
-        if env is not None:
-            try:
-                run(["nix-build", "--no-out-link", "chain.nix"], env=env, cwd=work, check=False)
-            except RuntimeError as e:
-                print(f"nix-build failed, no comparison: {str(e)[-400:]}", flush=True)
-                env = None
+        store, env = lay_chain(work, a.depth, f"check {os.getpid()}", a.cbuild, env)
         cb, nx = [], []
         for _ in range(a.runs):
             w, _, _ = run([a.cbuild, "--store", store, "check", "recipe.cb"], cwd=work)

@@ -71,6 +71,26 @@ def nix_with_host_compiler():
     return env
 
 
+def lay_chain(d, depth, salt, cbuild, env):
+    """Writes the chain's sources, recipe and Nix expression into `d` and
+    realises it with both tools. Returns cbuild's store and the Nix
+    environment (None if nix-build failed: no comparison then)."""
+    write_sources(d, depth, salt)
+    with open(os.path.join(d, "recipe.cb"), "w") as f:
+        f.write(gen_cb(depth))
+    with open(os.path.join(d, "chain.nix"), "w") as f:
+        f.write(gen_nix(depth))
+    store = os.path.join(d, "store")
+    run([cbuild, "--store", store, "realise", "recipe.cb"], cwd=d)
+    if env is not None:
+        try:
+            run(["nix-build", "--no-out-link", "chain.nix"], env=env, cwd=d, check=False)
+        except RuntimeError as e:
+            print(f"nix-build failed, no comparison: {str(e)[-400:]}", flush=True)
+            env = None
+    return store, env
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--depth", type=int, default=50)
@@ -87,19 +107,7 @@ def main():
             d = os.path.join(work, f"run{k}")
             os.mkdir(d)
             # A salt of its own per run: nothing cached from another.
-            write_sources(d, a.depth, f"run {k} salt {os.getpid()}")
-            with open(os.path.join(d, "recipe.cb"), "w") as f:
-                f.write(gen_cb(a.depth))
-            with open(os.path.join(d, "chain.nix"), "w") as f:
-                f.write(gen_nix(a.depth))
-            store = os.path.join(d, "store")
-            run([a.cbuild, "--store", store, "realise", "recipe.cb"], cwd=d)
-            if env is not None:
-                try:
-                    run(["nix-build", "--no-out-link", "chain.nix"], env=env, cwd=d, check=False)
-                except RuntimeError as e:
-                    print(f"nix-build failed, no comparison: {str(e)[-400:]}", flush=True)
-                    env = None
+            store, env = lay_chain(d, a.depth, f"run {k} salt {os.getpid()}", a.cbuild, env)
             write_sources(d, a.depth, f"run {k} salt {os.getpid()}, edited")
             w, _, out = run([a.cbuild, "--store", store, "realise", "--json", "recipe.cb"], cwd=d,
                             stdout=subprocess.PIPE)

@@ -248,8 +248,12 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         PathBuf::from(cx.dir.as_str())
     };
     mkdirs(&[&build_dir, &build_dir.join("tmp"), &out_dir])?;
-    if cx.namespaces {
-        mkdirs(&[&job.work.join("overlay")])?;
+    // The overlay's work directory, only for builds that get one: each
+    // directory made here is an inode on the store's file system.
+    let overlay = (cx.namespaces && job.inputs.len() >= crate::build::sandbox::spec::OVERLAY_FROM)
+        .then(|| job.work.join("overlay"));
+    if let Some(o) = &overlay {
+        mkdirs(&[o])?;
     }
     let scratch = scratch_outputs(&job.drv_path, d);
     // An export build writes into conda prefixes, not store paths.
@@ -271,7 +275,7 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         own.iter()
             .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
     };
-    let mut spec = spec(cx, job, &build_dir, &out_dir, &r)?;
+    let mut spec = spec(cx, job, &build_dir, &out_dir, overlay.as_deref(), &r)?;
     if let Some(e) = &export {
         spec.binds.extend(e.binds());
     }
@@ -431,6 +435,7 @@ fn spec(
     job: &Job,
     build_dir: &Path,
     out_dir: &Path,
+    overlay: Option<&Path>,
     r: &dyn Fn(&String) -> String,
 ) -> Result<SandboxSpec, BuildError> {
     let d = &job.drv;
@@ -542,9 +547,7 @@ fn spec(
         toolchain,
         store_dir: dir.as_str().into(),
         binds,
-        store_overlay: cx
-            .namespaces
-            .then(|| job.work.join("overlay").to_string_lossy().into_owned()),
+        store_overlay: overlay.map(|o| o.to_string_lossy().into_owned()),
         build_dir: build_dir.to_string_lossy().into(),
         program: r(&d.builder),
         args: d.args.iter().map(r).collect(),

@@ -141,17 +141,8 @@ fn other_bytes_under_a_published_name_are_refused_naming_both_digests() {
     let first_sha = json(&first)[0]["sha256"].as_str().unwrap().to_string();
     // The same inputs built again give other bytes (the build is not
     // reproducible): export into a fresh store, under the same name.
-    let other_store = p.path().join("store2");
-    let out = Command::new(cbuild_bin())
-        .args(["export", "--conda", "-A", "clock", "-o", "again", "--json"])
-        .current_dir(p.path())
-        .env("CBUILD_STORE", &other_store)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let pkg = PathBuf::from(v[0]["path"].as_str().unwrap());
-    let second_sha = v[0]["sha256"].as_str().unwrap().to_string();
+    let (pkg, second_sha) = export_clock(&p, "store2", "again");
+    let pkg = PathBuf::from(pkg);
     assert_ne!(first_sha, second_sha);
     let r = p
         .run(&[
@@ -549,6 +540,24 @@ fn a_server_killed_mid_upload_fails_the_publish_and_a_retry_completes_it() {
     assert_eq!(String::from_utf8_lossy(&listing.stdout).trim(), sha);
 }
 
+/// Exports `clock` of `p` into a store of its own (`store`, under the
+/// project) and returns the package's path and sha256: the same inputs in
+/// another store give other bytes under the same name.
+fn export_clock(p: &Project, store: &str, out: &str) -> (String, String) {
+    let o = Command::new(cbuild_bin())
+        .args(["export", "--conda", "-A", "clock", "-o", out, "--json"])
+        .current_dir(p.path())
+        .env("CBUILD_STORE", p.path().join(store))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    (
+        v[0]["path"].as_str().unwrap().to_string(),
+        v[0]["sha256"].as_str().unwrap().to_string(),
+    )
+}
+
 #[test]
 fn racing_publishers_and_a_lagging_index_keep_one_content_per_name_on_quetz() {
     let p = Project::new().file(
@@ -556,22 +565,8 @@ fn racing_publishers_and_a_lagging_index_keep_one_content_per_name_on_quetz() {
         r#"{ clock = package { name = "clock", version = "1", script = "mkdir -p $out/share; date +%s%N > $out/share/when" } }"#,
     );
     // Two builds of the same inputs with other bytes: one per store.
-    let export = |store: &str, out: &str| -> (String, String) {
-        let o = Command::new(cbuild_bin())
-            .args(["export", "--conda", "-A", "clock", "-o", out, "--json"])
-            .current_dir(p.path())
-            .env("CBUILD_STORE", p.path().join(store))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        (
-            v[0]["path"].as_str().unwrap().to_string(),
-            v[0]["sha256"].as_str().unwrap().to_string(),
-        )
-    };
-    let (a, a_sha) = export("store-a", "a");
-    let (b, b_sha) = export("store-b", "b");
+    let (a, a_sha) = export_clock(&p, "store-a", "a");
+    let (b, b_sha) = export_clock(&p, "store-b", "b");
     assert_ne!(a_sha, b_sha);
     let q = quetz(p.path());
     let dest = format!("quetz+http://127.0.0.1:{}/channel0", q.port);
@@ -647,22 +642,8 @@ fn racing_publishers_and_a_lagging_index_keep_one_content_per_name_on_quetz() {
         "recipe.cb",
         r#"{ clock = package { name = "clock", version = "2", script = "mkdir -p $out/share; date +%s%N > $out/share/when" } }"#,
     );
-    let export2 = |store: &str, out: &str| -> (String, String) {
-        let o = Command::new(cbuild_bin())
-            .args(["export", "--conda", "-A", "clock", "-o", out, "--json"])
-            .current_dir(p2.path())
-            .env("CBUILD_STORE", p2.path().join(store))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        (
-            v[0]["path"].as_str().unwrap().to_string(),
-            v[0]["sha256"].as_str().unwrap().to_string(),
-        )
-    };
-    let (c, c_sha) = export2("store-c", "c");
-    let (d, d_sha) = export2("store-d", "d");
+    let (c, c_sha) = export_clock(&p2, "store-c", "c");
+    let (d, d_sha) = export_clock(&p2, "store-d", "d");
     let (x, y) = (spawn(&c), spawn(&d));
     let outs = [x.wait_with_output().unwrap(), y.wait_with_output().unwrap()];
     let won: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();

@@ -1160,15 +1160,12 @@ fn store_view(spec: &SandboxSpec, kinds: &[Kind], root: &Path) -> Result<bool, S
     let Some(work) = &spec.store_overlay else {
         return Ok(false);
     };
-    // Mounting an overlay creates a few inodes of its own in its work
-    // directory: below this many mount points it costs more than it saves.
-    const OVERLAY_FROM: usize = 8;
     let points = spec
         .binds
         .iter()
         .filter(|b| b.target != spec.store_dir && b.target.starts_with(&spec.store_dir))
         .count();
-    if points < OVERLAY_FROM {
+    if points < super::spec::OVERLAY_FROM {
         return Ok(false);
     }
     let Some(upper) = spec

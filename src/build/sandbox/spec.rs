@@ -84,6 +84,11 @@ pub struct Variation {
     pub ids: Option<(u32, u32)>,
 }
 
+/// From how many inputs a build sees the store through an overlay: mounting
+/// one creates a few inodes of its own in its work directory, so below this
+/// many mount points it costs more than it saves.
+pub const OVERLAY_FROM: usize = 8;
+
 /// Where a variation's libfaketime appears inside the sandbox.
 pub const FAKETIME_LIB: &str = "/.cbuild/faketime/libfaketime.so.1";
 
