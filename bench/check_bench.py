@@ -8,10 +8,10 @@ C compiles, the cutoff benchmark's, its top checked) against `nix-build
 Both rebuild the checked derivation once in the sandbox, with its inputs from
 the store, and compare the result with what is stored.
 """
-import argparse, os, shutil, subprocess, sys, tempfile
+import argparse, os, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DEFAULT_CBUILD, run, summary
+from common import DEFAULT_CBUILD, remove_tree, run, versus
 from cutoff_bench import lay_chain, nix_with_host_compiler
 
 
@@ -34,15 +34,10 @@ def main():
                 w, _, _ = run(["nix-build", "--no-out-link", "--check", "chain.nix"], env=env,
                               cwd=work)
                 nx.append(w)
-        c = summary("cbuild check of one C compile (a rebuild and a compare)", cb)
-        if nx:
-            x = summary("nix-build --check of the same", nx)
-            print(f"ratio: cbuild check is {x / c:.1f}x faster", flush=True)
-        else:
-            print("nix-build not available or --no-nix: no comparison", flush=True)
+        versus("cbuild check of one C compile (a rebuild and a compare)", cb,
+               "nix-build --check of the same", nx, "at checking")
     finally:
-        subprocess.run(["chmod", "-R", "u+w", work], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
 
 if __name__ == "__main__":

@@ -75,3 +75,21 @@ def nix_env():
                 f.write("sandbox-paths = /bin/sh=/bin/busybox\n")
     env = dict(os.environ, NIX_CONF_DIR=conf_dir, NIX_USER_CONF_FILES=os.path.join(conf_dir, "nix.conf"))
     return env
+
+
+def versus(ours_name, ours, peer_name, peer, faster_at):
+    """Prints cbuild's and the peer's summaries and the ratio of their
+    medians (`faster_at` ends the ratio line), or that there is no peer."""
+    c = summary(ours_name, ours)
+    if peer:
+        x = summary(peer_name, peer)
+        print(f"ratio: cbuild is {x / c:.1f}x faster {faster_at}", flush=True)
+    else:
+        print(f"{peer_name.split()[0]} not available or --no-nix: no comparison", flush=True)
+    return c
+
+
+def remove_tree(work):
+    """Removes a benchmark's scratch tree, read-only store objects included."""
+    subprocess.run(["chmod", "-R", "u+w", work], check=False)
+    shutil.rmtree(work, ignore_errors=True)

@@ -13,10 +13,10 @@ cutoff). Nix's store paths follow their inputs, not their contents, so it
 rebuilds the whole chain. Target (issue 13, case 5): the time to a finished
 realise after the change, against Nix's.
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile
+import argparse, json, os, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DEFAULT_CBUILD, nix_env, run, summary
+from common import DEFAULT_CBUILD, nix_env, remove_tree, run, versus
 
 COMPILE = "cc -O1 -c"
 
@@ -118,15 +118,10 @@ def main():
             if env is not None:
                 w, _, _ = run(["nix-build", "--no-out-link", "chain.nix"], env=env, cwd=d)
                 nx.append(w)
-        c = summary("cbuild realise after the change (early cutoff)", cb)
-        if nx:
-            x = summary("nix-build after the change (rebuilds the chain)", nx)
-            print(f"ratio: cbuild is {x / c:.1f}x faster to a finished build", flush=True)
-        else:
-            print("nix-build not available or --no-nix: no comparison", flush=True)
+        versus("cbuild realise after the change (early cutoff)", cb,
+               "nix-build after the change (rebuilds the chain)", nx, "to a finished build")
     finally:
-        subprocess.run(["chmod", "-R", "u+w", work], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
 
 if __name__ == "__main__":
