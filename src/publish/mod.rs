@@ -208,11 +208,7 @@ pub(crate) fn check(file: &Path) -> Result<Checked, PublishError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let key = if file_name.ends_with(".tar.bz2") {
-        Format::TarBz2.repodata_key()
-    } else {
-        Format::Conda.repodata_key()
-    };
+    let key = repodata_key(&file_name);
     let export_drv =
         json("info/cbuild/export.json").and_then(|v| v["export_drv"].as_str().map(str::to_string));
     Ok(Checked {
@@ -224,6 +220,15 @@ pub(crate) fn check(file: &Path) -> Result<Checked, PublishError> {
         sha256,
         export_drv,
     })
+}
+
+/// The repodata key a package file is listed under, by its name.
+pub(crate) fn repodata_key(file_name: &str) -> &'static str {
+    if file_name.ends_with(".tar.bz2") {
+        Format::TarBz2.repodata_key()
+    } else {
+        Format::Conda.repodata_key()
+    }
 }
 
 fn describe(f: &Finding) -> String {

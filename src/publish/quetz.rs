@@ -140,7 +140,7 @@ pub(super) fn publish(
     let mut listings: std::collections::HashMap<String, Value> = Default::default();
     for c in checked {
         if !listings.contains_key(&c.subdir) {
-            let listing = repodata(&agent, server, &c)?;
+            let listing = repodata(&agent, server, &c.subdir, &c.file_name)?;
             listings.insert(c.subdir.clone(), listing);
         }
         let listed = listed_sha256(&listings[&c.subdir], &c);
@@ -174,18 +174,7 @@ pub(super) fn publish(
                     Some(theirs) if theirs.sha256 == c.sha256 => {
                         out.push(published(&c, server, Done::AlreadyThere))
                     }
-                    Some(theirs) => {
-                        return Err(PublishError::Conflict {
-                            file_name: c.file_name.clone(),
-                            channel: server.shown(),
-                            published: theirs.sha256,
-                            new: c.sha256.clone(),
-                            why: conflict_reason(
-                                c.export_drv.as_deref(),
-                                theirs.export_drv.as_deref(),
-                            ),
-                        });
-                    }
+                    Some(theirs) => return Err(conflict_with(server, &c, theirs)),
                     None => {
                         return Err(PublishError::Server {
                             server: server.shown(),
@@ -225,39 +214,20 @@ fn await_index(agent: &ureq::Agent, server: &Server, out: &mut [Published]) {
             .filter(|p| !p.listed)
             .map(|p| p.subdir.clone())
             .collect();
+        subdirs.sort();
         subdirs.dedup();
         if subdirs.is_empty() {
             return;
         }
         for subdir in subdirs {
-            let url = format!(
-                "{}/get/{}/{}/repodata.json",
-                server.base, server.channel, subdir
-            );
-            let Some(listing) = agent
-                .get(&url)
-                .call()
-                .ok()
-                .filter(|r| r.status().as_u16() == 200)
-                .and_then(|r| {
-                    r.into_body()
-                        .with_config()
-                        .limit(1 << 30)
-                        .read_to_string()
-                        .ok()
-                })
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            else {
+            // Not readable yet: asked again until the wait runs out.
+            let Ok(listing) = repodata(agent, server, &subdir, "") else {
                 continue;
             };
             for p in out.iter_mut().filter(|p| !p.listed && p.subdir == subdir) {
                 let name = p.path.file_name().unwrap_or_default().to_string_lossy();
-                let key = if name.ends_with(".conda") {
-                    "packages.conda"
-                } else {
-                    "packages"
-                };
-                p.listed = listing[key][name.as_ref()]["sha256"].as_str() == Some(&p.sha256);
+                p.listed = listing[super::repodata_key(&name)][name.as_ref()]["sha256"].as_str()
+                    == Some(&p.sha256);
             }
         }
         if std::time::Instant::now() >= until {
@@ -275,27 +245,45 @@ fn listed_sha256(listing: &Value, c: &Checked) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Other bytes listed under the name (`published`): what the server's copy
+/// records says why, when it can be downloaded.
 fn conflict(agent: &ureq::Agent, server: &Server, c: &Checked, published: String) -> PublishError {
-    let theirs = download(agent, server, c).and_then(|t| t.export_drv);
+    let export_drv = download(agent, server, c).and_then(|t| t.export_drv);
+    conflict_with(
+        server,
+        c,
+        Theirs {
+            sha256: published,
+            export_drv,
+        },
+    )
+}
+
+fn conflict_with(server: &Server, c: &Checked, theirs: Theirs) -> PublishError {
     PublishError::Conflict {
         file_name: c.file_name.clone(),
         channel: server.shown(),
-        published,
+        published: theirs.sha256,
         new: c.sha256.clone(),
-        why: conflict_reason(c.export_drv.as_deref(), theirs.as_deref()),
+        why: conflict_reason(c.export_drv.as_deref(), theirs.export_drv.as_deref()),
     }
 }
 
-/// The channel's repodata for the package's subdir (`null` for a subdir
-/// nothing was uploaded to yet).
-fn repodata(agent: &ureq::Agent, server: &Server, c: &Checked) -> Result<Value, PublishError> {
+/// The channel's repodata for `subdir` (`null` for a subdir nothing was
+/// uploaded to yet); errors name `file`, the package it was read for.
+fn repodata(
+    agent: &ureq::Agent,
+    server: &Server,
+    subdir: &str,
+    file: &str,
+) -> Result<Value, PublishError> {
     let url = format!(
         "{}/get/{}/{}/repodata.json",
-        server.base, server.channel, c.subdir
+        server.base, server.channel, subdir
     );
     let resp = agent.get(&url).call().map_err(|e| PublishError::Server {
         server: server.shown(),
-        file: c.file_name.clone(),
+        file: file.to_string(),
         reason: format!("cannot be reached ({e}); nothing was published, a retry is safe"),
     })?;
     match resp.status().as_u16() {
@@ -308,7 +296,7 @@ fn repodata(agent: &ureq::Agent, server: &Server, c: &Checked) -> Result<Value, 
                 .read_to_string()
                 .map_err(|e| PublishError::Server {
                     server: server.shown(),
-                    file: c.file_name.clone(),
+                    file: file.to_string(),
                     reason: format!("its repodata cannot be read ({e})"),
                 })?;
             Ok(serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
@@ -316,7 +304,7 @@ fn repodata(agent: &ureq::Agent, server: &Server, c: &Checked) -> Result<Value, 
         404 => Ok(Value::Null),
         s => Err(status_error(
             server,
-            &c.file_name,
+            file,
             s,
             "reading the channel's repodata",
         )),

@@ -1160,14 +1160,6 @@ fn store_view(spec: &SandboxSpec, kinds: &[Kind], root: &Path) -> Result<bool, S
     let Some(work) = &spec.store_overlay else {
         return Ok(false);
     };
-    let points = spec
-        .binds
-        .iter()
-        .filter(|b| b.target != spec.store_dir && b.target.starts_with(&spec.store_dir))
-        .count();
-    if points < super::spec::OVERLAY_FROM {
-        return Ok(false);
-    }
     let Some(upper) = spec
         .binds
         .iter()

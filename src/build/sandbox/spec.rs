@@ -84,9 +84,9 @@ pub struct Variation {
     pub ids: Option<(u32, u32)>,
 }
 
-/// From how many inputs a build sees the store through an overlay: mounting
-/// one creates a few inodes of its own in its work directory, so below this
-/// many mount points it costs more than it saves.
+/// From how many inputs a build asks for an overlay (`store_overlay`):
+/// mounting one creates a few inodes of its own in its work directory, so
+/// below this many mount points it costs more than it saves.
 pub const OVERLAY_FROM: usize = 8;
 
 /// Where a variation's libfaketime appears inside the sandbox.
