@@ -22,6 +22,7 @@ use crate::build::refscan::scan;
 use crate::build::sandbox::linux::Sandboxes;
 use crate::build::sandbox::spec::in_host_toolchain;
 use crate::build::sandbox::{Bind, SandboxSpec};
+use crate::build::views::{View, Views};
 use crate::derivation::{
     Derivation, DrvHash, ObjectKind, StoreDir, StorePath, base32, placeholder, prefix,
 };
@@ -47,6 +48,8 @@ pub struct Context<'a> {
     pub cores: usize,
     /// The host toolchain layer's binds (for builds that declare tools).
     pub toolchain: Vec<Bind>,
+    /// The directories that appear as the store inside sandboxes.
+    pub views: Views,
 }
 
 impl<'a> Context<'a> {
@@ -60,7 +63,12 @@ impl<'a> Context<'a> {
     ) -> Result<Context<'a>, StoreError> {
         let sandbox_root = store.scratch_path("root");
         mkdirs(&[&sandbox_root])?;
+        let views = Views::new(
+            store.scratch_path("views"),
+            PathBuf::from(store.dir().as_str()),
+        );
         Ok(Context {
+            views,
             sandboxes,
             root: store.root().to_path_buf(),
             dir: store.dir().clone(),
@@ -240,21 +248,20 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
     let d = &job.drv;
     let shown = cx.dir.path_of(&job.drv_path);
     let build_dir = job.work.join("build");
-    // Outputs are written in a directory that appears as the store inside
-    // the sandbox; without one, in the store directory itself.
+    // Outputs are written in a view of the store (a directory that appears
+    // as the store inside the sandbox) and moved out to `store/` when the
+    // builder is done; without a sandbox, in the store directory itself.
+    let view = if cx.namespaces {
+        Some(cx.views.take(&job.inputs)?)
+    } else {
+        None
+    };
     let out_dir = if cx.namespaces {
         job.work.join("store")
     } else {
         PathBuf::from(cx.dir.as_str())
     };
     mkdirs(&[&build_dir, &build_dir.join("tmp"), &out_dir])?;
-    // The overlay's work directory, only for builds that get one: each
-    // directory made here is an inode on the store's file system.
-    let overlay = (cx.namespaces && job.inputs.len() >= crate::build::sandbox::spec::OVERLAY_FROM)
-        .then(|| job.work.join("overlay"));
-    if let Some(o) = &overlay {
-        mkdirs(&[o])?;
-    }
     let scratch = scratch_outputs(&job.drv_path, d);
     // An export build writes into conda prefixes, not store paths.
     let export = match d.env.get(prefix::LAYERS_ENV) {
@@ -275,7 +282,8 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         own.iter()
             .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
     };
-    let mut spec = spec(cx, job, &build_dir, &out_dir, overlay.as_deref(), &r)?;
+    let store_view = view.as_ref().map_or(out_dir.as_path(), |v| v.dir());
+    let mut spec = spec(cx, job, &build_dir, store_view, view.as_ref(), &r)?;
     if let Some(e) = &export {
         spec.binds.extend(e.binds());
     }
@@ -288,6 +296,24 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         .ok_or(crate::build::sandbox::linux::SandboxError::Lost)?;
     let running = sandboxes.submit(&spec, writer)?;
     let (status, tail) = follow(cx, job, reader, running)?;
+    if let Some(view) = view {
+        // The next build that takes the view removes whatever else is there.
+        for s in &scratch {
+            let name = format!("{}-{}", s.part, s.name);
+            let (from, to) = (view.dir().join(&name), out_dir.join(&name));
+            match std::fs::rename(&from, &to) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::Rename {
+                        from,
+                        to,
+                        source: e,
+                    }
+                    .into());
+                }
+                _ => {}
+            }
+        }
+    }
     if !status.success() {
         return Err(BuildError::Failed {
             drv: shown,
@@ -434,8 +460,8 @@ fn spec(
     cx: &Context<'_>,
     job: &Job,
     build_dir: &Path,
-    out_dir: &Path,
-    overlay: Option<&Path>,
+    store_view: &Path,
+    view: Option<&View<'_>>,
     r: &dyn Fn(&String) -> String,
 ) -> Result<SandboxSpec, BuildError> {
     let d = &job.drv;
@@ -447,11 +473,16 @@ fn spec(
         cx.toolchain.clone()
     };
     binds.push(Bind {
-        source: out_dir.to_string_lossy().into(),
+        source: store_view.to_string_lossy().into(),
         target: dir.as_str().into(),
         writable: true,
     });
-    for b in &job.inputs {
+    // A symlink input is in the view already.
+    for b in job
+        .inputs
+        .iter()
+        .filter(|b| view.is_none_or(|v| v.needs_bind(b)))
+    {
         binds.push(Bind {
             source: format!("{}/{b}", dir.as_str()),
             target: format!("{}/{b}", dir.as_str()),
@@ -547,7 +578,6 @@ fn spec(
         toolchain,
         store_dir: dir.as_str().into(),
         binds,
-        store_overlay: overlay.map(|o| o.to_string_lossy().into_owned()),
         build_dir: build_dir.to_string_lossy().into(),
         program: r(&d.builder),
         args: d.args.iter().map(r).collect(),

@@ -1,5 +1,6 @@
 //! Building derivations: the scheduler ([`realise`]), one build ([`job`]),
-//! downloads ([`fetch`]), the sandbox, and what happens to outputs
+//! downloads ([`fetch`]), the sandbox and the views of the store it shows
+//! ([`views`]), and what happens to outputs
 //! (normalisation, hashing modulo self-references, reference scanning) and
 //! logs.
 
@@ -14,3 +15,4 @@ pub mod rebuild;
 pub mod refscan;
 pub mod repair;
 pub mod sandbox;
+pub mod views;

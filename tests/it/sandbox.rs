@@ -38,7 +38,6 @@ fn sandboxed_with(
     let spec = SandboxSpec {
         root: root.to_string_lossy().into(),
         binds: all,
-        store_overlay: None,
         build_dir: build.path().to_string_lossy().into(),
         program: "/bin/sh".into(),
         args: vec!["-eu".into(), "-c".into(), script.into()],
@@ -197,10 +196,9 @@ fn a_variation_changes_the_build_directory_host_name_umask_cpus_and_ids() {
     );
 }
 
-/// A build with many inputs sees its store directory through an overlay
-/// (the inputs' mount points on a tmpfs, its outputs written to disk):
-/// exactly its closure and its outputs, the inputs read-only whatever their
-/// kind, and outputs of every kind land in the store.
+/// A build with many inputs sees in its store directory exactly its
+/// closure and its outputs, the inputs read-only whatever their kind, and
+/// outputs of every kind land in the store.
 #[test]
 fn a_build_with_many_inputs_sees_exactly_its_closure_read_only() {
     let mut inputs = String::new();
@@ -289,5 +287,69 @@ fn a_build_with_many_inputs_sees_exactly_its_closure_read_only() {
         .find(|e| e.file_name().to_string_lossy().ends_with("-many-link"))
         .expect("the link output");
     assert!(link.file_type().unwrap().is_symlink());
+    p.run(&["store", "verify"]).ok();
+}
+
+/// Builds one after another reuse one view of the store: what the first
+/// build's closure and its builder left there is gone when the next one
+/// runs, and an input the builder replaced is there again as it is.
+#[test]
+fn the_next_build_in_a_reused_store_view_sees_only_its_own_closure() {
+    let p = crate::support::Project::new().file(
+        "recipe.cb",
+        r#"let t = [host_tool("ls"), host_tool("sort"), host_tool("cat"), host_tool("rm"),
+           host_tool("mkdir"), host_tool("ln"), host_tool("dirname"), host_tool("chmod"),
+           host_tool("readlink")],
+    sym = derivation { name = "sym", build_inputs = t, script = "ln -s /nowhere/s $out" },
+    dir = derivation { name = "dir", build_inputs = t, script = "mkdir $out; echo d > $out/v" },
+    file = derivation { name = "file", build_inputs = t, script = "echo f > $out" },
+    first = derivation {
+      name = "first", build_inputs = t, env = { s = sym, d = dir, f = file },
+      script = ''
+        store=$(dirname $out)
+        # Without hash parts: the output must not refer to its inputs.
+        for l in $(ls $store); do echo "''${l#*-}"; done > /build/listing
+        rm $s; mkdir $s; echo evil > $s/x
+        echo junk > $store/junk
+        mkdir -p $store/junkdir/sub; echo x > $store/junkdir/sub/y; chmod 0 $store/junkdir/sub
+        mkdir $out; cp() { cat $1 > $2; }; cp /build/listing $out/listing
+      '',
+    },
+  in {
+    first = first,
+    second = derivation {
+      name = "second", build_inputs = t, env = { s = sym, f = first },
+      script = ''
+        mkdir $out
+        ls "$(dirname $out)" | sort > $out/listing
+        readlink $s > $out/sym
+        cat $f/listing > $out/first
+      '',
+    },
+  }"#,
+    );
+    let r = p
+        .run(&["realise", "recipe.cb", "-A", "second", "-j", "1", "--json"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    let out = v["outputs"].as_object().unwrap().values().next().unwrap()["out"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    let read = |f: &str| std::fs::read_to_string(Path::new(&out).join(f)).unwrap();
+    let names = |listing: String| -> Vec<String> {
+        let mut n: Vec<String> = listing
+            .lines()
+            .map(|l| l.split_once('-').map_or(l, |(_, n)| n).to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    // The first build saw its three inputs (before it made its output).
+    assert_eq!(names(read("first")), ["dir", "file", "sym"]);
+    // The second sees its closure and its output: not the first's other
+    // inputs, not what the first builder left, and the symlink as built.
+    assert_eq!(names(read("listing")), ["first", "second", "sym"]);
+    assert_eq!(read("sym"), "/nowhere/s\n");
     p.run(&["store", "verify"]).ok();
 }

@@ -1096,39 +1096,41 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
             ));
         }
     }
-    let kinds = spec
-        .binds
-        .iter()
-        .map(|b| Kind::of(&b.source))
-        .collect::<Result<Vec<_>, _>>()?;
-    let overlaid = store_view(spec, &kinds, root)?;
     let view = store_view_of(root);
     let view = view.is_dir().then_some(view);
-    for (b, kind) in spec.binds.iter().zip(&kinds) {
+    for b in &spec.binds {
         // An input (a store path at its own path, read-only) comes from the
-        // read-only view of the store, already read-only.
+        // read-only view of the store, already read-only, onto the mount
+        // point the build's view of the store has for it: one mount call.
+        // A store path has no mounts under it, so the bind is not recursive.
         let from_view = view.as_ref().and_then(|v| {
             let rest = b.source.strip_prefix(&spec.store_dir)?.strip_prefix('/')?;
             (!b.writable && b.source == b.target).then(|| v.join(rest))
         });
-        // A store path has no mounts under it: a plain bind (not
-        // recursive) is cheaper, and a deep closure makes thousands.
-        let (source, remount, recursive) = match &from_view {
-            Some(v) => (v.to_string_lossy(), false, false),
-            None => (b.source.as_str().into(), !b.writable, true),
-        };
         let at = inside(&b.target);
-        let symlink = matches!(kind, Kind::Symlink(_));
-        if overlaid && under(b, &spec.store_dir) {
-            // The store view made the mount points (and copied symlinks).
-            if b.target != spec.store_dir && !symlink {
-                bind_mount(&source, &at, remount, recursive)?;
+        match &from_view {
+            Some(v) => {
+                let v = v.to_string_lossy();
+                match mount(
+                    Some(v.as_ref()),
+                    &at,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                ) {
+                    Ok(()) => {}
+                    // No mount point made for it: make one like the source.
+                    Err(nix::errno::Errno::ENOENT) => {
+                        let kind = Kind::of(&b.source)?;
+                        mount_point(&kind, &at)?;
+                        if !matches!(kind, Kind::Symlink(_)) {
+                            bind_mount(&v, &at, false, false)?;
+                        }
+                    }
+                    Err(e) => return Err(format!("bind {v} at {}: {e}", at.display())),
+                }
             }
-        } else {
-            mount_point(kind, &at)?;
-            if !symlink {
-                bind_mount(&source, &at, remount, recursive)?;
-            }
+            None => bind(&b.source, &at, b.writable)?,
         }
     }
     let build = spec.vary.build_dir();
@@ -1144,75 +1146,6 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| m("detach the old root", e))?;
     chdir(build).map_err(|e| m(&format!("enter {build}"), e))?;
     Ok(())
-}
-
-/// Makes the store directory inside `root` an overlay: the output
-/// directory (the writable bind at the store directory) as its upper layer,
-/// where the builder's outputs land on disk as before, over a tmpfs holding
-/// the mount points of every input bound under it. Mount points made in the
-/// output directory itself would be on-disk inodes created and deleted by
-/// every build in proportion to its input closure, and a filesystem's inode
-/// allocator (ext4's above all) slows down as freed inodes pile up: deep
-/// closures made builds slow and erratic. Returns false, with nothing
-/// mounted, when the spec asks for no overlay or the kernel cannot make one
-/// here; the caller then binds the usual way.
-fn store_view(spec: &SandboxSpec, kinds: &[Kind], root: &Path) -> Result<bool, String> {
-    let Some(work) = &spec.store_overlay else {
-        return Ok(false);
-    };
-    let Some(upper) = spec
-        .binds
-        .iter()
-        .find(|b| b.target == spec.store_dir && b.writable)
-    else {
-        return Ok(false);
-    };
-    let at = root.join(spec.store_dir.trim_start_matches('/'));
-    let paths = [
-        at.to_string_lossy(),
-        upper.source.as_str().into(),
-        work.as_str().into(),
-    ];
-    // Overlay options are a comma-separated list with `:` between layers.
-    if paths.iter().any(|p| p.contains([',', ':', '\\'])) {
-        return Ok(false);
-    }
-    // The store may lie under a directory the sandbox mounts afresh (/tmp).
-    mkdir(&at)?;
-    mount(
-        Some("tmpfs"),
-        &at,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )
-    .map_err(|e| format!("mount a tmpfs on {}: {e}", at.display()))?;
-    let inside = |p: &str| root.join(p.trim_start_matches('/'));
-    for (b, kind) in spec.binds.iter().zip(kinds) {
-        if b.target != spec.store_dir && b.target.starts_with(&spec.store_dir) {
-            mount_point(kind, &inside(&b.target))?;
-        }
-    }
-    // Unprivileged overlays keep their own attributes in `user.` xattrs.
-    let base = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        paths[0], paths[1], paths[2]
-    );
-    let made = [format!("{base},userxattr"), base].iter().any(|opts| {
-        mount(
-            Some("overlay"),
-            &at,
-            Some("overlay"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(opts.as_str()),
-        )
-        .is_ok()
-    });
-    if !made {
-        umount2(&at, MntFlags::MNT_DETACH)
-            .map_err(|e| format!("unmount the tmpfs on {}: {e}", at.display()))?;
-    }
-    Ok(made)
 }
 
 /// Where the skeleton `root`'s read-only view of the store is mounted.

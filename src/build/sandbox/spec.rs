@@ -28,14 +28,6 @@ pub struct SandboxSpec {
     pub store_dir: String,
     /// Paths to bind into the root for this build alone.
     pub binds: Vec<Bind>,
-    /// An empty host directory on the same filesystem as the output
-    /// directory (the writable bind at `store_dir`): when given, the store
-    /// directory inside is an overlay whose upper layer is the output
-    /// directory and whose lower layer is a tmpfs holding the inputs' mount
-    /// points, so a build creates no on-disk inode per input (see
-    /// `linux::store_view`).
-    #[serde(default)]
-    pub store_overlay: Option<String>,
     /// The host directory that appears as `/build` (the working directory).
     pub build_dir: String,
     /// The program to run (a path inside the sandbox) and its arguments.
@@ -83,11 +75,6 @@ pub struct Variation {
     /// are not in `/etc/passwd`).
     pub ids: Option<(u32, u32)>,
 }
-
-/// From how many inputs a build asks for an overlay (`store_overlay`):
-/// mounting one creates a few inodes of its own in its work directory, so
-/// below this many mount points it costs more than it saves.
-pub const OVERLAY_FROM: usize = 8;
 
 /// Where a variation's libfaketime appears inside the sandbox.
 pub const FAKETIME_LIB: &str = "/.cbuild/faketime/libfaketime.so.1";
