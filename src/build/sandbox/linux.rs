@@ -250,6 +250,11 @@ pub fn server_main() -> ! {
         .and_then(|a| a.to_str().and_then(|a| a.parse::<i32>().ok()))
         .map(nix::unistd::Pid::from_raw);
     die_with_parent(caller);
+    // Every monitor is a fork of this process: with transparent huge pages,
+    // its first write to the heap copies (or zeroes) 2 MiB instead of 4 KiB.
+    unsafe {
+        nix::libc::prctl(nix::libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     let namespaces = std::env::args_os().nth(2).is_none_or(|a| a != "no-probe");
     if namespaces && let Err(reason) = enter_user_namespace() {
         write_verdict(1, &reason);
@@ -373,7 +378,7 @@ fn prepare_monitor(nets: &mut Option<NetPool>, roots: &[PathBuf]) -> Option<Unix
             die_with_parent(Some(server));
             let own_net = match enter(&net, false) {
                 Ok(own) => own,
-                Err(_) => std::process::exit(0),
+                Err(_) => leave(0),
             };
             let ns = net.or_else(own_network);
             prepared_monitor(theirs, roots, own_net, ns)
@@ -396,7 +401,7 @@ fn prepared_monitor(
 ) -> ! {
     // Pid 1 hands over the build's status pipe once it has its request.
     let Ok((to_monitor, from_pid1)) = UnixStream::pair() else {
-        std::process::exit(0)
+        leave(0)
     };
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
@@ -421,9 +426,9 @@ fn prepared_monitor(
             if let Some(ns) = &ns {
                 give_back_network(ns);
             }
-            std::process::exit(0)
+            leave(0)
         }
-        Err(_) => std::process::exit(0),
+        Err(_) => leave(0),
     }
 }
 
@@ -438,10 +443,10 @@ fn prepared_pid1(
     die_with_parent(None);
     // Until a request comes, a failure can only be reported by exiting.
     if premount(roots, own_net).is_err() {
-        std::process::exit(128)
+        leave(128)
     }
     let Ok(Some((_, body, log, status))) = read_request(socket.as_raw_fd()) else {
-        std::process::exit(0)
+        leave(0)
     };
     drop(socket);
     let fds = [status.as_raw_fd()];
@@ -454,12 +459,12 @@ fn prepared_pid1(
     )
     .is_err()
     {
-        std::process::exit(128)
+        leave(128)
     }
     drop(status);
     drop(to_monitor);
     if dup2_stdout(&log).and_then(|_| dup2_stderr(&log)).is_err() {
-        std::process::exit(128);
+        leave(128);
     }
     drop(log);
     // The build reads nothing: fd 0 becomes /dev/null.
@@ -752,7 +757,7 @@ fn net_maker(socket: UnixStream) -> ! {
     };
     for _ in 0..NET_POOL {
         if make().is_none() {
-            std::process::exit(0);
+            leave(0);
         }
     }
     let mut byte = [0u8; 1];
@@ -761,7 +766,7 @@ fn net_maker(socket: UnixStream) -> ! {
             break;
         }
     }
-    std::process::exit(0)
+    leave(0)
 }
 
 /// The skeleton root for `spec`'s toolchain layer, prepared on first use
@@ -894,7 +899,7 @@ fn monitor(
             Ok(own) => own_net = own,
             Err(e) => {
                 report(&status, Some(&log), 128, &format!("cbuild sandbox: {e}\n"));
-                std::process::exit(0)
+                leave(0)
             }
         }
     }
@@ -946,12 +951,12 @@ fn run_build(
             if let Some(ns) = &ns {
                 give_back_network(ns);
             }
-            std::process::exit(0)
+            leave(0)
         }
         Err(e) => {
             let msg = format!("cbuild sandbox: cannot fork the build process: {e}\n");
             report(&status, Some(&log), 128, &msg);
-            std::process::exit(0)
+            leave(0)
         }
     }
 }
@@ -962,7 +967,7 @@ fn build_pid1(spec: &SandboxSpec, log: OwnedFd, root: Option<&Path>, own_net: bo
     // by its process group (its own session, see `exec_builder`) and killed
     // when it exits.
     if dup2_stdout(&log).and_then(|_| dup2_stderr(&log)).is_err() {
-        std::process::exit(128);
+        leave(128);
     }
     drop(log);
     let setup = match root {
@@ -1296,5 +1301,12 @@ fn cstr(s: &str) -> CString {
 /// + 1, a code no builder uses for its own failures.
 fn die(what: &str, why: &str) -> ! {
     let _ = writeln!(std::io::stderr(), "cbuild sandbox: {what}: {why}");
-    std::process::exit(128)
+    leave(128)
+}
+
+/// Ends a process forked by the server at once: the exit handlers of the
+/// C library and of the allocator (which returns its free pages to the
+/// kernel first) are the server's to run, not each monitor's.
+fn leave(code: i32) -> ! {
+    unsafe { nix::libc::_exit(code) }
 }
