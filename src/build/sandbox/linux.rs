@@ -1103,6 +1103,9 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
     }
     let view = store_view_of(root);
     let view = view.is_dir().then_some(view);
+    // Inputs are bound by name from inside the store directory once the
+    // build's view is there: one path walk fewer per input.
+    let mut in_store = false;
     for b in &spec.binds {
         // An input (a store path at its own path, read-only) comes from the
         // read-only view of the store, already read-only, onto the mount
@@ -1116,6 +1119,11 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
         match &from_view {
             Some(v) => {
                 let v = v.to_string_lossy();
+                let name = b.target.strip_prefix(&spec.store_dir);
+                let at = match name.and_then(|n| n.strip_prefix('/')) {
+                    Some(name) if in_store => PathBuf::from(name),
+                    _ => at,
+                };
                 match mount(
                     Some(v.as_ref()),
                     &at,
@@ -1132,10 +1140,16 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
                             bind_mount(&v, &at, false, false)?;
                         }
                     }
-                    Err(e) => return Err(format!("bind {v} at {}: {e}", at.display())),
+                    Err(e) => return Err(format!("bind {v} at {}: {e}", b.target)),
                 }
             }
-            None => bind(&b.source, &at, b.writable)?,
+            None => {
+                bind(&b.source, &at, b.writable)?;
+                if b.target == spec.store_dir && !in_store {
+                    chdir(&at).map_err(|e| m("enter the store directory", e))?;
+                    in_store = true;
+                }
+            }
         }
     }
     let build = spec.vary.build_dir();
