@@ -134,7 +134,9 @@ impl View<'_> {
             path: self.dir.clone(),
             source,
         })?;
-        let mut seen = std::collections::HashSet::new();
+        // The points standing that this build needs; whatever the listing
+        // does not show (a symlink the last builder removed) is made again.
+        let mut kept = HashMap::with_capacity(inputs.len());
         // Mount points of other closures, empty (nothing can write into a
         // mount point while its input is bound on it): renamed for an input
         // that needs one of their kind, which frees and allocates no inode.
@@ -145,21 +147,23 @@ impl View<'_> {
                 source,
             })?;
             let name = entry.file_name();
-            let path = entry.path();
             let ty = entry.file_type().ok();
-            let point = name
+            let standing = name
                 .to_str()
-                .and_then(|n| self.points.get(n).filter(|p| p.stands(&path, ty)));
-            match point {
-                Some(_) if inputs.contains(name.to_string_lossy().as_ref()) => {
-                    seen.insert(name.to_string_lossy().into_owned());
+                .and_then(|n| self.points.remove_entry(n))
+                .filter(|(_, p)| p.stands(|| entry.path(), ty));
+            match standing {
+                Some((n, p)) if inputs.contains(&n) => {
+                    kept.insert(n, p);
                 }
-                Some(p @ (Point::Dir | Point::File)) => spare.push((path, p.clone())),
-                _ => remove(&path, ty).map_err(|e| write(&path, e))?,
+                Some((_, p @ (Point::Dir | Point::File))) => spare.push((entry.path(), p)),
+                _ => {
+                    let path = entry.path();
+                    remove(&path, ty).map_err(|e| write(&path, e))?;
+                }
             }
         }
-        // Anything the last builder removed is made again below.
-        self.points.retain(|n, _| seen.contains(n));
+        self.points = kept;
         for name in inputs {
             if self.points.contains_key(name) {
                 continue;
@@ -224,17 +228,17 @@ impl Point {
         }
     }
 
-    /// Whether the entry at `at` (of type `ty`, from the directory listing)
+    /// Whether the entry at `at()` (of type `ty`, from the directory listing)
     /// is still this point. A mount point cannot be changed while its input
     /// is bound on it, but a copied symlink can be removed and made again
     /// by the builder, which owns the view.
-    fn stands(&self, at: &Path, ty: Option<std::fs::FileType>) -> bool {
+    fn stands(&self, at: impl FnOnce() -> PathBuf, ty: Option<std::fs::FileType>) -> bool {
         let Some(ty) = ty else { return false };
         match self {
             Point::Dir => ty.is_dir(),
             Point::File => ty.is_file(),
             Point::Symlink(target) => {
-                ty.is_symlink() && std::fs::read_link(at).is_ok_and(|t| &t == target)
+                ty.is_symlink() && std::fs::read_link(at()).is_ok_and(|t| &t == target)
             }
         }
     }

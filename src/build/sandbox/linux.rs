@@ -290,7 +290,7 @@ pub fn server_main() -> ! {
             // its sender sees the pipe close.
             Err(_) => continue,
         };
-        let spec: SandboxSpec = match serde_json::from_slice(&body) {
+        let spec: Head = match serde_json::from_slice(&body) {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("cbuild sandbox: bad request: {e}\n");
@@ -341,6 +341,14 @@ pub fn server_main() -> ! {
                 unsafe {
                     let _ = signal(Signal::SIGCHLD, SigHandler::SigDfl);
                 }
+                let spec: SandboxSpec = match serde_json::from_slice(&body) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let msg = format!("cbuild sandbox: bad request: {e}\n");
+                        report(&status, Some(&log), 128, &msg);
+                        leave(0)
+                    }
+                };
                 monitor(&spec, log, status, root.as_deref(), net, server)
             }
             Ok(ForkResult::Parent { .. }) => {
@@ -356,6 +364,21 @@ pub fn server_main() -> ! {
             ),
         }
     }
+}
+
+/// What the server reads of a request: enough to choose (or make) the
+/// root and a monitor. The rest (the binds above all: one per closure path)
+/// is parsed by the process that runs the build.
+#[derive(serde::Deserialize)]
+struct Head {
+    root: String,
+    #[serde(default)]
+    toolchain: Vec<super::Bind>,
+    #[serde(default)]
+    store_dir: String,
+    network: bool,
+    #[serde(default = "spec::yes")]
+    namespaces: bool,
 }
 
 /// Monitors kept ready.
@@ -771,10 +794,7 @@ fn net_maker(socket: UnixStream) -> ! {
 
 /// The skeleton root for `spec`'s toolchain layer, prepared on first use
 /// under `spec.root`.
-fn skeleton(
-    made: &mut Vec<(Vec<super::Bind>, PathBuf)>,
-    spec: &SandboxSpec,
-) -> Result<PathBuf, String> {
+fn skeleton(made: &mut Vec<(Vec<super::Bind>, PathBuf)>, spec: &Head) -> Result<PathBuf, String> {
     if let Some((_, root)) = made.iter().find(|(t, _)| *t == spec.toolchain) {
         return Ok(root.clone());
     }

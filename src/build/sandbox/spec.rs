@@ -86,7 +86,8 @@ impl Variation {
     }
 }
 
-fn yes() -> bool {
+/// The default of [`SandboxSpec::namespaces`].
+pub(crate) fn yes() -> bool {
     true
 }
 
