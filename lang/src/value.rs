@@ -6,7 +6,7 @@
 //! into inputs.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::rc::Rc;
@@ -77,8 +77,67 @@ pub enum ContextElem {
     Tool(Rc<str>),
 }
 
-/// The set of store objects a string mentions.
-pub type Context = BTreeSet<ContextElem>;
+/// The set of store objects a string mentions: sorted, without repeats.
+/// Most strings with a context mention one or two objects, so a sorted
+/// vector is the set (a `BTreeSet` allocated a node of eleven slots for
+/// each, a fifth of a large evaluation's heap).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context(Vec<ContextElem>);
+
+impl Context {
+    /// The empty set.
+    pub fn new() -> Context {
+        Context(Vec::new())
+    }
+
+    /// Adds `e` unless it is there already.
+    pub fn insert(&mut self, e: ContextElem) {
+        if let Err(at) = self.0.binary_search(&e) {
+            // Grown one at a time: most sets stay at one or two elements.
+            self.0.reserve_exact(1);
+            self.0.insert(at, e);
+        }
+    }
+
+    /// The elements in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, ContextElem> {
+        self.0.iter()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many elements it has.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Extend<ContextElem> for Context {
+    fn extend<I: IntoIterator<Item = ContextElem>>(&mut self, items: I) {
+        for e in items {
+            self.insert(e);
+        }
+    }
+}
+
+impl FromIterator<ContextElem> for Context {
+    fn from_iter<I: IntoIterator<Item = ContextElem>>(items: I) -> Context {
+        let mut c = Context::new();
+        c.extend(items);
+        c
+    }
+}
+
+impl<'a> IntoIterator for &'a Context {
+    type Item = &'a ContextElem;
+    type IntoIter = std::slice::Iter<'a, ContextElem>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
 
 /// A string and its context.
 #[derive(Clone, Debug)]
@@ -116,21 +175,42 @@ impl Str {
     }
 }
 
-/// Merges context sets while building a string.
+/// Merges context sets while building a string. A string built from parts
+/// of which one has a context shares that part's set.
 #[derive(Default)]
-pub(crate) struct ContextBuilder(Option<Context>);
+pub(crate) enum ContextBuilder {
+    #[default]
+    Empty,
+    Shared(Rc<Context>),
+    Merged(Context),
+}
 
 impl ContextBuilder {
     pub(crate) fn add(&mut self, s: &Str) {
-        if let Some(c) = &s.context {
-            self.0
-                .get_or_insert_with(Context::new)
-                .extend(c.iter().cloned());
-        }
+        let Some(c) = &s.context else { return };
+        *self = match std::mem::take(self) {
+            ContextBuilder::Empty => ContextBuilder::Shared(c.clone()),
+            ContextBuilder::Shared(first) if Rc::ptr_eq(&first, c) || *first == **c => {
+                ContextBuilder::Shared(first)
+            }
+            ContextBuilder::Shared(first) => {
+                let mut merged = (*first).clone();
+                merged.extend(c.iter().cloned());
+                ContextBuilder::Merged(merged)
+            }
+            ContextBuilder::Merged(mut merged) => {
+                merged.extend(c.iter().cloned());
+                ContextBuilder::Merged(merged)
+            }
+        };
     }
 
     pub(crate) fn finish(self) -> Option<Rc<Context>> {
-        self.0.filter(|c| !c.is_empty()).map(Rc::new)
+        match self {
+            ContextBuilder::Empty => None,
+            ContextBuilder::Shared(c) => (!c.is_empty()).then_some(c),
+            ContextBuilder::Merged(c) => (!c.is_empty()).then(|| Rc::new(c)),
+        }
     }
 }
 

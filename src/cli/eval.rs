@@ -64,7 +64,12 @@ pub fn run(global: &GlobalArgs, args: EvalArgs, out: &mut Output) -> Result<(), 
             let Some(made) = host.get(&path) else {
                 continue;
             };
-            let d = &made.drv;
+            let d = made
+                .derivation()
+                .map_err(|e| crate::store::StoreError::CorruptDrv {
+                    path: dir.path_of(&made.path).into(),
+                    source: e,
+                })?;
             items.push(serde_json::json!({
                 "attr": t.attr,
                 "name": d.name,

@@ -33,14 +33,24 @@ pub struct Instantiated {
     pub path: StorePath,
     /// Its hash.
     pub hash: DrvHash,
-    /// The derivation.
-    pub drv: Derivation,
-    /// Its canonical bytes (the `.drv` file), kept from hashing.
+    /// Its canonical bytes (the `.drv` file), kept from hashing. The
+    /// derivation itself is not kept: a package set's derivations, their
+    /// environments and input maps, were a third of a large evaluation's
+    /// heap, and every page of it was fresh memory to fault in.
     pub bytes: Vec<u8>,
+    /// Its input derivations and sources.
+    pub references: Vec<StorePath>,
     /// `meta`, as JSON.
     pub meta: serde_json::Value,
     /// `run_inputs`, as `.drv` paths.
     pub run_inputs: Vec<StorePath>,
+}
+
+impl Instantiated {
+    /// The derivation, read back from its canonical bytes.
+    pub fn derivation(&self) -> Result<Derivation, crate::derivation::canonical::ParseError> {
+        crate::derivation::canonical::parse(&self.bytes)
+    }
 }
 
 /// The store-backed host.
@@ -116,7 +126,7 @@ impl<'s> Instantiator<'s> {
                 path: m.path.clone(),
                 bytes: std::mem::take(&mut m.bytes),
                 hash: m.hash,
-                references: m.drv.references().cloned().collect(),
+                references: m.references.clone(),
                 meta: m.meta.to_string(),
                 run_inputs: serde_json::Value::from(
                     m.run_inputs
@@ -135,7 +145,12 @@ impl<'s> Instantiator<'s> {
         } else {
             &[]
         };
-        self.store.add_derivations(&pending, files)
+        let added = self.store.add_derivations(&pending, files);
+        // The bytes stay readable through `get`.
+        for (m, p) in self.made.iter_mut().zip(pending) {
+            m.bytes = p.bytes;
+        }
+        added
     }
 
     /// The store.
@@ -308,7 +323,7 @@ impl Instantiator<'_> {
             self.made.push(Instantiated {
                 path,
                 hash,
-                drv,
+                references: drv.references().cloned().collect(),
                 bytes,
                 meta,
                 run_inputs,
