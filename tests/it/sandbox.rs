@@ -246,14 +246,7 @@ fn a_build_with_many_inputs_sees_exactly_its_closure_read_only() {
     );
     let p = crate::support::Project::new().file("recipe.cb", recipe);
     p.run(&["realise", "recipe.cb", "-A", "unrelated"]).ok();
-    let r = p
-        .run(&["realise", "recipe.cb", "-A", "many", "--json"])
-        .ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
-    let out = v["outputs"].as_object().unwrap().values().next().unwrap()["out"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{v}"))
-        .to_string();
+    let out = realised_out(&p, &["-A", "many"]);
     let listing = std::fs::read_to_string(Path::new(&out).join("listing")).unwrap();
     let seen: Vec<&str> = listing.lines().collect();
     // The twelve inputs and `out` (the other outputs are made after the
@@ -328,14 +321,7 @@ fn the_next_build_in_a_reused_store_view_sees_only_its_own_closure() {
     },
   }"#,
     );
-    let r = p
-        .run(&["realise", "recipe.cb", "-A", "second", "-j", "1", "--json"])
-        .ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
-    let out = v["outputs"].as_object().unwrap().values().next().unwrap()["out"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{v}"))
-        .to_string();
+    let out = realised_out(&p, &["-A", "second", "-j", "1"]);
     let read = |f: &str| std::fs::read_to_string(Path::new(&out).join(f)).unwrap();
     let names = |listing: String| -> Vec<String> {
         let mut n: Vec<String> = listing
@@ -352,4 +338,17 @@ fn the_next_build_in_a_reused_store_view_sees_only_its_own_closure() {
     assert_eq!(names(read("listing")), ["first", "second", "sym"]);
     assert_eq!(read("sym"), "/nowhere/s\n");
     p.run(&["store", "verify"]).ok();
+}
+
+/// Realises `recipe.cb` with `args` and returns the `out` path of the
+/// (one) target.
+fn realised_out(p: &crate::support::Project, args: &[&str]) -> String {
+    let mut all = vec!["realise", "recipe.cb", "--json"];
+    all.extend(args);
+    let r = p.run(&all).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    v["outputs"].as_object().unwrap().values().next().unwrap()["out"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string()
 }
