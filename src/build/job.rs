@@ -282,8 +282,7 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         own.iter()
             .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
     };
-    let store_view = view.as_ref().map_or(out_dir.as_path(), |v| v.dir());
-    let mut spec = spec(cx, job, &build_dir, store_view, view.as_ref(), &r)?;
+    let mut spec = spec(cx, job, &build_dir, &out_dir, view.as_ref(), &r)?;
     if let Some(e) = &export {
         spec.binds.extend(e.binds());
     }
@@ -460,7 +459,7 @@ fn spec(
     cx: &Context<'_>,
     job: &Job,
     build_dir: &Path,
-    store_view: &Path,
+    out_dir: &Path,
     view: Option<&View<'_>>,
     r: &dyn Fn(&String) -> String,
 ) -> Result<SandboxSpec, BuildError> {
@@ -472,6 +471,8 @@ fn spec(
     } else {
         cx.toolchain.clone()
     };
+    // The store directory inside: the build's view, or where outputs go.
+    let store_view = view.map_or(out_dir, |v| v.dir());
     binds.push(Bind {
         source: store_view.to_string_lossy().into(),
         target: dir.as_str().into(),
