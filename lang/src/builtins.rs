@@ -305,7 +305,7 @@ impl Evaluator<'_> {
                     Value::Derivation(d) => Ok(Value::Bool(d.field(&key.text).is_some())),
                     _ => {
                         let r = self.expect_record(&v, sp, "record", fname)?;
-                        Ok(Value::Bool(r.fields.contains_key(&*key.text)))
+                        Ok(Value::Bool(r.fields.contains_key(&key.text)))
                     }
                 }
             }
@@ -318,7 +318,7 @@ impl Evaluator<'_> {
                     Value::Derivation(d) => d.field(&key.text).map(Thunk::Ready),
                     _ => {
                         let r = self.expect_record(&v, sp, "record", fname)?;
-                        r.fields.get(&*key.text).cloned()
+                        r.fields.get(&key.text).cloned()
                     }
                 };
                 match (found, default) {

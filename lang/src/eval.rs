@@ -748,7 +748,8 @@ impl<'h> Evaluator<'h> {
     }
 
     fn eval_record(&mut self, fields: &[Field], env: &Env) -> EResult<Value> {
-        let mut rec = Record::default();
+        // In order: a later pair overrides an earlier one of the same name.
+        let mut pairs: Vec<(Rc<str>, Thunk)> = Vec::with_capacity(fields.len());
         // Explicit keys written in this literal (spread ones may be overridden).
         let mut explicit: HashMap<Rc<str>, Span> = HashMap::new();
         for f in fields {
@@ -757,9 +758,7 @@ impl<'h> Evaluator<'h> {
                     let v = self.eval(x, env)?;
                     match v {
                         Value::Record(r) => {
-                            for (k, t) in r.fields.iter() {
-                                rec.fields.insert(k.clone(), t.clone());
-                            }
+                            pairs.extend(r.fields.iter().map(|(k, t)| (k.clone(), t.clone())));
                         }
                         other => {
                             return Err(self.type_error(
@@ -783,11 +782,13 @@ impl<'h> Evaluator<'h> {
                             .with_label(first, "first defined here"));
                     }
                     let t = self.thunk(value, env);
-                    rec.fields.insert(k, t);
+                    pairs.push((k, t));
                 }
             }
         }
-        Ok(Value::Record(Rc::new(rec)))
+        Ok(Value::Record(Rc::new(Record {
+            fields: Fields::from_pairs(pairs),
+        })))
     }
 
     fn select(&mut self, base: &Value, key: &str, span: Span) -> EResult<Value> {
@@ -832,7 +833,7 @@ impl<'h> Evaluator<'h> {
         };
         let k = self.eval_key(key, env)?;
         let present = match &b {
-            Value::Record(r) => r.fields.contains_key(&*k),
+            Value::Record(r) => r.fields.contains_key(&k),
             Value::Derivation(d) => d.field(&k).is_some(),
             _ => true,
         };
@@ -1409,14 +1410,16 @@ impl<'h> Evaluator<'h> {
                 Value::List(Rc::new(out))
             }
             serde_json::Value::Object(o) => {
-                let mut rec = Record::default();
+                let mut pairs = Vec::with_capacity(o.len());
                 for (k, x) in o {
-                    rec.fields.insert(
+                    pairs.push((
                         Rc::from(k.as_str()),
                         Thunk::Ready(self.json_value(x, span)?),
-                    );
+                    ));
                 }
-                Value::Record(Rc::new(rec))
+                Value::Record(Rc::new(Record {
+                    fields: Fields::from_pairs(pairs),
+                }))
             }
         })
     }

@@ -218,7 +218,98 @@ impl ContextBuilder {
 #[derive(Clone, Debug, Default)]
 pub struct Record {
     /// The fields.
-    pub fields: BTreeMap<Rc<str>, Thunk>,
+    pub fields: Fields,
+}
+
+/// A record's fields, sorted by name, without repeats. Most records hold a
+/// handful of fields, so a sorted vector is the map (a `BTreeMap` allocated
+/// a node of eleven slots for each record, the largest part of a package
+/// set's evaluated heap).
+#[derive(Clone, Debug, Default)]
+pub struct Fields(Vec<(Rc<str>, Thunk)>);
+
+impl Fields {
+    /// From pairs in any order; of two with the same name the later wins.
+    pub fn from_pairs(mut pairs: Vec<(Rc<str>, Thunk)>) -> Fields {
+        // Stable: equal names keep their order, and the last one is kept.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(Rc<str>, Thunk)> = Vec::with_capacity(pairs.len());
+        for p in pairs {
+            match out.last_mut() {
+                Some(last) if last.0 == p.0 => *last = p,
+                _ => out.push(p),
+            }
+        }
+        out.shrink_to_fit();
+        Fields(out)
+    }
+
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key))
+    }
+
+    /// The field `key`.
+    pub fn get(&self, key: &str) -> Option<&Thunk> {
+        self.find(key).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Whether there is a field `key`.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    /// Sets `key`, returning what it held.
+    pub fn insert(&mut self, key: Rc<str>, value: Thunk) -> Option<Thunk> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The fields in name order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Rc<str>, &Thunk)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The names in order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &Rc<str>> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    /// The values in name order.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &Thunk> {
+        self.0.iter().map(|(_, v)| v)
+    }
+}
+
+/// `fields["name"]`, like a map's: the field must be there.
+impl std::ops::Index<&str> for Fields {
+    type Output = Thunk;
+    fn index(&self, key: &str) -> &Thunk {
+        match self.get(key) {
+            Some(t) => t,
+            None => panic!("no field `{key}`"),
+        }
+    }
+}
+
+impl FromIterator<(Rc<str>, Thunk)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (Rc<str>, Thunk)>>(pairs: I) -> Fields {
+        Fields::from_pairs(pairs.into_iter().collect())
+    }
 }
 
 impl Record {
