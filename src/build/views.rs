@@ -140,7 +140,7 @@ impl View<'_> {
         // Mount points of other closures, empty (nothing can write into a
         // mount point while its input is bound on it): renamed for an input
         // that needs one of their kind, which frees and allocates no inode.
-        let mut spare: Vec<(PathBuf, Point)> = Vec::new();
+        let mut spare: Vec<(PathBuf, Point, Option<std::fs::FileType>)> = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|source| StoreError::Read {
                 path: self.dir.clone(),
@@ -156,7 +156,7 @@ impl View<'_> {
                 Some((n, p)) if inputs.contains(&n) => {
                     kept.insert(n, p);
                 }
-                Some((_, p @ (Point::Dir | Point::File))) => spare.push((entry.path(), p)),
+                Some((_, p @ (Point::Dir | Point::File))) => spare.push((entry.path(), p, ty)),
                 _ => {
                     let path = entry.path();
                     remove(&path, ty).map_err(|e| write(&path, e))?;
@@ -170,9 +170,9 @@ impl View<'_> {
             }
             let point = Point::of(&store.join(name));
             let at = self.dir.join(name);
-            match spare.iter().position(|(_, p)| *p == point) {
+            match spare.iter().position(|(_, p, _)| *p == point) {
                 Some(i) => {
-                    let (from, _) = spare.swap_remove(i);
+                    let (from, _, _) = spare.swap_remove(i);
                     std::fs::rename(&from, &at).map_err(|source| StoreError::Rename {
                         from,
                         to: at.clone(),
@@ -183,14 +183,8 @@ impl View<'_> {
             }
             self.points.insert(name.clone(), point);
         }
-        for (path, point) in spare {
-            let ty = matches!(point, Point::Dir);
-            let removed = if ty {
-                std::fs::remove_dir(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            removed.map_err(|e| write(&path, e))?;
+        for (path, _, ty) in spare {
+            remove(&path, ty).map_err(|e| write(&path, e))?;
         }
         Ok(())
     }
