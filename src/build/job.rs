@@ -50,6 +50,9 @@ pub struct Context<'a> {
     pub toolchain: Vec<Bind>,
     /// The directories that appear as the store inside sandboxes.
     pub views: Views,
+    /// The build user's host ids when cbuild runs as root (see
+    /// [`crate::build::sandbox::user`]): what a build writes is handed to it.
+    pub build_user: Option<(u32, u32)>,
 }
 
 impl<'a> Context<'a> {
@@ -77,6 +80,7 @@ impl<'a> Context<'a> {
             keep_failed,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             toolchain: crate::build::sandbox::spec::host_toolchain_binds(),
+            build_user: crate::build::sandbox::user::build_user(),
         })
     }
 }
@@ -285,6 +289,27 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
     let mut spec = spec(cx, job, &build_dir, &out_dir, view.as_ref(), &r)?;
     if let Some(e) = &export {
         spec.binds.extend(e.binds());
+    }
+    if let Some(user) = cx.build_user {
+        // Everything the build may write, and nothing else, becomes the
+        // build user's: the build directory, the store view's top (the
+        // outputs are made there; its mount points are covered by the
+        // inputs' read-only mounts) and the prefixes of an export.
+        let give = |p: &Path, recursive: bool| {
+            crate::build::sandbox::user::hand_over(p, user, recursive).map_err(|source| {
+                StoreError::Write {
+                    path: p.to_path_buf(),
+                    source,
+                }
+            })
+        };
+        give(&build_dir, true)?;
+        give(view.as_ref().map_or(out_dir.as_path(), |v| v.dir()), false)?;
+        for b in spec.binds.iter().filter(|b| b.writable) {
+            if Path::new(&b.source).starts_with(&job.work) {
+                give(Path::new(&b.source), true)?;
+            }
+        }
     }
     let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
         BuildError::from(crate::build::sandbox::linux::SandboxError::Pipe(e.into()))

@@ -29,8 +29,14 @@ pub enum NormaliseError {
 
 /// Normalises the tree at `root` in place: files 0444, or 0555 when any
 /// execute bit is set (setuid, setgid and sticky bits dropped), directories
-/// 0555, every mtime the store's, every hard link broken into its own file.
+/// 0555, every mtime the store's, every hard link broken into its own file,
+/// every entry owned by the store's owner (this process: a build run by
+/// root wrote as the build user, see [`crate::build::sandbox::user`]).
 pub fn normalise(root: &Path) -> Result<(), NormaliseError> {
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| NormaliseError::Io { path: p, source }
@@ -55,6 +61,10 @@ pub fn normalise(root: &Path) -> Result<(), NormaliseError> {
     for e in &entries {
         let path = e.path();
         let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
+        if meta.uid() != uid || meta.gid() != gid {
+            // Before the mode: a change of owner clears set-id bits anyway.
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io(path))?;
+        }
         let ft = meta.file_type();
         if ft.is_symlink() {
             set_store_mtime(path)?;

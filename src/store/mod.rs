@@ -11,6 +11,7 @@
 pub mod db;
 pub mod gc;
 pub mod import;
+pub mod layout;
 pub mod outputs;
 pub mod roots;
 pub mod tree_hash;
@@ -30,6 +31,16 @@ pub enum StoreError {
     /// The store root exists and is not a directory.
     #[error("the store root {path} is not a directory")]
     NotADirectory {
+        /// The root.
+        path: PathBuf,
+    },
+    /// The store root is a directory with other things in it.
+    #[error(
+        "{path} is not a cbuild store: it is not empty and has no `{marker}` file; a store is \
+         made only in a new or empty directory (choose one with --store or CBUILD_STORE)",
+        marker = layout::MARKER
+    )]
+    NotAStore {
         /// The root.
         path: PathBuf,
     },
@@ -248,10 +259,14 @@ impl Store {
     /// Opens the store at `root`, creating it on first use.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let root = absolute(root);
-        match std::fs::metadata(&root) {
-            Ok(m) if !m.is_dir() => return Err(StoreError::NotADirectory { path: root }),
-            _ => {}
-        }
+        layout::prepare(&root)?;
+        Store::open_existing(&root)
+    }
+
+    /// Opens the store at `root`, known to be one, creating what is
+    /// missing of its layout.
+    fn open_existing(root: &Path) -> Result<Store, StoreError> {
+        let root = root.to_path_buf();
         for sub in ["", "store", "logs", "roots", "tmp", "locks"] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(|source| StoreError::Create {
@@ -288,14 +303,25 @@ impl Store {
     /// the caller's), read-only: the database opened read-only and scratch
     /// space outside the store. Commands that write then fail with
     /// [`StoreError::ReadOnly`].
+    ///
+    /// Nothing is made where there is no store yet: a new or empty
+    /// directory reads as an empty store (an empty database in temporary
+    /// space outside it), and a
+    /// directory that is not a store is refused.
     pub fn open_for_reading(root: &Path) -> Result<Store, StoreError> {
-        match Store::open(root) {
-            Err(e) if e.is_read_only() => {}
-            other => return other,
-        }
         let root = absolute(root);
+        let empty = match layout::classify(&root)? {
+            layout::Layout::Foreign => return Err(StoreError::NotAStore { path: root }),
+            layout::Layout::Missing | layout::Layout::Empty => true,
+            layout::Layout::Store | layout::Layout::Unmarked => false,
+        };
+        if !empty {
+            match Store::open_existing(&root) {
+                Err(e) if e.is_read_only() => {}
+                other => return other,
+            }
+        }
         let dir = store_dir_of(&root)?;
-        let db = Db::open_read_only(&root.join("db.sqlite"))?;
         let tmp = tempfile::Builder::new()
             .prefix("cbuild-read-only-")
             .tempdir()
@@ -303,6 +329,12 @@ impl Store {
                 path: std::env::temp_dir(),
                 source,
             })?;
+        let db = if empty {
+            // An empty database of its own, gone with the scratch space.
+            Db::open(&tmp.path().join("empty.sqlite"))?
+        } else {
+            Db::open_read_only(&root.join("db.sqlite"))?
+        };
         let scratch = tmp.path().join("scratch");
         std::fs::create_dir_all(&scratch).map_err(|source| StoreError::Create {
             path: scratch.clone(),
@@ -487,6 +519,11 @@ impl Store {
             });
         }
         self.db.register(&objects, now())?;
+        if self.is_read_only() {
+            // Nothing is written into a store opened for reading (a new
+            // one's database lives in temporary space).
+            return Ok(());
+        }
         // The contents are at hand: no database read per file.
         let bytes: std::collections::HashMap<&StorePath, &[u8]> =
             drvs.iter().map(|d| (&d.path, d.bytes.as_slice())).collect();
@@ -822,6 +859,10 @@ fn clean_stale_scratch(tmp: &Path) {
         return;
     };
     for e in entries.flatten() {
+        // Only what cbuild names so: anything else there is someone else's.
+        if !e.file_name().to_str().is_some_and(layout::is_scratch_name) {
+            continue;
+        }
         let lock_path = e.path();
         if lock_path.extension().is_none_or(|x| x != "lock") {
             // A directory (or temporary-roots file) is made after its lock

@@ -231,10 +231,19 @@ fn first_changed_file(root: &Path) -> String {
 fn unregistered(store: &Store) -> Result<Vec<String>, StoreError> {
     let dir = Path::new(store.dir().as_str());
     let mut out = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|source| StoreError::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A store not made yet (opened for reading, it stays so) has none.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && store.is_read_only() => {
+            return Ok(out);
+        }
+        Err(source) => {
+            return Err(StoreError::Read {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if StorePath::from_base_name(&name).is_none() || !store.db().is_valid(&name)? {

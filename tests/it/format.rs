@@ -600,3 +600,25 @@ fn roots_are_where_the_format_says() {
     assert!(n.parse::<u32>().is_ok(), "{stem}");
     assert!(found.with_extension("lock").exists());
 }
+
+#[test]
+fn the_store_marker_and_the_build_user_are_what_the_format_says() {
+    let doc = doc();
+    let p = crate::support::Project::new().file(
+        "recipe.cb",
+        r#"derivation { name = "x", script = "echo hi > $out" }"#,
+    );
+    p.run(&["realise", "recipe.cb"]).ok();
+    let marker = std::fs::read_to_string(p.store().join("cbuild-store")).unwrap();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| `cbuild-store` |"))
+        .expect("a row for the marker");
+    let lines: Vec<&str> = marker.lines().collect();
+    assert_eq!(lines.len(), 2, "{marker}");
+    for l in lines {
+        assert!(row.contains(&format!("`{l}`")), "{l} not in {row}");
+    }
+    let id = cbuild::build::sandbox::user::DEFAULT_BUILD_ID;
+    assert!(doc.contains(&format!("else {id}, `{id:#x}`")), "{id}");
+}

@@ -14,5 +14,6 @@ mod hashing;
 mod publish;
 mod realise;
 mod sandbox;
+mod security;
 mod store;
 mod support;

@@ -35,6 +35,13 @@ fn sandboxed_with(
         writable: true,
     }];
     all.extend(binds);
+    // As root, builds run as a build user of their own: what they write
+    // must be theirs (what `realise` does for a build's directories).
+    if let Some(user) = cbuild::build::sandbox::user::build_user() {
+        for dir in [&store, build.path()] {
+            cbuild::build::sandbox::user::hand_over(dir, user, true).unwrap();
+        }
+    }
     let spec = SandboxSpec {
         root: root.to_string_lossy().into(),
         binds: all,

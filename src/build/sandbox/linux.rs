@@ -67,6 +67,12 @@ pub enum SandboxError {
         /// What the kernel said.
         reason: String,
     },
+    /// `--sandbox=off` as root: the build would run as the host's root.
+    #[error(
+        "refusing to build without a sandbox as root: the builder would run as the host's root \
+         with the store writable; drop `--sandbox=off`, or run cbuild as an ordinary user"
+    )]
+    RootWithoutSandbox,
 }
 
 /// Longest message in a result record (a record must fit one atomic pipe write).
@@ -87,10 +93,15 @@ impl Sandboxes {
     /// a thread that outlives the builds.
     pub fn start(exe: &Path, namespaces: bool) -> Result<Sandboxes, SandboxError> {
         let (ours, theirs) = UnixStream::pair().map_err(SandboxError::Pipe)?;
+        let build_user = super::user::build_user();
+        if build_user.is_some() && !namespaces {
+            return Err(SandboxError::RootWithoutSandbox);
+        }
         let mut child = Command::new(exe)
             .arg("__sandbox")
             .arg(if namespaces { "probe" } else { "no-probe" })
             .arg(std::process::id().to_string())
+            .arg(build_user.map_or("-".into(), |(u, g)| format!("{u}:{g}")))
             .env_clear()
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::piped())
@@ -256,7 +267,16 @@ pub fn server_main() -> ! {
         nix::libc::prctl(nix::libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
     let namespaces = std::env::args_os().nth(2).is_none_or(|a| a != "no-probe");
-    if namespaces && let Err(reason) = enter_user_namespace() {
+    // The build user's host ids when cbuild runs as root.
+    let build_user = std::env::args_os().nth(4).and_then(|a| {
+        let (u, g) = a.to_str()?.split_once(':')?;
+        Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?))
+    });
+    if !namespaces && nix::unistd::geteuid().is_root() {
+        write_verdict(1, "refusing to run builds as root without namespaces");
+        std::process::exit(1)
+    }
+    if namespaces && let Err(reason) = enter_user_namespace(build_user) {
         write_verdict(1, &reason);
         std::process::exit(1)
     }
@@ -587,25 +607,34 @@ fn enter_ids(uid: u32, gid: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Enters a new user namespace (mapping the caller's uid and gid to the
-/// build user's) and a private mount namespace.
-fn enter_user_namespace() -> Result<(), String> {
-    let uid = nix::unistd::getuid();
-    let gid = nix::unistd::getgid();
-    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("unshare: {}", e.desc()))?;
-    for (path, text) in [
-        ("/proc/self/setgroups", "deny".to_string()),
-        (
-            "/proc/self/uid_map",
-            format!("{} {} 1", spec::BUILD_UID, uid),
-        ),
-        (
-            "/proc/self/gid_map",
-            format!("{} {} 1", spec::BUILD_GID, gid),
-        ),
-    ] {
-        std::fs::write(path, text).map_err(|e| format!("cannot write {path}: {e}"))?;
+/// Enters a new user namespace and a private mount namespace. As an
+/// ordinary user, the caller's uid and gid become the build user's (the
+/// only mapping an unprivileged process may write). As root (`build_user`,
+/// the build user's host ids), uid 0 stays root and the build user maps to
+/// the subordinate ids: a mapping only a process in the parent namespace
+/// with `CAP_SETUID` may write, so a helper forked beforehand writes it.
+fn enter_user_namespace(build_user: Option<(u32, u32)>) -> Result<(), String> {
+    match build_user {
+        None => {
+            let uid = nix::unistd::getuid();
+            let gid = nix::unistd::getgid();
+            unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+                .map_err(|e| format!("unshare: {}", e.desc()))?;
+            for (path, text) in [
+                ("/proc/self/setgroups", "deny".to_string()),
+                (
+                    "/proc/self/uid_map",
+                    format!("{} {} 1", spec::BUILD_UID, uid),
+                ),
+                (
+                    "/proc/self/gid_map",
+                    format!("{} {} 1", spec::BUILD_GID, gid),
+                ),
+            ] {
+                std::fs::write(path, text).map_err(|e| format!("cannot write {path}: {e}"))?;
+            }
+        }
+        Some(host) => map_by_helper(host)?,
     }
     mount(
         None::<&str>,
@@ -634,6 +663,56 @@ fn enter_user_namespace() -> Result<(), String> {
         },
         Err(e) => Err(format!("cannot fork: {e}")),
     }
+}
+
+/// Enters a new user and mount namespace whose id maps ([`super::user::maps`])
+/// are written by a helper forked beforehand, still root in the namespace
+/// above: the only writer the kernel accepts for a mapping of ids other
+/// than the caller's own.
+fn map_by_helper(host: (u32, u32)) -> Result<(), String> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let server = nix::unistd::getpid();
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(ours);
+            let mut go = [0u8; 1];
+            let answer = match (&theirs).read(&mut go) {
+                Ok(1) => {
+                    let (uid_map, gid_map) = super::user::maps(host);
+                    [("uid_map", uid_map), ("gid_map", gid_map)]
+                        .into_iter()
+                        .find_map(|(file, text)| {
+                            let path = format!("/proc/{server}/{file}");
+                            std::fs::write(&path, text)
+                                .err()
+                                .map(|e| format!("cannot write {path}: {e}"))
+                        })
+                        .unwrap_or_default()
+                }
+                _ => "the server went away".into(),
+            };
+            let _ = (&theirs).write_all(answer.as_bytes());
+            leave(0)
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(format!("cannot fork: {e}")),
+    };
+    drop(theirs);
+    let entered = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare: {}", e.desc()));
+    // Said even when unshare failed: the helper must end either way.
+    let _ = (&ours).write_all(if entered.is_ok() { b"1" } else { b"" });
+    let _ = ours.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    let _ = (&ours).read_to_string(&mut answer);
+    let _ = waitpid(child, None);
+    entered?;
+    if !answer.is_empty() {
+        return Err(answer);
+    }
+    // The maps make this process uid 0 again inside, with every capability
+    // of the new namespace.
+    Ok(())
 }
 
 /// The namespaces each build gets beside the server's user namespace.
@@ -1031,6 +1110,9 @@ fn exec_builder(spec: &SandboxSpec) -> ! {
             }
         }
     }
+    if let Err(e) = become_build_user() {
+        die("cannot become the build user", &e);
+    }
     if let Some((uid, gid)) = spec.vary.ids
         && let Err(e) = enter_ids(uid, gid)
     {
@@ -1051,6 +1133,52 @@ fn exec_builder(spec: &SandboxSpec) -> ! {
     )
 }
 
+/// Runs the rest of this process as the build user, with no capability
+/// and no way to gain one: when cbuild runs as root, the sandbox processes
+/// are uid 0 of their user namespace (the host's root, for the files root
+/// owns) until here, and the builder must be the build user, whose host
+/// ids are subordinate ones. As an ordinary user the process already is
+/// the build user (the caller's ids) and only loses the capabilities.
+fn become_build_user() -> Result<(), String> {
+    use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+    if nix::unistd::getuid().is_root() {
+        let (uid, gid) = (
+            Uid::from_raw(spec::BUILD_UID),
+            Gid::from_raw(spec::BUILD_GID),
+        );
+        // The server's supplementary groups are root's on the host.
+        setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+        setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {e}"))?;
+        // A change of uid away from 0 clears every capability set.
+        setresuid(uid, uid, uid).map_err(|e| format!("setresuid: {e}"))?;
+        // The change of uid made the process undumpable: its /proc/self
+        // would belong to root, and a `check --vary` user namespace could
+        // not write its own maps.
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            nix::libc::prctl(nix::libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+        }
+        // The change of uid also cleared the parent-death signal: the build
+        // must still die with its monitor. (The monitor only dies with the
+        // server, which dies with cbuild; pid 1 cannot check its parent in
+        // between, it has none in its pid namespace.)
+        die_with_parent(None);
+    }
+    // Set-uid and file-capability binaries (the host's /usr is in the
+    // toolchain layer) give the builder nothing.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "PR_SET_NO_NEW_PRIVS: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Entries of a build's `/proc` bound read-only onto themselves.
+const PROC_READ_ONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
+
 /// Mounts what every build has of its own on a copy of the skeleton
 /// `root`: `/proc` (of the build's pid namespace), `/tmp` and `/.cbuild`.
 /// Also names the host and brings up loopback in a new network namespace.
@@ -1066,6 +1194,17 @@ fn premount(roots: &[PathBuf], own_net: bool) -> Result<(), String> {
             None::<&str>,
         )
         .map_err(|e| m("mount /proc", e))?;
+        // What in procfs changes the host rather than the build's own
+        // namespaces is read-only, as Docker and bubblewrap make it: kernel
+        // settings (`core_pattern` runs a program as the host's root),
+        // SysRq, interrupt affinities, bus devices.
+        for sub in PROC_READ_ONLY {
+            let p = inside("/proc").join(sub);
+            if p.exists() {
+                let p = p.to_string_lossy();
+                bind_mount(&p, Path::new(p.as_ref()), true, true)?;
+            }
+        }
         mount(
             Some("tmpfs"),
             &inside("/tmp"),

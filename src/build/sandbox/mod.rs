@@ -11,11 +11,17 @@
 //! and `/lib*` read-only. Only loopback networking, unless the spec allows
 //! the network (fixed-output derivations).
 //!
+//! The builder is uid 1000 inside, and on the host either the caller (an
+//! ordinary user) or, when cbuild runs as root, a subordinate build user
+//! that owns nothing ([`user`]); it runs with no capability, `no_new_privs`
+//! set, and `/proc/sys` and the other host-wide parts of procfs read-only.
+//!
 //! Namespaces are entered by a single-threaded server process (`cbuild
 //! __sandbox`) and its children, never by a thread of the caller: `unshare`
 //! of a user namespace needs a single-threaded process.
 
 pub mod linux;
 pub mod spec;
+pub mod user;
 
 pub use spec::{Bind, SandboxSpec};
