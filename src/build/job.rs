@@ -325,7 +325,7 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         for s in &scratch {
             let name = format!("{}-{}", s.part, s.name);
             let (from, to) = (view.dir().join(&name), out_dir.join(&name));
-            match std::fs::rename(&from, &to) {
+            match crate::store::rename_object(&from, &to) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(StoreError::Rename {
                         from,

@@ -87,7 +87,7 @@ fn rebuild_one(
                 source,
             })?;
         }
-        std::fs::rename(&o.tree, &dest).map_err(|source| StoreError::Rename {
+        crate::store::rename_object(&o.tree, &dest).map_err(|source| StoreError::Rename {
             from: o.tree.clone(),
             to: dest.clone(),
             source,

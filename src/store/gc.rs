@@ -278,7 +278,7 @@ fn remove_object(path: &Path, trash: &Path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(_) => {}
     }
-    if std::fs::rename(path, trash).is_ok() {
+    if super::rename_object(path, trash).is_ok() {
         make_writable_recursive(trash);
         let _ = std::fs::remove_dir_all(trash);
     } else {

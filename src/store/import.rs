@@ -195,7 +195,7 @@ impl Store {
             // can be registering it: we hold its lock).
             discard(&dest);
         }
-        std::fs::rename(tmp, &dest).map_err(|source| StoreError::Rename {
+        super::rename_object(tmp, &dest).map_err(|source| StoreError::Rename {
             from: tmp.to_path_buf(),
             to: dest.clone(),
             source,

@@ -797,6 +797,31 @@ pub(crate) fn sync_fs(path: &Path) -> Result<(), StoreError> {
     })
 }
 
+/// Renames `from` to `to`, as an ordinary user can: moving a directory to
+/// another parent rewrites its `..` entry, which needs write permission on
+/// the directory itself (only root does without). A read-only directory (a
+/// store object is 0555) is made writable by its owner for the move and
+/// gets its mode back where it lands, flushed before the caller registers
+/// it. A plain rename is tried first: it is all root ever needs.
+pub(crate) fn rename_object(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let e = match std::fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EACCES) => e,
+        r => return r,
+    };
+    let meta = std::fs::symlink_metadata(from)?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if !meta.is_dir() || mode & 0o200 != 0 {
+        return Err(e);
+    }
+    std::fs::set_permissions(from, std::fs::Permissions::from_mode(mode | 0o200))?;
+    let moved = std::fs::rename(from, to);
+    let at = if moved.is_ok() { to } else { from };
+    std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))?;
+    moved?;
+    File::open(to)?.sync_all()
+}
+
 /// Makes a rename in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     let f = File::open(dir).map_err(|source| StoreError::Write {

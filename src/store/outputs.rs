@@ -78,7 +78,7 @@ impl Store {
                 // else can be registering it: we hold its lock).
                 discard(&dest);
             }
-            std::fs::rename(&o.tmp, &dest).map_err(|source| StoreError::Rename {
+            super::rename_object(&o.tmp, &dest).map_err(|source| StoreError::Rename {
                 from: o.tmp.clone(),
                 to: dest.clone(),
                 source,

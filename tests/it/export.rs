@@ -865,7 +865,8 @@ fn a_read_only_channel_is_a_clear_error_and_stays_as_it_was() {
         ch = ch.display()
     );
     let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .args(crate::support::mount_namespace())
+        .args(["--propagation", "private", "sh", "-c", &script])
         .arg(crate::support::cbuild_bin())
         .current_dir(p.path())
         .env("CBUILD_STORE", p.store())

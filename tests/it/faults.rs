@@ -32,7 +32,8 @@ run() {{ n=$1; shift; set +e; "$CB" "$@" >"$R/$n.out" 2>"$R/$n.err"; echo $? >"$
         r = results.display()
     );
     let out = Command::new("unshare")
-        .args(["-m", "sh", "-c"])
+        .args(crate::support::mount_namespace())
+        .args(["sh", "-c"])
         .arg(format!("{prelude}{script}"))
         .current_dir(p.path())
         .env("NO_COLOR", "1")

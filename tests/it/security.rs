@@ -193,3 +193,44 @@ fn read_only_commands_create_no_store_and_a_store_keeps_what_is_not_cbuild_s() {
     assert!(fresh.join("tmp/backup/1").is_dir());
     assert!(!fresh.join("tmp/999999-0").exists());
 }
+
+#[test]
+fn directory_sources_and_outputs_build_verify_and_collect_for_whoever_runs_cbuild() {
+    // As an ordinary user (CI's second pass, `.ci/unprivileged`), moving a
+    // read-only (0555) directory into `store/` or out of it was refused:
+    // every directory source and output failed.
+    let p = Project::new()
+        .file("src/a.txt", "a\n")
+        .file("src/sub/b.txt", "b\n")
+        .file(
+            "recipe.cb",
+            r#"let cp = host_tool("cp"), mkdir = host_tool("mkdir"), chmod = host_tool("chmod"),
+                   src = source(./src) in
+               derivation {
+                 name = "tree", build_inputs = [cp, mkdir, chmod],
+                 script = "mkdir -p $out/share; cp -r ${src}/. $out/share/; chmod 555 $out/share $out",
+               }"#,
+        );
+    let out = p.run(&["realise", "-q", "recipe.cb"]).ok().stdout();
+    let out = std::path::PathBuf::from(out.trim());
+    assert_eq!(
+        std::fs::read_to_string(out.join("share/sub/b.txt")).unwrap(),
+        "b\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().mode() & 0o7777,
+        0o555,
+        "{}",
+        out.display()
+    );
+    p.run(&["store", "verify"]).ok();
+    // Collected once nothing roots it: the directories go too.
+    p.run(&["gc"]).ok();
+    assert!(!out.exists(), "{} survived gc", out.display());
+    let left: Vec<_> = std::fs::read_dir(p.store().join("store"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

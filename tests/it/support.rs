@@ -8,6 +8,18 @@ pub fn cbuild_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cbuild"))
 }
 
+/// `unshare` options for a private mount namespace: as root, just that
+/// (cbuild then still sees itself as the host's root and runs builds as its
+/// build user); as an ordinary user, in a user namespace of its own where
+/// it is root (mounting needs it).
+pub fn mount_namespace() -> &'static [&'static str] {
+    if cbuild::build::sandbox::user::is_host_root() {
+        &["-m"]
+    } else {
+        &["-rm"]
+    }
+}
+
 /// A temporary directory with recipe files, where `cbuild` runs.
 pub struct Project {
     pub dir: tempfile::TempDir,

@@ -272,10 +272,11 @@ pub fn server_main() -> ! {
         let (u, g) = a.to_str()?.split_once(':')?;
         Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?))
     });
-    if !namespaces && nix::unistd::geteuid().is_root() {
+    if !namespaces && super::user::is_host_root() {
         write_verdict(1, "refusing to run builds as root without namespaces");
         std::process::exit(1)
     }
+    ROOT_INSIDE.store(namespaces && build_user.is_some(), Ordering::Relaxed);
     if namespaces && let Err(reason) = enter_user_namespace(build_user) {
         write_verdict(1, &reason);
         std::process::exit(1)
@@ -1133,6 +1134,11 @@ fn exec_builder(spec: &SandboxSpec) -> ! {
     )
 }
 
+/// Whether the server's user namespace keeps uid 0 as the host's root (cbuild
+/// runs as root): its builders must then become the build user. Set once by
+/// the server before it forks anything.
+static ROOT_INSIDE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Runs the rest of this process as the build user, with no capability
 /// and no way to gain one: when cbuild runs as root, the sandbox processes
 /// are uid 0 of their user namespace (the host's root, for the files root
@@ -1141,7 +1147,7 @@ fn exec_builder(spec: &SandboxSpec) -> ! {
 /// the build user (the caller's ids) and only loses the capabilities.
 fn become_build_user() -> Result<(), String> {
     use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
-    if nix::unistd::getuid().is_root() {
+    if ROOT_INSIDE.load(Ordering::Relaxed) {
         let (uid, gid) = (
             Uid::from_raw(spec::BUILD_UID),
             Gid::from_raw(spec::BUILD_GID),
