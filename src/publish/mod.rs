@@ -360,3 +360,35 @@ impl Drop for Staged {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// `url` as it may be shown: without user information or query, either of
+/// which may hold a credential (a signed URL's signature, a token).
+pub(crate) fn shown_url(url: &str) -> String {
+    let url: String = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url,
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    #[test]
+    fn shown_urls_lose_credentials() {
+        assert_eq!(
+            super::shown_url("https://u:secret@evil.example:8443/up/x.conda?sig=abc#f"),
+            "https://evil.example:8443/up/x.conda"
+        );
+        assert_eq!(super::shown_url("/relative?token=1"), "/relative");
+    }
+}

@@ -134,16 +134,22 @@ pub(super) fn publish(
         .http_status_as_error(false)
         .timeout_connect(Some(std::time::Duration::from_secs(30)))
         .timeout_per_read(Some(std::time::Duration::from_secs(300)))
+        // A whole request, not each read: a server that sends a byte now
+        // and then holds nobody forever.
+        .timeout_global(Some(network_deadline(0)))
+        // Reads carry no credentials and may follow a package store's
+        // redirect; an upload never does (see `upload`).
+        .max_redirects(5)
         .build()
         .into();
     let mut out = Vec::new();
-    let mut listings: std::collections::HashMap<String, Value> = Default::default();
+    let mut listings: std::collections::HashMap<String, Listing> = Default::default();
     for c in checked {
         if !listings.contains_key(&c.subdir) {
             let listing = repodata(&agent, server, &c.subdir, &c.file_name)?;
             listings.insert(c.subdir.clone(), listing);
         }
-        let listed = listed_sha256(&listings[&c.subdir], &c);
+        let listed = listings[&c.subdir].sha256(c.key, &c.file_name);
         let done = match listed {
             Some(sha) if sha == c.sha256 => {
                 out.push(published(&c, server, Done::AlreadyThere));
@@ -226,8 +232,8 @@ fn await_index(agent: &ureq::Agent, server: &Server, out: &mut [Published]) {
             };
             for p in out.iter_mut().filter(|p| !p.listed && p.subdir == subdir) {
                 let name = p.path.file_name().unwrap_or_default().to_string_lossy();
-                p.listed = listing[super::repodata_key(&name)][name.as_ref()]["sha256"].as_str()
-                    == Some(&p.sha256);
+                p.listed =
+                    listing.sha256(super::repodata_key(&name), &name) == Some(p.sha256.clone());
             }
         }
         if std::time::Instant::now() >= until {
@@ -239,10 +245,44 @@ fn await_index(agent: &ureq::Agent, server: &Server, out: &mut [Published]) {
     }
 }
 
-fn listed_sha256(listing: &Value, c: &Checked) -> Option<String> {
-    listing[c.key][&c.file_name]["sha256"]
-        .as_str()
-        .map(str::to_string)
+/// What a subdir's repodata lists: file name to sha256, and nothing else
+/// (a large channel's repodata runs to hundreds of MB; as a JSON tree it
+/// took forty times that).
+#[derive(Default, serde::Deserialize)]
+struct Listing {
+    #[serde(default)]
+    packages: std::collections::HashMap<String, Listed>,
+    #[serde(default, rename = "packages.conda")]
+    conda: std::collections::HashMap<String, Listed>,
+}
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    #[serde(default)]
+    sha256: Option<String>,
+}
+
+impl Listing {
+    /// The sha256 listed for `file` under the repodata key `key`.
+    fn sha256(&self, key: &str, file: &str) -> Option<String> {
+        let table = if key == "packages" {
+            &self.packages
+        } else {
+            &self.conda
+        };
+        table.get(file).and_then(|l| l.sha256.clone())
+    }
+}
+
+/// The longest one network operation may take: `CBUILD_NETWORK_TIMEOUT`
+/// seconds (300 by default), plus a second per MiB sent (`bytes`).
+fn network_deadline(bytes: u64) -> std::time::Duration {
+    let base = std::env::var("CBUILD_NETWORK_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(300);
+    std::time::Duration::from_secs(base.saturating_add(bytes >> 20))
 }
 
 /// Other bytes listed under the name (`published`): what the server's copy
@@ -276,7 +316,7 @@ fn repodata(
     server: &Server,
     subdir: &str,
     file: &str,
-) -> Result<Value, PublishError> {
+) -> Result<Listing, PublishError> {
     let url = format!(
         "{}/get/{}/{}/repodata.json",
         server.base, server.channel, subdir
@@ -288,20 +328,22 @@ fn repodata(
     })?;
     match resp.status().as_u16() {
         200 => {
-            // Large channels' repodata runs to hundreds of MB.
-            let text = resp
-                .into_body()
-                .with_config()
-                .limit(1 << 30)
-                .read_to_string()
-                .map_err(|e| PublishError::Server {
+            // Large channels' repodata runs to hundreds of MB: read as it
+            // comes, keeping only the names and digests.
+            let body = resp.into_body();
+            let reader = std::io::BufReader::new(body.into_with_config().limit(1 << 30).reader());
+            match serde_json::from_reader::<_, Listing>(reader) {
+                Ok(listing) => Ok(listing),
+                Err(e) if e.is_io() => Err(PublishError::Server {
                     server: server.shown(),
                     file: file.to_string(),
                     reason: format!("its repodata cannot be read ({e})"),
-                })?;
-            Ok(serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+                }),
+                // Not repodata: as if nothing were listed.
+                Err(_) => Ok(Listing::default()),
+            }
         }
-        404 => Ok(Value::Null),
+        404 => Ok(Listing::default()),
         s => Err(status_error(
             server,
             file,
@@ -353,6 +395,14 @@ fn upload(
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let resp = agent
         .post(&url)
+        .config()
+        // The key goes to this address only: a redirect is answered, not
+        // followed (followed, it became a GET carrying the key to wherever
+        // it pointed, and a 200 there passed for an upload).
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(Some(network_deadline(size)))
+        .build()
         .header("X-API-Key", key)
         .header("Content-Length", size.to_string())
         .send(ureq::SendBody::from_reader(&mut file))
@@ -367,6 +417,20 @@ fn upload(
     match resp.status().as_u16() {
         200 | 201 => Ok(Uploaded::Stored),
         409 => Ok(Uploaded::Duplicate),
+        s @ 300..=399 => Err(PublishError::Server {
+            server: server.shown(),
+            file: c.file_name.clone(),
+            reason: format!(
+                "the server answered the upload with a redirect ({s}{}); nothing was uploaded: \
+                 cbuild never sends the API key on to another address, publish to the address \
+                 the server means instead",
+                resp.headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .map(|l| format!(" to {}", crate::publish::shown_url(l)))
+                    .unwrap_or_default()
+            ),
+        }),
         s => Err(status_error(server, &c.file_name, s, "uploading")),
     }
 }
@@ -410,7 +474,12 @@ fn download(agent: &ureq::Agent, server: &Server, c: &Checked) -> Option<Theirs>
     let dir = tempfile::tempdir().ok()?;
     let path: &Path = &dir.path().join(&c.file_name);
     let mut f = std::fs::File::create(path).ok()?;
-    std::io::copy(&mut resp.into_body().into_reader(), &mut f).ok()?;
+    // The server's copy is compared with ours: one much larger than ours is
+    // not worth reading (nor is a body that never ends).
+    let ours = std::fs::metadata(&c.file).map_or(0, |m| m.len());
+    let limit = ours.saturating_mul(2).max(16 << 20);
+    let body = resp.into_body().into_with_config().limit(limit).reader();
+    std::io::copy(&mut { body }, &mut f).ok()?;
     let (sha256, _, _) = crate::export::run::digests_of(path).ok()?;
     // A package too broken to read still has a digest to name.
     let export_drv = super::check(path).ok().and_then(|c| c.export_drv);

@@ -11,6 +11,7 @@ mod fetch;
 mod format;
 mod gc;
 mod hashing;
+mod hostile;
 mod publish;
 mod realise;
 mod sandbox;

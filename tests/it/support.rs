@@ -209,3 +209,41 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A finished command and the most memory it held.
+pub struct Measured {
+    pub status: std::process::ExitStatus,
+    pub stderr: Vec<u8>,
+    /// Peak resident set size, in kB (the kernel's `ru_maxrss`).
+    pub peak_kb: i64,
+}
+
+/// Runs `cmd` (stdout dropped) and measures its peak RSS: `wait4` on its
+/// own pid, so other tests' processes do not count.
+// The child is reaped by `wait4`, which std's lint cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn peak_rss(mut cmd: Command) -> Measured {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stderr = Vec::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_end(&mut stderr)
+        .expect("read stderr");
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for the child spawned above, which nothing else reaps.
+    let pid = unsafe { nix::libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
+    Measured {
+        status: std::process::ExitStatus::from_raw(status),
+        stderr,
+        peak_kb: usage.ru_maxrss,
+    }
+}
