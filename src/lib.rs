@@ -13,3 +13,4 @@ pub mod export;
 pub mod instantiate;
 pub mod publish;
 pub mod store;
+pub mod util;

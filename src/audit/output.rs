@@ -120,6 +120,7 @@ pub fn audit(store: &Store, object: &StorePath) -> Result<Vec<Finding>, StoreErr
             source: std::io::Error::other(e.to_string()),
         }
     })?;
+    let links = symlinks_of(&root)?;
     for e in walkdir::WalkDir::new(&root)
         .follow_links(false)
         .follow_root_links(false)
@@ -160,6 +161,11 @@ pub fn audit(store: &Store, object: &StorePath) -> Result<Vec<Finding>, StoreErr
                     "is setuid or setgid".into(),
                 ));
             }
+        }
+        if meta.file_type().is_symlink()
+            && let Some(what) = link_outside(&links, &rel, &closure, dir.as_str())
+        {
+            findings.push(finding(Severity::Error, &rel, None, what));
         }
         let bytes = if meta.file_type().is_symlink() {
             std::fs::read_link(e.path())
@@ -225,6 +231,85 @@ pub fn audit(store: &Store, object: &StorePath) -> Result<Vec<Finding>, StoreErr
     }
     findings.sort_by(|a, b| (a.severity, &a.file, a.offset).cmp(&(b.severity, &b.file, b.offset)));
     Ok(findings)
+}
+
+/// The symlinks of the output at `root` (its root included, as ""), as a
+/// tree for [`crate::util::links`].
+fn symlinks_of(
+    root: &Path,
+) -> Result<std::collections::BTreeMap<String, crate::util::links::Entry>, StoreError> {
+    let mut tree = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .follow_root_links(false)
+    {
+        let e = e.map_err(|e| {
+            let (path, source) = crate::store::walk_error(root, e);
+            StoreError::Read { path, source }
+        })?;
+        if e.path_is_symlink() {
+            let target = std::fs::read_link(e.path()).map_err(|source| StoreError::Read {
+                path: e.path().into(),
+                source,
+            })?;
+            let rel = e.path().strip_prefix(root).unwrap_or(e.path());
+            tree.insert(
+                rel.to_string_lossy().into_owned(),
+                crate::util::links::Entry::Symlink(target.to_string_lossy().into_owned()),
+            );
+        }
+    }
+    Ok(tree)
+}
+
+/// Where the symlink `rel` of an output leads, when that is outside the
+/// store or outside the output's closure: followed through the output's
+/// other links, a relative link may name a neighbour in the store
+/// (`../<object>/...`), which must be in the closure; an absolute one must
+/// be a store path of the closure. (The output itself is "" and its folder
+/// is the store directory.)
+fn link_outside(
+    links: &std::collections::BTreeMap<String, crate::util::links::Entry>,
+    rel: &str,
+    closure: &BTreeSet<String>,
+    store_dir: &str,
+) -> Option<String> {
+    use crate::util::links::{Entry, Resolved, follow};
+    let Some(Entry::Symlink(target)) = links.get(rel) else {
+        return None;
+    };
+    let mut from: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    if rel.is_empty() {
+        // The output itself: its target is relative to the store directory.
+        from.push("..");
+    } else {
+        from.pop();
+    }
+    let object = |first: &str| closure.iter().any(|b| b == first);
+    match follow(links, &from, target) {
+        Resolved::Inside(_) => None,
+        Resolved::Above { ups: 1, rest } if rest.first().is_some_and(|f| object(f)) => None,
+        Resolved::Above { ups: 1, .. } => Some(format!(
+            "links to {target}, a store path outside its closure (not a declared input)"
+        )),
+        Resolved::Above { .. } => Some(format!("links to {target}, outside the store")),
+        Resolved::Absolute(p) => {
+            let first = p
+                .strip_prefix(store_dir)
+                .and_then(|r| r.strip_prefix('/'))
+                .map(|r| r.split('/').next().unwrap_or_default());
+            match first {
+                Some(f) if object(f) => None,
+                Some(_) => Some(format!(
+                    "links to {target}, a store path outside its closure (not a declared input)"
+                )),
+                None => Some(format!(
+                    "links to {p}, outside the store: whatever the machine has there"
+                )),
+            }
+        }
+        Resolved::Loop => Some(format!("links to {target}, a loop of symlinks")),
+    }
 }
 
 fn finding(severity: Severity, file: &str, offset: Option<usize>, what: String) -> Finding {

@@ -38,10 +38,17 @@ pub enum PackageError {
 /// A tar member, as much as the audit keeps of it.
 struct Member {
     kind: char,
+    /// A link's target, as stored.
+    link: Option<String>,
     size: u64,
     sha256: String,
     data: Option<Vec<u8>>,
 }
+
+/// `info/` bytes kept in memory for the metadata checks, in all: past it, a
+/// member is hashed but not kept (and a metadata file it is then reads as
+/// missing).
+const MAX_INFO_KEPT: usize = 64 << 20;
 
 /// Counts what a reader yields and stops it past the limits.
 struct Bounded<R> {
@@ -159,7 +166,10 @@ fn read_members(
                     "is compressed in the zip (conda stores it)".into(),
                 ));
             }
-            let size = entry.size();
+            // What the zip says a stored member holds is only a claim: the
+            // file's own size bounds it (a member declaring 4 GiB switched
+            // the ratio check off).
+            let size = entry.size().min(compressed);
             let Ok(dec) = zstd::stream::read::Decoder::new(entry) else {
                 findings.push(err(inner, "is not zstd".into()));
                 continue;
@@ -172,6 +182,22 @@ fn read_members(
     } else {
         findings.push(err("", "is neither a .conda nor a .tar.bz2 file".into()));
         return Ok(findings);
+    }
+    // Links are judged together, as an extractor meets them: a chain of
+    // links that each look harmless may lead out.
+    let tree: BTreeMap<String, crate::util::links::Entry> = members
+        .iter()
+        .map(|(path, m)| {
+            let entry = match (m.kind, &m.link) {
+                ('l', Some(t)) => crate::util::links::Entry::Symlink(t.clone()),
+                ('h', Some(t)) => crate::util::links::Entry::HardLink(t.clone()),
+                _ => crate::util::links::Entry::Plain,
+            };
+            (path.clone(), entry)
+        })
+        .collect();
+    for e in crate::util::links::escapes(&tree, "the prefix") {
+        findings.push(err(&e.path, e.what));
     }
     if findings.iter().any(|f| f.severity == Severity::Error) {
         return Ok(findings);
@@ -300,27 +326,14 @@ fn read_tar(
             .ok()
             .flatten()
             .map(|l| l.to_string_lossy().into_owned());
-        if let Some(l) = &link {
-            // A link may point anywhere inside the prefix, never out of it.
-            let depth = rel.matches('/').count() as i64;
-            let mut up = 0i64;
-            let mut escapes = l.starts_with('/');
-            for c in l.split('/') {
-                match c {
-                    ".." => up += 1,
-                    "" | "." => {}
-                    _ => up -= 1,
-                }
-                if up > depth {
-                    escapes = true;
-                }
-            }
-            if escapes {
-                findings.push(err(&rel, format!("links to {l}, outside the prefix")));
-            }
-        }
         let mut hasher = sha2::Sha256::new();
-        let mut kept = rel.starts_with("info/").then(Vec::new);
+        let kept_so_far: usize = members
+            .values()
+            .filter_map(|m| m.data.as_ref())
+            .map(Vec::len)
+            .sum();
+        let mut kept = (rel.starts_with("info/") && kept_so_far < MAX_INFO_KEPT).then(Vec::new);
+        let room = MAX_INFO_KEPT.saturating_sub(kept_so_far);
         let mut buf = [0u8; 64 * 1024];
         let mut size = 0u64;
         loop {
@@ -329,10 +342,14 @@ fn read_tar(
                 Ok(n) => {
                     hasher.update(&buf[..n]);
                     size += n as u64;
-                    if let Some(k) = &mut kept
-                        && k.len() < (64 << 20)
-                    {
-                        k.extend_from_slice(&buf[..n]);
+                    if let Some(k) = &mut kept {
+                        if k.len() + n > room {
+                            // Too much to keep: not kept at all (a cut
+                            // metadata file would read as another).
+                            kept = None;
+                        } else {
+                            k.extend_from_slice(&buf[..n]);
+                        }
                     }
                 }
                 Err(e) => {
@@ -357,6 +374,7 @@ fn read_tar(
             rel,
             Member {
                 kind,
+                link,
                 size,
                 sha256: hasher
                     .finalize()
@@ -399,6 +417,17 @@ fn check_metadata(name: &str, members: &BTreeMap<String, Member>, findings: &mut
             "info/index.json",
             format!("names the package {expected}, but the file is {stem}"),
         ));
+    }
+    // A subdir names a folder of every channel the package goes into: only
+    // the platforms conda knows (a `../x` wrote outside the channel).
+    match &index["subdir"] {
+        serde_json::Value::Null => {}
+        serde_json::Value::String(sd)
+            if sd.parse::<rattler_conda_types::Subdir>().is_ok() && !sd.contains(['/', '\\']) => {}
+        other => findings.push(err(
+            "info/index.json",
+            format!("has subdir {other}, which is not a platform conda knows"),
+        )),
     }
     let Some(paths) = json("info/paths.json") else {
         findings.push(err("info/paths.json", "is missing or not JSON".into()));

@@ -136,6 +136,7 @@ impl CliError {
                 }
                 // The build made something that cannot be a package.
                 crate::export::ExportError::Leak { .. }
+                | crate::export::ExportError::LinkOutside { .. }
                 | crate::export::ExportError::RpathOutsidePrefix { .. }
                 | crate::export::ExportError::RpathShared { .. }
                 | crate::export::ExportError::WrongMachine { .. } => 1,

@@ -38,6 +38,7 @@ pub struct Entry {
 /// a file or cannot be written, or when the repodata of `subdirs` (and
 /// `noarch`) is not valid: all checked before anything is built.
 pub fn open(channel: &Path, subdirs: &[&str]) -> Result<Channel, ExportError> {
+    known_subdirs(channel, subdirs.iter().copied())?;
     match std::fs::metadata(channel) {
         Ok(m) if !m.is_dir() => {
             return Err(ExportError::Channel {
@@ -109,6 +110,13 @@ impl Channel {
                 path: self.dir.join(".cbuild-channel.lock"),
                 reason: format!("cannot be locked ({e})"),
             })?;
+        known_subdirs(
+            &self.dir,
+            subdirs
+                .iter()
+                .copied()
+                .chain(entries.iter().map(|e| e.subdir.as_str())),
+        )?;
         let mut touched: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         touched.entry("noarch".into()).or_default();
         for s in subdirs {
@@ -240,6 +248,23 @@ impl Channel {
             std::fs::remove_dir_all(&shards).map_err(write_err(&shards))?;
         }
         Ok(())
+    }
+}
+
+/// Refuses any subdir that is not a platform conda knows: a subdir names a
+/// folder of the channel (`../x` or an absolute path would be outside it).
+fn known_subdirs<'a>(
+    channel: &Path,
+    mut subdirs: impl Iterator<Item = &'a str>,
+) -> Result<(), ExportError> {
+    match subdirs.find(|s| s.parse::<rattler_conda_types::Subdir>().is_err()) {
+        Some(bad) => Err(ExportError::Channel {
+            path: channel.to_path_buf(),
+            reason: format!(
+                "cannot take a package for subdir {bad:?}, which is not a platform conda knows"
+            ),
+        }),
+        None => Ok(()),
     }
 }
 

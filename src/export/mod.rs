@@ -113,6 +113,19 @@ pub enum ExportError {
         /// The bytes around it.
         snippet: String,
     },
+    /// A link that leads out of the prefix, directly or through others.
+    #[error(
+        "{package}: `{file}` {what}; a package's links must stay inside the prefix (an installer \
+         would follow it out)"
+    )]
+    LinkOutside {
+        /// Package name.
+        package: String,
+        /// File inside the package.
+        file: String,
+        /// Where it leads.
+        what: String,
+    },
     /// An ELF search path outside the prefix.
     #[error(
         "{package}: `{file}` has the RPATH/RUNPATH entry `{entry}`, outside the prefix; only \

@@ -19,6 +19,7 @@ use sha2::Digest;
 use super::archive::{Data, Kind, Member};
 use super::{ExportError, elf, read_err};
 use crate::derivation::prefix::PREFIX;
+use crate::util::links;
 
 /// The payload of a package, ready to archive.
 pub struct Payload {
@@ -171,6 +172,26 @@ pub fn payload(
         members.push(Member {
             path: rel,
             kind: Kind::File { data, executable },
+        });
+    }
+    // What an extractor would follow out of the prefix is refused here, as
+    // `cbuild audit PKG` would refuse it in the package (a `passwd ->
+    // /etc/passwd` shipped, exit 0).
+    let tree: BTreeMap<String, links::Entry> = members
+        .iter()
+        .map(|m| {
+            let entry = match &m.kind {
+                Kind::Symlink(t) => links::Entry::Symlink(t.clone()),
+                _ => links::Entry::Plain,
+            };
+            (m.path.clone(), entry)
+        })
+        .collect();
+    if let Some(e) = links::escapes(&tree, "the prefix").into_iter().next() {
+        return Err(ExportError::LinkOutside {
+            package: package.into(),
+            file: e.path,
+            what: e.what,
         });
     }
     // By the bytes of the path, as the tars are and conda-build sorts

@@ -217,6 +217,22 @@ fn malicious_packages_are_refused_quickly_without_unpacking() {
             vec![("share/zeros", tar::EntryType::Regular, "", 10 << 30)],
             "refused as a bomb",
         ),
+        // Each link looks harmless; followed, `sub/esc` is the prefix's
+        // parent, and an extractor writes `sub/esc/x` there.
+        (
+            vec![
+                ("sub/up", tar::EntryType::Symlink, "..", 0),
+                ("sub/esc", tar::EntryType::Symlink, "up/..", 0),
+                ("sub/esc/x", tar::EntryType::Regular, "", 4),
+            ],
+            "lies in a folder reached through a symlink that leads outside the prefix",
+        ),
+        // A hard link's target is relative to the archive's root, not to
+        // the member's folder: one level up is outside.
+        (
+            vec![("share/deep/h", tar::EntryType::Link, "../etc/shadow", 0)],
+            "is a hard link to ../etc/shadow: outside the prefix",
+        ),
     ];
     for (members, says) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -291,4 +307,59 @@ fn zstd_of_mostly_zeros(f: &mut std::fs::File) -> Vec<u8> {
         pos += n as u64;
     }
     out
+}
+
+#[test]
+fn links_out_of_an_output_are_errors_however_they_are_made() {
+    let p = Project::new().file(
+        "links.cb",
+        r#"let ln = host_tool("ln"), mkdir = host_tool("mkdir") in {
+             root = derivation { name = "root", build_inputs = [ln], script = "ln -s /etc $out" },
+             passwd = derivation {
+               name = "passwd", build_inputs = [ln, mkdir],
+               script = "mkdir -p $out; ln -s /etc/passwd $out/passwd",
+             },
+             climb = derivation {
+               name = "climb", build_inputs = [ln, mkdir],
+               script = "mkdir -p $out/a; ln -s ../../../../etc/shadow $out/a/shadow",
+             },
+             chain = derivation {
+               name = "chain", build_inputs = [ln, mkdir],
+               script = "mkdir -p $out/sub; ln -s .. $out/sub/up; ln -s up/../../.. $out/sub/esc",
+             },
+             fine = derivation {
+               name = "fine", build_inputs = [ln, mkdir],
+               script = "mkdir -p $out/lib; echo x > $out/lib/a.so.1; ln -s a.so.1 $out/lib/a.so",
+             },
+           }"#,
+    );
+    for (attr, file, what) in [
+        ("root", "", "links to /etc, outside the store"),
+        (
+            "passwd",
+            "passwd",
+            "links to /etc/passwd, outside the store",
+        ),
+        ("climb", "a/shadow", "outside the store"),
+        ("chain", "sub/esc", "outside the store"),
+    ] {
+        p.run(&["realise", "links.cb", "-A", attr]).ok();
+        let r = p
+            .run(&["audit", "links.cb", "-A", attr, "--json"])
+            .fails_with(1);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+        let errors: Vec<(&str, &str)> = v[0]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] == "error")
+            .map(|f| (f["file"].as_str().unwrap(), f["what"].as_str().unwrap()))
+            .collect();
+        assert!(
+            errors.iter().any(|(f, w)| *f == file && w.contains(what)),
+            "{attr}: {errors:?}"
+        );
+    }
+    p.run(&["realise", "links.cb", "-A", "fine"]).ok();
+    p.run(&["audit", "links.cb", "-A", "fine"]).ok();
 }

@@ -234,3 +234,94 @@ fn directory_sources_and_outputs_build_verify_and_collect_for_whoever_runs_cbuil
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_subdir_that_climbs_out_of_the_channel_is_refused_everywhere() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"{ tiny = package { name = "tiny", version = "1", script = "mkdir -p $out/share; echo x > $out/share/tiny" } }"#,
+    );
+    let out = p
+        .run(&["export", "--conda", "-A", "tiny", "-o", "pkgs", "--json"])
+        .ok()
+        .stdout();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let pkg = std::path::PathBuf::from(v[0]["path"].as_str().unwrap());
+    let channel = p.path().join("deep/er/channel");
+    std::fs::create_dir_all(&channel).unwrap();
+    // What a `../../x` subdir would have written into, and deleted.
+    let victim = p.path().join("deep/x");
+    std::fs::create_dir_all(victim.join("shards")).unwrap();
+    std::fs::write(victim.join("shards/keep"), "mine").unwrap();
+    for subdir in ["../../x", "/tmp/abs", "linux-64/../../x", "not-a-platform"] {
+        let evil = crate::support::rewritten(&pkg, &p.path().join("evil"), |name, bytes| {
+            if name == "info/index.json" {
+                let mut j: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+                j["subdir"] = subdir.into();
+                *bytes = serde_json::to_vec(&j).unwrap();
+            }
+        });
+        let audit = p
+            .run(&["audit", evil.to_str().unwrap()])
+            .fails_with(1)
+            .stdout();
+        assert!(
+            audit.contains("not a platform conda knows"),
+            "{subdir}: {audit}"
+        );
+        let err = p
+            .run(&[
+                "publish",
+                evil.to_str().unwrap(),
+                "--to",
+                channel.to_str().unwrap(),
+            ])
+            .fails_with(1)
+            .stderr();
+        assert!(
+            err.contains("not a platform conda knows"),
+            "{subdir}: {err}"
+        );
+        assert!(victim.join("shards/keep").is_file(), "{subdir}");
+        assert_eq!(
+            std::fs::read_dir(&victim).unwrap().count(),
+            1,
+            "{subdir}: something was written beside the channel"
+        );
+        assert!(!std::path::Path::new("/tmp/abs").exists());
+    }
+}
+
+#[test]
+fn export_refuses_links_that_lead_out_of_the_prefix() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let ln = host_tool("ln"), mkdir = host_tool("mkdir") in {
+             passwd = package {
+               name = "passwd", version = "1", build_inputs = [ln, mkdir],
+               script = "mkdir -p $out/etc; ln -s /etc/passwd $out/etc/passwd",
+             },
+             chain = package {
+               name = "chain", version = "1", build_inputs = [ln, mkdir],
+               script = "mkdir -p $out/sub; ln -s .. $out/sub/up; ln -s up/.. $out/sub/esc",
+             },
+           }"#,
+    );
+    for (attr, file) in [("passwd", "etc/passwd"), ("chain", "sub/esc")] {
+        let err = p
+            .run(&["export", "--conda", "-A", attr, "--channel", "ch"])
+            .fails_with(1)
+            .stderr();
+        assert!(
+            err.contains(&format!("`{file}`")) && err.contains("outside the prefix"),
+            "{attr}: {err}"
+        );
+        assert!(
+            !p.path().join("ch/linux-64").exists()
+                || std::fs::read_dir(p.path().join("ch/linux-64"))
+                    .unwrap()
+                    .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".conda")),
+            "{attr}"
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! Small shared helpers that know nothing of cbuild's own model: what every
+//! layer may use, depending on none of them.
+//!
+//! - [`links`]: where the links of a tree of relative paths lead.
+
+pub mod links;
