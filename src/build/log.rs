@@ -93,7 +93,11 @@ impl LogWriter {
         }
         let text = String::from_utf8_lossy(self.tail.make_contiguous()).into_owned();
         let lines: Vec<&str> = text.lines().collect();
-        Ok(lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"))
+        // Shown on terminals and in JSON: the builder's escape sequences
+        // are written out, never acted on.
+        Ok(crate::util::text::escape_controls(
+            &lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"),
+        ))
     }
 }
 

@@ -59,6 +59,15 @@ pub enum BuildError {
         /// The end of its log.
         tail: String,
     },
+    /// A registered output is not on disk (deleted by hand).
+    #[error(
+        "{path} is registered as built but is not on disk (removed by hand?); `cbuild store \
+         verify --repair` builds it again"
+    )]
+    GoneFromDisk {
+        /// The output's path.
+        path: String,
+    },
     /// The builder succeeded without producing an output.
     #[error("building {drv} did not produce its output `{output}` (${output} was never created)")]
     MissingOutput {
@@ -241,7 +250,7 @@ pub fn realise(
     let sandboxes: OnceLock<Sandboxes> = OnceLock::new();
     let cx = Context::new(store, &sandboxes, opts.namespaces, opts.keep_failed)?;
     let db_path = store.root().join("db.sqlite");
-    let jobs = opts.jobs.max(1);
+    let jobs = opts.jobs.max(1).min(nodes.len()).min(jobs_the_fds_allow());
     let (job_tx, job_rx) = mpsc::channel::<(usize, Job)>();
     let job_rx = Mutex::new(job_rx);
     let (nudge, nudged) = mpsc::channel::<()>();
@@ -391,6 +400,16 @@ pub fn realise(
     Ok(out)
 }
 
+/// Builds at once that the open-file limit leaves room for: each worker
+/// holds its own database connection (three descriptors with WAL) and a
+/// build its log, status and sandbox pipes, about eight in all.
+fn jobs_the_fds_allow() -> usize {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => (soft.saturating_sub(128) / 8).max(1) as usize,
+        Err(_) => usize::MAX,
+    }
+}
+
 pub(crate) fn start_sandboxes(
     cell: &OnceLock<Sandboxes>,
     exe: &std::path::Path,
@@ -525,6 +544,16 @@ fn realised(
     for (o, p) in &paths {
         if db.realisation(key, o)?.as_deref() != Some(p.base_name().as_str()) {
             return Ok(None);
+        }
+    }
+    // The database says built; the disk must agree (one stat each), or a
+    // dependent's sandbox fails binding a path that is not there.
+    for (_, p) in &paths {
+        let real = store.real_path(p);
+        if std::fs::symlink_metadata(&real).is_err() {
+            return Err(BuildError::GoneFromDisk {
+                path: real.to_string_lossy().into_owned(),
+            });
         }
     }
     Ok(Some(paths))

@@ -37,8 +37,8 @@ pub struct GlobalArgs {
     /// The store root [default: $XDG_DATA_HOME/cbuild, else ~/.local/share/cbuild]; created on first use.
     #[arg(long, global = true, env = "CBUILD_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
-    /// Builds at once [default: the number of cores].
-    #[arg(short = 'j', long, global = true, value_name = "N")]
+    /// Builds at once, 1 to 1024 [default: the number of cores].
+    #[arg(short = 'j', long, global = true, value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<NonZeroUsize>,
     /// Machine-readable result on stdout; progress and logs go to stderr.
     #[arg(long, global = true)]
@@ -49,6 +49,20 @@ pub struct GlobalArgs {
     /// Less output on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+}
+
+/// Most builds at once: each is a thread and a sandbox of its own (a
+/// hundred thousand threads aborted the process).
+pub const MAX_JOBS: usize = 1024;
+
+fn parse_jobs(s: &str) -> Result<NonZeroUsize, String> {
+    let n: NonZeroUsize = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of builds (1 to {MAX_JOBS})"))?;
+    if n.get() > MAX_JOBS {
+        return Err(format!("at most {MAX_JOBS} builds at once"));
+    }
+    Ok(n)
 }
 
 impl GlobalArgs {

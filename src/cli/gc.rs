@@ -49,6 +49,9 @@ pub fn run(global: &GlobalArgs, args: GcArgs, out: &mut Output) -> Result<(), Cl
             "freed": r.freed,
             "leftovers": r.leftovers,
             "leftovers_refused": r.leftovers_refused,
+            "leftovers_stuck": r.leftovers_stuck.iter().map(|(p, why)| serde_json::json!({
+                "path": full(p), "error": why,
+            })).collect::<Vec<_>>(),
             "pruned_logs": r.pruned_logs,
             "pruned_packages": r.pruned_packages,
             "pruned_file_cache": r.pruned_file_cache,
@@ -86,6 +89,12 @@ pub fn run(global: &GlobalArgs, args: GcArgs, out: &mut Output) -> Result<(), Cl
         for b in &r.deleted {
             eprintln!("deleted {}", full(b));
         }
+    }
+    for (p, why) in &r.leftovers_stuck {
+        eprintln!(
+            "warning: {} is not registered and cannot be removed ({why}); remove it by hand",
+            full(p)
+        );
     }
     if r.leftovers_refused > 0 {
         eprintln!(

@@ -32,6 +32,7 @@ pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "__sandbox") {
         crate::build::sandbox::linux::server_main();
     }
+    raise_open_files_limit();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -99,13 +100,35 @@ fn log_cmd(
         let (sp, _) = store.parse_valid(&p)?;
         match crate::build::realise::read_log(&store, &sp)? {
             Some(bytes) if bytes.is_empty() => {}
-            Some(bytes) => out.line(String::from_utf8_lossy(&bytes).trim_end_matches('\n'))?,
+            Some(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let text = text.trim_end_matches('\n');
+                // Raw into a pipe or file (the log as written); a terminal
+                // is not handed the builder's escape sequences.
+                if io::stdout().is_terminal() {
+                    out.line(&crate::util::text::escape_controls(text))?
+                } else {
+                    out.line(text)?
+                }
+            }
             // A build that printed nothing leaves no log file.
             None if store.db().built_by(&sp.base_name())? => {}
             None => return Err(CliError::NoLog(p)),
         }
     }
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one: every build at
+/// once holds pipes, a log and its sandbox's descriptors, and a common
+/// soft limit (1024) ran out before `-j` did.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 /// Opens the store for a command that only reads it: read-only when its

@@ -110,6 +110,7 @@ impl Channel {
                 path: self.dir.join(".cbuild-channel.lock"),
                 reason: format!("cannot be locked ({e})"),
             })?;
+        remove_stale_staged(&self.dir);
         known_subdirs(
             &self.dir,
             subdirs
@@ -248,6 +249,40 @@ impl Channel {
             std::fs::remove_dir_all(&shards).map_err(write_err(&shards))?;
         }
         Ok(())
+    }
+}
+
+/// The prefix of a package file staged in the channel's folder by the
+/// process `<pid>` before it is moved in: `.cbuild-staged-<pid>-<file>`.
+pub const STAGED_PREFIX: &str = ".cbuild-staged-";
+
+/// Removes staged files whose process is gone (killed between staging and
+/// moving in): under the channel's lock, which every writer holds to move.
+/// A pid in use again by another process keeps its file until that one
+/// ends; nothing that is not named so is touched.
+fn remove_stale_staged(channel: &Path) {
+    let Ok(entries) = std::fs::read_dir(channel) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(STAGED_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest
+            .split_once('-')
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            .filter(|&p| p > 0)
+        else {
+            continue;
+        };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

@@ -500,7 +500,11 @@ fn write_package(
     let (dest, staged) = if opts.channel.is_some() {
         // Per process: two exports of one package into one channel at once
         // each move their own file in.
-        let tmp = dest_dir.join(format!(".cbuild-staged-{}-{fname}", std::process::id()));
+        let tmp = dest_dir.join(format!(
+            "{}{}-{fname}",
+            super::channel::STAGED_PREFIX,
+            std::process::id()
+        ));
         (tmp.clone(), Some(tmp))
     } else {
         (dest_dir.join(&fname), None)

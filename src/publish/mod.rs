@@ -99,8 +99,20 @@ impl Dest {
     /// Parses `DIR`, `file://DIR`; other URL schemes are named as not
     /// supported yet.
     pub fn parse(s: &str) -> Result<Dest, PublishError> {
+        let dir = |path: &str| {
+            // An empty name (`--to ''`, an unset variable) is not "here".
+            if path.trim().is_empty() {
+                return Err(PublishError::Dest {
+                    dest: s.into(),
+                    reason: "names no directory (an empty path); say `--to .` to publish into \
+                             the current directory"
+                        .into(),
+                });
+            }
+            Ok(Dest::Dir(PathBuf::from(path)))
+        };
         if let Some(path) = s.strip_prefix("file://") {
-            return Ok(Dest::Dir(PathBuf::from(path)));
+            return dir(path);
         }
         if let Some(url) = s.strip_prefix("quetz+") {
             return Ok(Dest::Quetz(quetz::Server::parse(url, s)?));
@@ -116,7 +128,7 @@ impl Dest {
                 ),
             });
         }
-        Ok(Dest::Dir(PathBuf::from(s)))
+        dir(s)
     }
 }
 
@@ -268,7 +280,8 @@ fn publish_to_dir(
     let mut entries = Vec::new();
     for c in &checked {
         let tmp = ch.dir().join(format!(
-            ".cbuild-staged-{}-{}",
+            "{}{}-{}",
+            crate::export::channel::STAGED_PREFIX,
             std::process::id(),
             c.file_name
         ));

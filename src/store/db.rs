@@ -111,10 +111,28 @@ fn is_corrupt(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// The database file must be a file (or not exist yet): SQLite reports a
+/// directory in its place as "unable to open", which read like a read-only
+/// store.
+fn file_or_nothing(path: &Path) -> Result<(), StoreError> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(StoreError::DbNotAFile {
+            path: path.to_path_buf(),
+            kind: if m.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file"
+            },
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl Db {
     /// Opens (creating if needed) the database at `path` and brings its
     /// schema up to date.
     pub fn open(path: &Path) -> Result<Db, StoreError> {
+        file_or_nothing(path)?;
         let open_err = |source| StoreError::OpenDb {
             path: path.to_path_buf(),
             source,
@@ -159,6 +177,7 @@ impl Db {
     /// Opens the database at `path` read-only, for a store on a file system
     /// that cannot be written. Its schema must be one this cbuild knows.
     pub fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+        file_or_nothing(path)?;
         let err = |source| StoreError::OpenDb {
             path: path.to_path_buf(),
             source,

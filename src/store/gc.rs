@@ -60,6 +60,9 @@ pub struct Report {
     /// Unregistered paths left alone because there were more of them than
     /// registered objects (a database that lost rows, not a crash).
     pub leftovers_refused: usize,
+    /// Unregistered paths that could not be removed (not the caller's to
+    /// delete, say), with why.
+    pub leftovers_stuck: Vec<(String, String)>,
     /// Logs, cached packages and file-cache rows pruned.
     pub pruned_logs: usize,
     /// Cached packages removed.
@@ -213,7 +216,9 @@ pub fn collect(store: &mut Store, opts: &Options) -> Result<Report, StoreError> 
         use rayon::prelude::*;
         let dir = Path::new(store.dir().as_str());
         gone.par_iter().with_min_len(64).for_each(|o| {
-            remove_object(&dir.join(&o.path), &trash.join(&o.path));
+            // What cannot go now is an unregistered leftover, which the
+            // next collection names.
+            let _ = remove_object(&dir.join(&o.path), &trash.join(&o.path));
         });
     }
     for o in gone {
@@ -229,7 +234,11 @@ pub fn collect(store: &mut Store, opts: &Options) -> Result<Report, StoreError> 
             }
         }
     }
-    (report.leftovers, report.leftovers_refused) = remove_leftovers(store, &trash)?;
+    (
+        report.leftovers,
+        report.leftovers_refused,
+        report.leftovers_stuck,
+    ) = remove_leftovers(store, &trash)?;
     make_writable_recursive(&trash);
     let _ = std::fs::remove_dir_all(&trash);
     prune(store, &mut report)?;
@@ -270,20 +279,28 @@ fn referrers_first(dead: &[i64], edges: &HashMap<i64, Vec<i64>>) -> Vec<i64> {
 /// Deletes the object at `path`: a file or symlink by one unlink (atomic);
 /// a directory is first moved to `trash` (so that nothing half-deleted is
 /// ever at a store path) and deleted there.
-fn remove_object(path: &Path, trash: &Path) {
+///
+/// Returns why the path is still there, if it is.
+fn remove_object(path: &Path, trash: &Path) -> Option<String> {
     // Unlinking needs write permission on `store/`, not on the file; most
     // objects are files, so that is tried first.
     match std::fs::remove_file(path) {
-        Ok(()) => return,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Ok(()) => return None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(_) => {}
     }
-    if super::rename_object(path, trash).is_ok() {
+    let result = if super::rename_object(path, trash).is_ok() {
         make_writable_recursive(trash);
         let _ = std::fs::remove_dir_all(trash);
+        return None;
     } else {
         make_writable_recursive(path);
-        let _ = std::fs::remove_dir_all(path);
+        std::fs::remove_dir_all(path)
+    };
+    match result {
+        Ok(()) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(e.to_string()),
     }
 }
 
@@ -292,7 +309,11 @@ fn remove_object(path: &Path, trash: &Path) {
 /// there are more of them than registered objects (a crash leaves a few; a
 /// database that lost rows leaves everything), removes none and returns
 /// how many there are.
-fn remove_leftovers(store: &Store, trash: &Path) -> Result<(Vec<String>, usize), StoreError> {
+#[allow(clippy::type_complexity)]
+fn remove_leftovers(
+    store: &Store,
+    trash: &Path,
+) -> Result<(Vec<String>, usize, Vec<(String, String)>), StoreError> {
     let dir = PathBuf::from(store.dir().as_str());
     let entries = std::fs::read_dir(&dir).map_err(|source| StoreError::Read {
         path: dir.clone(),
@@ -312,9 +333,9 @@ fn remove_leftovers(store: &Store, trash: &Path) -> Result<(Vec<String>, usize),
         }
     }
     if found.len() > registered.max(64) {
-        return Ok((Vec::new(), found.len()));
+        return Ok((Vec::new(), found.len(), Vec::new()));
     }
-    let mut out = Vec::new();
+    let (mut out, mut stuck) = (Vec::new(), Vec::new());
     for (name, p, path) in found {
         // An unmaterialised `.drv` file is written from the database, never
         // placed: one on disk but not registered is a leftover too.
@@ -324,10 +345,12 @@ fn remove_leftovers(store: &Store, trash: &Path) -> Result<(Vec<String>, usize),
         if store.db().is_valid(&name)? {
             continue;
         }
-        remove_object(&path, &trash.join(format!("leftover-{name}")));
-        out.push(name);
+        match remove_object(&path, &trash.join(format!("leftover-{name}"))) {
+            None => out.push(name),
+            Some(why) => stuck.push((name, why)),
+        }
     }
-    Ok((out, 0))
+    Ok((out, 0, stuck))
 }
 
 /// Prunes logs of derivations no longer registered, cached packages of

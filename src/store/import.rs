@@ -108,6 +108,7 @@ impl Store {
             walk_filtered(src, filter, &self.root)?
         } else {
             let mut w = Walk::default();
+            readable(src, &meta)?;
             tree_hash::add_entry(&mut w, src, Vec::new(), &meta)?;
             w
         };
@@ -230,6 +231,21 @@ fn stat_of(m: &std::fs::Metadata) -> FileStat {
     }
 }
 
+/// A source file nobody may read (mode 000, readable to root only) is not
+/// copied into the store, where every file is readable by all (0444): what
+/// its owner hid would be published. Files readable by their owner only
+/// (0600) are copied, and are then as readable as any store file; see
+/// store-format.md.
+fn readable(path: &Path, meta: &std::fs::Metadata) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.is_file() && meta.permissions().mode() & 0o444 == 0 {
+        return Err(StoreError::UnreadableSource {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
 /// Walks `root` applying the filter; entries come out in sorted order.
 fn walk_filtered(root: &Path, filter: &Filter, store_root: &Path) -> Result<Walk, StoreError> {
     // A store inside the imported folder (`CBUILD_STORE=.cbuild`) is never
@@ -299,6 +315,7 @@ fn walk_filtered(root: &Path, filter: &Filter, store_root: &Path) -> Result<Walk
             source,
         })?;
         let rel = tree_hash::relative(root, entry.path());
+        readable(entry.path(), &meta)?;
         tree_hash::add_entry(&mut walk, entry.path(), rel, &meta)?;
     }
     Ok(walk)

@@ -34,6 +34,26 @@ pub enum StoreError {
         /// The root.
         path: PathBuf,
     },
+    /// A source file no one may read.
+    #[error(
+        "{path} has no read permission for anyone (mode 000): it is not copied into the store, \
+         where every file is readable by all; make it readable, or leave it out of the source \
+         (`exclude`)"
+    )]
+    UnreadableSource {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The database's path holds something else than a file.
+    #[error(
+        "the store database {path} is {kind}, not a database file: cbuild leaves it alone; remove or move it to start the store with an empty database"
+    )]
+    DbNotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What is there.
+        kind: &'static str,
+    },
     /// The store root is a directory with other things in it.
     #[error(
         "{path} is not a cbuild store: it is not empty and has no `{marker}` file; a store is \

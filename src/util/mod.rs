@@ -2,5 +2,7 @@
 //! layer may use, depending on none of them.
 //!
 //! - [`links`]: where the links of a tree of relative paths lead.
+//! - [`text`]: outside text made safe for a terminal.
 
 pub mod links;
+pub mod text;

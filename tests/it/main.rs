@@ -14,6 +14,7 @@ mod hashing;
 mod hostile;
 mod publish;
 mod realise;
+mod robustness;
 mod sandbox;
 mod security;
 mod store;

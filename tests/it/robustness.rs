@@ -1,0 +1,194 @@
+//! Bad input and odd states get a clear message and lose nothing (issue
+//! 19, the low-ranked points): a -j beyond reason, a log full of terminal
+//! escapes, unreadable sources, a database that is a directory, an empty
+//! publish target, a leftover gc cannot remove, a killed export's staged
+//! file, an output deleted by hand.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::support::{Project, cbuild_bin};
+
+#[test]
+fn a_number_of_builds_beyond_the_limit_is_refused_clearly() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"derivation { name = "x", script = "echo > $out" }"#,
+    );
+    let err = p
+        .run(&["-j", "100000", "realise", "recipe.cb"])
+        .fails_with(2)
+        .stderr();
+    assert!(err.contains("at most 1024 builds at once"), "{err}");
+    p.run(&["-j", "1024", "realise", "recipe.cb"]).ok();
+}
+
+#[test]
+fn a_failed_build_s_log_tail_carries_no_terminal_escapes() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let printf = host_tool("printf") in derivation {
+             name = "noisy", build_inputs = [printf],
+             script = "printf 'before\\033]52;c;ZXZpbA==\\007\\033[2J\\rafter\\n'; exit 3",
+           }"#,
+    );
+    let r = p.run(&["realise", "recipe.cb"]).fails_with(1);
+    let err = r.stderr();
+    assert!(
+        !err.contains('\x1b') && !err.contains('\x07') && !err.contains('\r'),
+        "{err:?}"
+    );
+    assert!(
+        err.contains("before\\x{1b}]52;c;ZXZpbA==\\x{7}\\x{1b}[2J\\rafter"),
+        "{err}"
+    );
+    // Into a pipe, `cbuild log` gives the log as it was written.
+    let log = p.run(&["log", "recipe.cb"]).ok().stdout();
+    assert!(log.contains("\x1b]52;c;"), "{log:?}");
+}
+
+#[test]
+fn unreadable_sources_a_database_that_is_a_folder_and_an_empty_target_are_named() {
+    let p = Project::new()
+        .file("src/secret", "key")
+        .file("src/ok", "ok")
+        .file(
+            "recipe.cb",
+            r#"let s = source(./src) in derivation { name = "x", script = "echo ${s} > $out" }"#,
+        );
+    let secret = p.path().join("src/secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let err = p.run(&["realise", "recipe.cb"]).fails_with(2).stderr();
+    // The diagnostic wraps at the terminal's width, wherever the path ends.
+    let flat = err
+        .split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        flat.contains("secret has no read permission for anyone (mode 000)"),
+        "{err}"
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.run(&["realise", "recipe.cb"]).ok();
+
+    // A store whose database path is a folder.
+    let store = p.path().join("odd-store");
+    std::fs::create_dir_all(store.join("db.sqlite")).unwrap();
+    std::fs::write(store.join("cbuild-store"), "marker\n").unwrap();
+    let s = store.to_string_lossy().into_owned();
+    for args in [&["realise", "recipe.cb"][..], &["store", "verify"]] {
+        let err = p
+            .run_env(args, &[("CBUILD_STORE", &s)])
+            .fails_with(2)
+            .stderr();
+        assert!(
+            err.contains("is a directory, not a database file"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("read-only"), "{err}");
+    }
+
+    // `--to ''` is not the current directory.
+    let err = p
+        .run(&["publish", "recipe.cb", "--to", ""])
+        .fails_with(2)
+        .stderr();
+    assert!(err.contains("names no directory"), "{err}");
+}
+
+#[test]
+fn gc_names_a_leftover_it_cannot_remove_instead_of_counting_it_removed() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"derivation { name = "x", script = "echo > $out" }"#,
+    );
+    p.run(&["realise", "recipe.cb"]).ok();
+    // An unregistered directory in store/ that cannot be removed: a mount
+    // point, in a mount namespace of the test's own.
+    let stuck = p
+        .store()
+        .join("store/00000000000000000000000000000000-stuck");
+    std::fs::create_dir(&stuck).unwrap();
+    let script = format!(
+        "mount -t tmpfs none '{stuck}' && for i in 1 2; do '{cb}' gc; done",
+        stuck = stuck.display(),
+        cb = cbuild_bin().display()
+    );
+    let out = Command::new("unshare")
+        .args(crate::support::mount_namespace())
+        .args(["sh", "-c", &script])
+        .current_dir(p.path())
+        .env("CBUILD_STORE", p.store())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains("leftover"), "{stdout}");
+    assert_eq!(
+        stderr
+            .matches("-stuck is not registered and cannot be removed")
+            .count(),
+        2,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_next_write_to_a_channel_removes_what_killed_exports_staged() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"{ tiny = package { name = "tiny", version = "1", script = "mkdir -p $out/share; echo x > $out/share/tiny" } }"#,
+    );
+    let ch = p.path().join("ch");
+    std::fs::create_dir_all(&ch).unwrap();
+    // A process that is gone, one that is alive (this test), and a file
+    // that is not cbuild's.
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let gone = ch.join(format!(".cbuild-staged-{dead_pid}-tiny-1-h0_0.conda"));
+    let alive = ch.join(format!(
+        ".cbuild-staged-{}-tiny-1-h0_0.conda",
+        std::process::id()
+    ));
+    let other = ch.join(".cbuild-staged-notes");
+    for f in [&gone, &alive, &other] {
+        std::fs::write(f, "half a package").unwrap();
+    }
+    p.run(&["export", "--conda", "-A", "tiny", "--channel", "ch"])
+        .ok();
+    assert!(!gone.exists(), "{}", gone.display());
+    assert!(alive.exists() && other.exists());
+}
+
+#[test]
+fn an_output_deleted_by_hand_is_named_not_bound() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let cat = host_tool("cat"), a = derivation { name = "a", script = "echo a > $out" } in {
+             a = a,
+             b = derivation { name = "b", build_inputs = [cat], script = "cat ${a} > $out" },
+           }"#,
+    );
+    let a = p
+        .run(&["realise", "-q", "recipe.cb", "-A", "a"])
+        .ok()
+        .stdout();
+    let a = a.trim();
+    let store = p.store().join("store");
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_file(a).unwrap();
+    let err = p
+        .run(&["realise", "recipe.cb", "-A", "b"])
+        .fails_with(2)
+        .stderr();
+    assert!(
+        err.contains(a) && err.contains("is not on disk") && err.contains("verify --repair"),
+        "{err}"
+    );
+    assert!(!err.contains("ENOENT"), "{err}");
+}
