@@ -53,6 +53,18 @@ pub struct Context<'a> {
     /// The build user's host ids when cbuild runs as root (see
     /// [`crate::build::sandbox::user`]): what a build writes is handed to it.
     pub build_user: Option<(u32, u32)>,
+    /// How long a build may take and stay silent (`--timeout`,
+    /// `--max-silent-time`); a recipe's `timeout` may shorten the first.
+    pub limits: Limits,
+}
+
+/// Time limits of builds: a build past one is stopped and fails.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// The longest a build may run.
+    pub timeout: Option<std::time::Duration>,
+    /// The longest a build may go without writing to its log.
+    pub max_silent: Option<std::time::Duration>,
 }
 
 impl<'a> Context<'a> {
@@ -81,6 +93,7 @@ impl<'a> Context<'a> {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             toolchain: crate::build::sandbox::spec::host_toolchain_binds(),
             build_user: crate::build::sandbox::user::build_user(),
+            limits: Limits::default(),
         })
     }
 }
@@ -102,6 +115,8 @@ pub struct Job {
     pub again: bool,
     /// Conditions changed for `cbuild check --vary`.
     pub vary: crate::build::sandbox::spec::Variation,
+    /// The recipe's `timeout`, if it gives one.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// An output ready to be moved into the store and registered.
@@ -413,6 +428,7 @@ fn follow(
             *failure = Some(e);
         }
     };
+    let mut running = running;
     let mut pipe = File::from(reader);
     let mut buf = [0u8; 16 * 1024];
     let mut open = true;
@@ -420,13 +436,48 @@ fn follow(
         path: log::log_path(&cx.root, &job.drv_path),
         source,
     };
+    // The recipe's timeout may shorten the command line's, never lengthen it.
+    let timeout = match (cx.limits.timeout, job.timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let started = std::time::Instant::now();
+    let mut last_output = started;
+    let mut stopped: Option<Stopped> = None;
+    let mut exited = None;
     loop {
-        let (log_ready, done) = {
+        // The nearest deadline, if any, bounds the wait.
+        let now = std::time::Instant::now();
+        let deadlines = [
+            timeout.map(|t| (started + t, Stopped::Timeout(t))),
+            cx.limits
+                .max_silent
+                .map(|t| (last_output + t, Stopped::Silent(t))),
+        ];
+        let next = deadlines
+            .iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+            .cloned();
+        if stopped.is_none()
+            && let Some((at, why)) = &next
+            && *at <= now
+        {
+            running.kill();
+            stopped = Some(why.clone());
+        }
+        let wait = match (&stopped, &next) {
+            (None, Some((at, _))) => {
+                PollTimeout::try_from(at.saturating_duration_since(now)).unwrap_or(PollTimeout::MAX)
+            }
+            _ => PollTimeout::NONE,
+        };
+        let (log_ready, status_ready) = {
             let mut fds = vec![PollFd::new(running.status_fd(), PollFlags::POLLIN)];
             if open {
                 fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, wait) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 // Nothing to wait on but the status itself.
@@ -441,7 +492,10 @@ fn follow(
         if log_ready {
             match pipe.read(&mut buf) {
                 Ok(0) => open = false,
-                Ok(n) => keep(&mut log, &mut failure, &buf[..n]),
+                Ok(n) => {
+                    last_output = std::time::Instant::now();
+                    keep(&mut log, &mut failure, &buf[..n]);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     failure.get_or_insert(read_err(e));
@@ -449,8 +503,14 @@ fn follow(
                 }
             }
         }
-        if done {
-            break;
+        if status_ready {
+            match running.next_event()? {
+                crate::build::sandbox::linux::Event::Started => {}
+                crate::build::sandbox::linux::Event::Exited(s) => {
+                    exited = Some(s);
+                    break;
+                }
+            }
         }
     }
     // The builder is gone: take what it wrote, without waiting for anything
@@ -469,14 +529,48 @@ fn follow(
     }
     // The builder has exited (or the sandbox is gone) before this returns,
     // whatever happened to its log: its lock must not be let go earlier.
-    let status = running.wait()?;
+    let status = match exited {
+        Some(s) => s,
+        None => running.wait()?,
+    };
     if let Some(e) = failure {
         // No log of an earlier build may pass for this one's.
         let _ = std::fs::remove_file(log::log_path(&cx.root, &job.drv_path));
         return Err(e.into());
     }
-    let tail = log.finish(!status.success())?;
+    let tail = log.finish(!status.success() || stopped.is_some())?;
+    if let Some(why) = stopped {
+        return Err(BuildError::Stopped {
+            drv: cx.dir.path_of(&job.drv_path),
+            why: why.to_string(),
+            tail,
+        });
+    }
     Ok((status, tail))
+}
+
+/// Why a build was stopped.
+#[derive(Clone, Debug)]
+enum Stopped {
+    Timeout(std::time::Duration),
+    Silent(std::time::Duration),
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stopped::Timeout(t) => write!(
+                f,
+                "it ran for {} s, its time limit (--timeout, or the recipe's `timeout`)",
+                t.as_secs_f64()
+            ),
+            Stopped::Silent(t) => write!(
+                f,
+                "it wrote nothing for {} s (--max-silent-time)",
+                t.as_secs_f64()
+            ),
+        }
+    }
 }
 
 /// The sandbox description of a build.

@@ -68,6 +68,16 @@ pub enum BuildError {
         /// The output's path.
         path: String,
     },
+    /// A build past a time limit, stopped.
+    #[error("building {drv} was stopped: {why}\n{tail}\nthe whole log: cbuild log {drv}")]
+    Stopped {
+        /// The `.drv` path.
+        drv: String,
+        /// Which limit.
+        why: String,
+        /// The last lines of its log.
+        tail: String,
+    },
     /// The builder succeeded without producing an output.
     #[error("building {drv} did not produce its output `{output}` (${output} was never created)")]
     MissingOutput {
@@ -146,6 +156,8 @@ pub struct Options {
     pub namespaces: bool,
     /// Say why each derivation is built.
     pub explain: bool,
+    /// Time limits of each build.
+    pub limits: crate::build::job::Limits,
 }
 
 impl Default for Options {
@@ -156,6 +168,7 @@ impl Default for Options {
             keep_failed: false,
             namespaces: true,
             explain: false,
+            limits: Default::default(),
         }
     }
 }
@@ -248,7 +261,8 @@ pub fn realise(
         return Ok(out);
     }
     let sandboxes: OnceLock<Sandboxes> = OnceLock::new();
-    let cx = Context::new(store, &sandboxes, opts.namespaces, opts.keep_failed)?;
+    let mut cx = Context::new(store, &sandboxes, opts.namespaces, opts.keep_failed)?;
+    cx.limits = opts.limits;
     let db_path = store.root().join("db.sqlite");
     let jobs = opts.jobs.max(1).min(nodes.len()).min(jobs_the_fds_allow());
     let (job_tx, job_rx) = mpsc::channel::<(usize, Job)>();
@@ -398,6 +412,22 @@ pub fn realise(
     let _ = std::fs::remove_dir(&sandbox_root);
     result?;
     Ok(out)
+}
+
+/// The `timeout` (seconds) the recipe gave the derivation at `drv`, kept
+/// in its meta (not hashed: a new limit rebuilds nothing).
+pub(crate) fn recipe_timeout(
+    store: &Store,
+    drv: &StorePath,
+) -> Result<Option<std::time::Duration>, BuildError> {
+    let Some((meta, _)) = store.db().derivation_meta(&drv.base_name())? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_str::<serde_json::Value>(&meta)
+        .ok()
+        .and_then(|m| m["timeout"].as_u64())
+        .filter(|&s| s > 0)
+        .map(std::time::Duration::from_secs))
 }
 
 /// Builds at once that the open-file limit leaves room for: each worker
@@ -722,6 +752,7 @@ impl Scheduler<'_> {
             work: self.pool.take(),
             again: false,
             vary: Default::default(),
+            timeout: recipe_timeout(self.store, &self.nodes[i].path)?,
         }))
     }
 

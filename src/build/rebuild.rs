@@ -93,6 +93,7 @@ pub fn rebuild(
         work: store.scratch_path("check"),
         again: true,
         vary,
+        timeout: crate::build::realise::recipe_timeout(store, drv)?,
     };
     match job::run(&cx, db, job, &mut || Ok(()))? {
         JobResult::Built { outputs, work, .. } => Ok(Rebuilt {

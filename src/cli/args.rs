@@ -40,6 +40,12 @@ pub struct GlobalArgs {
     /// Builds at once, 1 to 1024 [default: the number of cores].
     #[arg(short = 'j', long, global = true, value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<NonZeroUsize>,
+    /// Stop a build that runs longer than this many seconds (it fails).
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// Stop a build that writes nothing to its log for this many seconds.
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_silent_time: Option<u64>,
     /// Machine-readable result on stdout; progress and logs go to stderr.
     #[arg(long, global = true)]
     pub json: bool,
@@ -72,6 +78,10 @@ impl GlobalArgs {
         crate::build::realise::Options {
             jobs: self.jobs.map_or(default.jobs, |n| n.get()),
             explain: self.verbose > 0,
+            limits: crate::build::job::Limits {
+                timeout: self.timeout.map(std::time::Duration::from_secs),
+                max_silent: self.max_silent_time.map(std::time::Duration::from_secs),
+            },
             ..default
         }
     }

@@ -129,7 +129,9 @@ impl CliError {
                 crate::export::ExportError::Build(b)
                     if matches!(
                         **b,
-                        BuildError::Failed { .. } | BuildError::MissingOutput { .. }
+                        BuildError::Failed { .. }
+                            | BuildError::MissingOutput { .. }
+                            | BuildError::Stopped { .. }
                     ) =>
                 {
                     1
@@ -145,7 +147,9 @@ impl CliError {
             CliError::Build(b)
                 if matches!(
                     **b,
-                    BuildError::Failed { .. } | BuildError::MissingOutput { .. }
+                    BuildError::Failed { .. }
+                        | BuildError::MissingOutput { .. }
+                        | BuildError::Stopped { .. }
                 ) =>
             {
                 1

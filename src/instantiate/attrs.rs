@@ -10,7 +10,7 @@ use super::{Instantiator, parse_fixed_hash};
 use crate::derivation::{Derivation, HostTool, StorePath, placeholder};
 
 /// The attributes `derivation` accepts.
-pub const ATTRIBUTES: [&str; 12] = [
+pub const ATTRIBUTES: [&str; 13] = [
     "args",
     "build_inputs",
     "builder",
@@ -22,6 +22,7 @@ pub const ATTRIBUTES: [&str; 12] = [
     "outputs",
     "run_inputs",
     "script",
+    "timeout",
     "version",
 ];
 
@@ -236,11 +237,18 @@ pub(super) fn derivation(
     };
 
     let meta_value = get("meta").unwrap_or(Value::Null);
-    let meta = match &meta_value {
+    let mut meta = match &meta_value {
         Value::Null => serde_json::json!({}),
         Value::Record(_) => to_json(inst, &meta_value, "meta")?,
         other => return Err(type_err("meta", "a record", other)),
     };
+    // How long a build may run, in seconds: kept beside the meta, not in
+    // the hash (a new limit rebuilds nothing).
+    match get("timeout") {
+        None | Some(Value::Null) => {}
+        Some(Value::Int(n)) if n > 0 => meta["timeout"] = n.into(),
+        Some(other) => return Err(type_err("timeout", "a number of seconds above 0", &other)),
+    }
 
     let drv = Derivation {
         name,

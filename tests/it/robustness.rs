@@ -192,3 +192,75 @@ fn an_output_deleted_by_hand_is_named_not_bound() {
     );
     assert!(!err.contains("ENOENT"), "{err}");
 }
+
+/// Whether a process whose command line holds `pattern` runs.
+fn running(pattern: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn builds_past_their_time_limits_are_stopped_with_everything_they_started() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let sleep = host_tool("sleep") in {
+             recipe_limit = derivation {
+               name = "slow", build_inputs = [sleep], timeout = 2,
+               script = "echo started; sleep 41.25 & sleep 41.5; echo late > $out",
+             },
+             silent = derivation {
+               name = "silent", build_inputs = [sleep],
+               script = "echo one line; sleep 42.25; echo late > $out",
+             },
+             flag = derivation {
+               name = "flagged", build_inputs = [sleep], timeout = 600,
+               script = "sleep 43.25; echo late > $out",
+             },
+           }"#,
+    );
+    let start = std::time::Instant::now();
+    let err = p
+        .run(&["realise", "recipe.cb", "-A", "recipe_limit"])
+        .fails_with(1)
+        .stderr();
+    assert!(err.contains("was stopped: it ran for 2 s"), "{err}");
+    assert!(err.contains("started"), "the log tail: {err}");
+    let err = p
+        .run(&[
+            "realise",
+            "recipe.cb",
+            "-A",
+            "silent",
+            "--max-silent-time",
+            "2",
+        ])
+        .fails_with(1)
+        .stderr();
+    assert!(err.contains("it wrote nothing for 2 s"), "{err}");
+    // The command line's limit and the recipe's: the shorter holds.
+    let err = p
+        .run(&["realise", "recipe.cb", "-A", "flag", "--timeout", "1"])
+        .fails_with(1)
+        .stderr();
+    assert!(err.contains("it ran for 1 s"), "{err}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    for pattern in ["sleep 41.25", "sleep 41.5", "sleep 42.25", "sleep 43.25"] {
+        assert!(!running(pattern), "{pattern} outlived its build");
+    }
+    // A bad limit is a recipe error at its place.
+    let bad = Project::new().file(
+        "recipe.cb",
+        r#"derivation { name = "x", script = "echo > $out", timeout = "soon" }"#,
+    );
+    let err = bad.run(&["realise", "recipe.cb"]).fails_with(2).stderr();
+    assert!(
+        err.contains("timeout") && err.contains("recipe.cb:1:"),
+        "{err}"
+    );
+}

@@ -154,6 +154,8 @@ impl Sandboxes {
         drop(status_write);
         Ok(Running {
             status: std::fs::File::from(status_read),
+            first: None,
+            exited: None,
         })
     }
 }
@@ -161,20 +163,36 @@ impl Sandboxes {
 /// A build started by [`Sandboxes::submit`].
 pub struct Running {
     status: std::fs::File,
+    /// A pidfd of the build's first process, once it has started: killing
+    /// it ends the build (pid 1 of its pid namespace takes every process
+    /// of the build with it).
+    first: Option<OwnedFd>,
+    exited: Option<ExitStatus>,
+}
+
+/// What the status pipe said.
+pub enum Event {
+    /// The builder started (it can be stopped from now on).
+    Started,
+    /// The builder exited.
+    Exited(ExitStatus),
 }
 
 impl Running {
-    /// The status pipe: readable once the builder has exited.
+    /// The status pipe: readable when the builder has started or exited.
     pub fn status_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.status.as_fd()
     }
 
-    /// Waits for the builder to exit.
-    pub fn wait(mut self) -> Result<ExitStatus, SandboxError> {
-        let mut code = [0u8; 4];
+    /// Reads the next record of the status pipe (blocks until one comes).
+    pub fn next_event(&mut self) -> Result<Event, SandboxError> {
+        if let Some(s) = self.exited {
+            return Ok(Event::Exited(s));
+        }
+        let mut rec = [0u8; 5];
         loop {
-            match self.status.read_exact(&mut code) {
+            match self.status.read_exact(&mut rec) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 // Every holder of the pipe went without a word: the server
@@ -182,7 +200,51 @@ impl Running {
                 Err(_) => return Err(SandboxError::Lost),
             }
         }
-        Ok(ExitStatus::from_raw((i32::from_le_bytes(code) & 0xff) << 8))
+        let value = i32::from_le_bytes([rec[1], rec[2], rec[3], rec[4]]);
+        match rec[0] {
+            STARTED => {
+                // SAFETY: pidfd_open takes a pid and flags and returns a new
+                // descriptor or -1; nothing is borrowed.
+                let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, value, 0) };
+                if fd >= 0 {
+                    // SAFETY: the kernel just returned this descriptor.
+                    self.first = Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+                }
+                Ok(Event::Started)
+            }
+            _ => {
+                let s = ExitStatus::from_raw((value & 0xff) << 8);
+                self.exited = Some(s);
+                Ok(Event::Exited(s))
+            }
+        }
+    }
+
+    /// Stops the build with SIGKILL, if it has started and not exited; its
+    /// status follows on the pipe (killed: 128 + 9).
+    pub fn kill(&self) {
+        if let Some(fd) = &self.first {
+            // SAFETY: pidfd_send_signal with a descriptor we own, a signal
+            // number and no siginfo.
+            unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    nix::libc::SIGKILL,
+                    std::ptr::null::<nix::libc::siginfo_t>(),
+                    0,
+                );
+            }
+        }
+    }
+
+    /// Waits for the builder to exit.
+    pub fn wait(mut self) -> Result<ExitStatus, SandboxError> {
+        loop {
+            if let Event::Exited(s) = self.next_event()? {
+                return Ok(s);
+            }
+        }
     }
 }
 
@@ -240,7 +302,25 @@ fn report(status: &OwnedFd, log: Option<&OwnedFd>, code: i32, message: &str) {
     {
         let _ = nix::unistd::write(log, message.as_bytes());
     }
-    let _ = nix::unistd::write(status, &code.to_le_bytes());
+    let _ = nix::unistd::write(status, &record(EXITED, code));
+}
+
+/// A status-pipe record: the builder started as host pid N.
+const STARTED: u8 = b'p';
+/// A status-pipe record: the builder exited with code N.
+const EXITED: u8 = b's';
+
+/// One record of the status pipe: a tag and a little-endian i32, written
+/// in one `write` (atomic: under `PIPE_BUF`).
+fn record(tag: u8, value: i32) -> [u8; 5] {
+    let v = value.to_le_bytes();
+    [tag, v[0], v[1], v[2], v[3]]
+}
+
+/// Tells whoever waits for the build the host pid of its first process,
+/// so that it can stop the build (a timeout) without stopping others.
+fn report_started(status: &OwnedFd, pid: nix::unistd::Pid) {
+    let _ = nix::unistd::write(status, &record(STARTED, pid.as_raw()));
 }
 
 /// The server: never returns. Must run before any thread is started.
@@ -456,6 +536,9 @@ fn prepared_monitor(
             drop(socket);
             drop(to_monitor);
             let status = recv_fd(&from_pid1, true);
+            if let Some(status) = &status {
+                report_started(status, child);
+            }
             let code = loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => break code,
@@ -1036,6 +1119,7 @@ fn run_build(
         }
         Ok(ForkResult::Parent { child }) => {
             drop(log);
+            report_started(&status, child);
             let code = loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => break code,
