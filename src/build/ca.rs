@@ -40,21 +40,21 @@ pub fn hash_modulo(root: &Path, self_hash: &str) -> Result<Hashed, StoreError> {
         }
     }
     let hits = std::sync::Mutex::new(Vec::new());
+    let ac = AhoCorasick::new([self_hash]).map_err(|e| StoreError::Read {
+        path: root.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     let node = tree_hash::build_tree(&walk, &|_, f| {
-        let bytes = std::fs::read(&f.abs).map_err(|source| StoreError::Read {
+        let read_err = |source| StoreError::Read {
             path: f.abs.clone(),
             source,
-        })?;
-        let size = bytes.len() as u64;
-        match mask(&bytes, self_hash.as_bytes()) {
-            None => Ok((FileDigest(*blake3::hash(&bytes).as_bytes()), size)),
-            Some(masked) => {
-                if let Ok(mut h) = hits.lock() {
-                    h.push(f.abs.clone());
-                }
-                Ok((FileDigest(*blake3::hash(&masked).as_bytes()), size))
-            }
+        };
+        let file = std::fs::File::open(&f.abs).map_err(read_err)?;
+        let (digest, size, masked) = hash_masked(file, &ac, self_hash.len()).map_err(read_err)?;
+        if masked && let Ok(mut h) = hits.lock() {
+            h.push(f.abs.clone());
         }
+        Ok((digest, size))
     })?;
     self_referencing.extend(hits.into_inner().unwrap_or_default());
     self_referencing.sort();
@@ -63,6 +63,36 @@ pub fn hash_modulo(root: &Path, self_hash: &str) -> Result<Hashed, StoreError> {
         node,
         self_referencing,
     })
+}
+
+/// BLAKE3 of a file's bytes with every occurrence of the pattern `ac`
+/// finds (`len` bytes long) zeroed and the offsets appended (`|<offset>`
+/// each): what [`mask`] gives, read in bounded memory (an output file may
+/// be larger than memory). Returns the digest, the file's length, and
+/// whether the pattern occurred.
+fn hash_masked(
+    file: std::fs::File,
+    ac: &AhoCorasick,
+    len: usize,
+) -> std::io::Result<(FileDigest, u64, bool)> {
+    let mut h = blake3::Hasher::new();
+    let mut offsets: Vec<u64> = Vec::new();
+    let size = crate::util::stream::windows(file, len - 1, |w, at, last| {
+        // Zeros never match: what was masked is not found again in the
+        // overlap.
+        let found: Vec<usize> = ac.find_iter(&*w).map(|m| m.start()).collect();
+        for o in found {
+            w[o..o + len].fill(0);
+            offsets.push(at + o as u64);
+        }
+        let done = if last { w.len() } else { w.len() - (len - 1).min(w.len()) };
+        h.update(&w[..done]);
+        Ok(())
+    })?;
+    for o in &offsets {
+        h.update(format!("|{o}").as_bytes());
+    }
+    Ok((FileDigest(*h.finalize().as_bytes()), size, !offsets.is_empty()))
 }
 
 /// `bytes` with every occurrence of `pattern` zeroed and the offsets
@@ -107,13 +137,36 @@ pub fn rewrite(paths: &[PathBuf], from: &str, to: &str) -> Result<(), StoreError
             std::fs::remove_file(p).map_err(write_err)?;
             std::os::unix::fs::symlink(std::ffi::OsString::from_vec(new), p).map_err(write_err)?;
         } else {
-            let bytes = std::fs::read(p).map_err(write_err)?;
-            let new = ac.replace_all_bytes(&bytes, &[to.as_bytes()]);
+            // Rewritten in place, window by window (the same length in and
+            // out), in bounded memory.
             let mode = meta.permissions();
+            use std::io::{Seek, Write};
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644))
                 .map_err(write_err)?;
-            std::fs::write(p, new).map_err(write_err)?;
+            let reader = std::fs::File::open(p).map_err(write_err)?;
+            let mut writer = std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map_err(write_err)?;
+            let n = from.len();
+            // Whether the overlap this window starts with was changed in
+            // the previous one (and so is not written yet).
+            let mut pending = false;
+            crate::util::stream::windows(reader, n - 1, |w, at, last| {
+                let found: Vec<usize> = ac.find_iter(&*w).map(|m| m.start()).collect();
+                if found.is_empty() && !pending {
+                    return Ok(());
+                }
+                pending = !found.is_empty();
+                for o in found {
+                    w[o..o + n].copy_from_slice(to.as_bytes());
+                }
+                let done = if last { w.len() } else { w.len() - (n - 1).min(w.len()) };
+                writer.seek(std::io::SeekFrom::Start(at))?;
+                writer.write_all(&w[..done])
+            })
+            .map_err(write_err)?;
             std::fs::set_permissions(p, mode).map_err(write_err)?;
         }
     }

@@ -74,20 +74,20 @@ pub fn scan(root: &Path, hash_parts: &[String]) -> Result<BTreeSet<usize>, ScanE
             path: e.path().to_path_buf(),
             source,
         };
-        let bytes = if e.file_type().is_symlink() {
-            use std::os::unix::ffi::OsStrExt;
-            std::fs::read_link(e.path())
-                .map_err(err)?
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
-        } else if e.file_type().is_file() {
-            std::fs::read(e.path()).map_err(err)?
-        } else {
-            return Ok(BTreeSet::new());
-        };
         let mut found = BTreeSet::new();
-        find_in(&bytes, &candidates, &mut found);
+        if e.file_type().is_symlink() {
+            use std::os::unix::ffi::OsStrExt;
+            let target = std::fs::read_link(e.path()).map_err(err)?;
+            find_in(target.as_os_str().as_bytes(), &candidates, &mut found);
+        } else if e.file_type().is_file() {
+            // In windows: an output file may be larger than memory.
+            let file = std::fs::File::open(e.path()).map_err(err)?;
+            crate::util::stream::windows(file, HASH_LEN - 1, |w, _, _| {
+                find_in(w, &candidates, &mut found);
+                Ok(())
+            })
+            .map_err(err)?;
+        }
         Ok(found)
     };
     if entries.len() < crate::store::tree_hash::PARALLEL_FROM {

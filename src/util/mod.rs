@@ -3,6 +3,8 @@
 //!
 //! - [`links`]: where the links of a tree of relative paths lead.
 //! - [`text`]: outside text made safe for a terminal.
+//! - [`stream`]: files of any size read in bounded memory.
 
 pub mod links;
+pub mod stream;
 pub mod text;
