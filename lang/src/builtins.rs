@@ -334,6 +334,7 @@ impl Evaluator<'_> {
                 self.expect_function(&f, fsp, "f", fname)?;
                 let (l, lsp) = arg!();
                 let list = self.expect_list(&l, lsp, "list", fname)?;
+                self.check_size(list.len(), "list", call)?;
                 let mut out = Vec::with_capacity(list.len());
                 for x in list.iter() {
                     let r = self.call_value(&f, vec![(x.clone(), lsp)], call, "<fn>")?;
@@ -545,6 +546,7 @@ impl Evaluator<'_> {
                         "too large",
                     ));
                 }
+                self.check_size(n as usize, "list", call)?;
                 Ok(Value::List(Rc::new(
                     (from..to.max(from)).map(Value::Int).collect(),
                 )))

@@ -93,6 +93,8 @@ pub struct Evaluator<'h> {
     cwd: PathBuf,
     /// Where each imported file was first imported from.
     import_sites: HashMap<FileId, Span>,
+    /// The memory limit and what was built since it was last checked.
+    memory: crate::memory::Budget,
     /// Field path of the value `write_json` is at, for its errors.
     json_path: Vec<String>,
     depth_json: u32,
@@ -131,6 +133,7 @@ impl<'h> Evaluator<'h> {
             json_path: Vec::new(),
             depth_json: 0,
             import_sites: HashMap::new(),
+            memory: crate::memory::Budget::from_env(),
         };
         for b in Builtin::ALL {
             ev.add_global(b.name(), Thunk::Ready(Self::builtin_value(b)));
@@ -1128,6 +1131,28 @@ impl<'h> Evaluator<'h> {
                 span,
                 "too large",
             ));
+        }
+        let bytes = if what == "string" {
+            n
+        } else {
+            n.saturating_mul(crate::memory::ELEMENT)
+        };
+        if let Err(resident) = self.memory.charge(bytes) {
+            return Err(self
+                .error(
+                    "eval::out_of_memory",
+                    format!(
+                        "evaluation stopped: it holds {} MiB, and its limit is {} MiB",
+                        resident >> 20,
+                        self.memory.limit() >> 20
+                    ),
+                    span,
+                    format!("this {what} was being built"),
+                )
+                .with_help(
+                    "the limit is CBUILD_EVAL_MEMORY_MB (default: half the machine's memory, at \
+                     most 8 GiB); a recipe this large usually builds a list or string it need not",
+                ));
         }
         Ok(())
     }

@@ -23,6 +23,7 @@ pub mod diag;
 pub mod eval;
 pub mod host;
 pub mod lexer;
+pub mod memory;
 pub mod parser;
 pub mod prelude;
 pub mod printer;

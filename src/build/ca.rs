@@ -85,14 +85,22 @@ fn hash_masked(
             w[o..o + len].fill(0);
             offsets.push(at + o as u64);
         }
-        let done = if last { w.len() } else { w.len() - (len - 1).min(w.len()) };
+        let done = if last {
+            w.len()
+        } else {
+            w.len() - (len - 1).min(w.len())
+        };
         h.update(&w[..done]);
         Ok(())
     })?;
     for o in &offsets {
         h.update(format!("|{o}").as_bytes());
     }
-    Ok((FileDigest(*h.finalize().as_bytes()), size, !offsets.is_empty()))
+    Ok((
+        FileDigest(*h.finalize().as_bytes()),
+        size,
+        !offsets.is_empty(),
+    ))
 }
 
 /// `bytes` with every occurrence of `pattern` zeroed and the offsets
@@ -162,7 +170,11 @@ pub fn rewrite(paths: &[PathBuf], from: &str, to: &str) -> Result<(), StoreError
                 for o in found {
                     w[o..o + n].copy_from_slice(to.as_bytes());
                 }
-                let done = if last { w.len() } else { w.len() - (n - 1).min(w.len()) };
+                let done = if last {
+                    w.len()
+                } else {
+                    w.len() - (n - 1).min(w.len())
+                };
                 writer.seek(std::io::SeekFrom::Start(at))?;
                 writer.write_all(&w[..done])
             })

@@ -59,7 +59,10 @@ mod tests {
         // A pattern at every distance from a chunk boundary.
         let pat = b"0123456789abcdef0123456789abcdef";
         let mut file = vec![b'.'; 3 * CHUNK + 77];
-        let at: Vec<usize> = (0..40).map(|k| CHUNK - 20 + k * 3).chain([0, 2 * CHUNK - 1]).collect();
+        let at: Vec<usize> = (0..40)
+            .map(|k| CHUNK - 20 + k * 3)
+            .chain([0, 2 * CHUNK - 1])
+            .collect();
         for &a in &at {
             file[a..a + pat.len()].copy_from_slice(pat);
         }

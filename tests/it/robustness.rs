@@ -264,3 +264,29 @@ fn builds_past_their_time_limits_are_stopped_with_everything_they_started() {
         "{err}"
     );
 }
+
+#[test]
+fn an_evaluation_past_its_memory_limit_stops_naming_the_expression() {
+    let p = Project::new();
+    let start = std::time::Instant::now();
+    let r = crate::support::peak_rss({
+        let mut c = Command::new(cbuild_bin());
+        c.args([
+            "eval",
+            "--expr",
+            "len(concat(map(fn(i) => range(0, 9000000), range(0, 50))))",
+        ])
+        .current_dir(p.path())
+        .env("CBUILD_STORE", p.store())
+        .env("CBUILD_EVAL_MEMORY_MB", "512")
+        .env("NO_COLOR", "1");
+        c
+    });
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("eval::out_of_memory"), "{err}");
+    assert!(err.contains("its limit is 512 MiB"), "{err}");
+    assert!(err.contains("<expr>:1:25"), "{err}");
+    assert!(r.peak_kb < 1024 * 1024, "peak RSS {} kB", r.peak_kb);
+    assert!(start.elapsed() < std::time::Duration::from_secs(60));
+}
