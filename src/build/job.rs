@@ -280,7 +280,8 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
     } else {
         PathBuf::from(cx.dir.as_str())
     };
-    mkdirs(&[&build_dir, &build_dir.join("tmp"), &out_dir])?;
+    let tmp_dir = job.work.join("tmp");
+    mkdirs(&[&build_dir, &build_dir.join("tmp"), &out_dir, &tmp_dir])?;
     let scratch = scratch_outputs(&job.drv_path, d);
     // An export build writes into conda prefixes, not store paths.
     let export = match d.env.get(prefix::LAYERS_ENV) {
@@ -302,6 +303,9 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
             .fold(s.clone(), |acc, (from, to)| acc.replace(from, to))
     };
     let mut spec = spec(cx, job, &build_dir, &out_dir, view.as_ref(), &r)?;
+    if cx.namespaces {
+        spec.tmp_dir = Some(tmp_dir.to_string_lossy().into_owned());
+    }
     if let Some(e) = &export {
         spec.binds.extend(e.binds());
     }
@@ -319,6 +323,7 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
             })
         };
         give(&build_dir, true)?;
+        give(&tmp_dir, true)?;
         give(view.as_ref().map_or(out_dir.as_path(), |v| v.dir()), false)?;
         for b in spec.binds.iter().filter(|b| b.writable) {
             if Path::new(&b.source).starts_with(&job.work) {
@@ -699,6 +704,7 @@ fn spec(
         store_dir: dir.as_str().into(),
         binds,
         build_dir: build_dir.to_string_lossy().into(),
+        tmp_dir: None,
         program: r(&d.builder),
         args: d.args.iter().map(r).collect(),
         env: env.into_iter().collect(),

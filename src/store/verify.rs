@@ -3,7 +3,10 @@
 //! against the store's normal form, every `.drv` against the database's
 //! copy, and the database itself (`PRAGMA integrity_check` and
 //! `foreign_key_check`). Paths in `store/` that are not registered are
-//! garbage (a crash's leftovers), reported and left for `gc`.
+//! garbage (a crash's leftovers), reported and left for `gc`. A `gc`
+//! running meanwhile raises no alarm: what it collects is unregistered
+//! before it is touched, and a finding about an object no longer
+//! registered is dropped.
 //!
 //! Repairs that need no build live here: a `.drv` file is written again
 //! from the database, modes and mtimes are set again. Objects whose content
@@ -134,7 +137,14 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
     report.checked = results.len();
     for (bytes, f) in results {
         report.bytes += bytes;
-        report.failures.extend(f);
+        // A collection unregisters an object (and commits) before it
+        // removes a byte of it: one that is no longer registered was being
+        // collected while it was read, and is nothing to report.
+        if let Some(f) = f
+            && store.db().is_valid(&f.object)?
+        {
+            report.failures.push(f);
+        }
     }
     report.failures.sort_by(|a, b| a.object.cmp(&b.object));
     report.garbage = unregistered(store)?;

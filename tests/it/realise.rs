@@ -287,14 +287,14 @@ fn keep_going_builds_what_does_not_depend_on_a_failure_and_keep_failed_keeps_it(
         std::fs::read_to_string(Path::new(kept).join("build/half")).unwrap(),
         "half-done\n"
     );
-    // As store-format.md says: `build/` and `store/` (the scratch outputs,
-    // none here), nothing else.
+    // As store-format.md says: `build/`, `store/` (the scratch outputs,
+    // none here) and `tmp/` (its /tmp), nothing else.
     let mut parts: Vec<String> = std::fs::read_dir(kept)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     parts.sort();
-    assert_eq!(parts, ["build", "store"], "{kept}");
+    assert_eq!(parts, ["build", "store", "tmp"], "{kept}");
     // The store holds nothing of the failure.
     let listed = std::fs::read_dir(p.store().join("store"))
         .unwrap()

@@ -46,6 +46,7 @@ fn sandboxed_with(
         root: root.to_string_lossy().into(),
         binds: all,
         build_dir: build.path().to_string_lossy().into(),
+        tmp_dir: None,
         program: "/bin/sh".into(),
         args: vec!["-eu".into(), "-c".into(), script.into()],
         env: vec![

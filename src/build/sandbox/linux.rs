@@ -1350,6 +1350,13 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
             ));
         }
     }
+    if let Some(tmp) = &spec.tmp_dir {
+        // The tmpfs premounted there gives way to the directory on disk,
+        // before anything is mounted under /tmp (a store under /tmp is).
+        let at = inside("/tmp");
+        umount2(&at, MntFlags::MNT_DETACH).map_err(|e| m("unmount /tmp", e))?;
+        bind(tmp, &at, true)?;
+    }
     let view = store_view_of(root);
     let view = view.is_dir().then_some(view);
     // Inputs are bound by name from inside the store directory once the

@@ -5,7 +5,8 @@
 //! namespace no other build is using, and a user namespace shared by the
 //! builds of one realise; `pivot_root`ed into a read-only root that holds
 //! only what the spec lists: its
-//! inputs read-only, its outputs and `/build` writable, a private `/tmp`, a
+//! inputs read-only, its outputs and `/build` writable, a private `/tmp` (on disk, beside
+//! `/build`, for builds of a realise), a
 //! minimal `/dev` and `/proc`, generated `/etc/passwd`, `/etc/group` and
 //! `/etc/hosts`, and, when host tools are declared, the host's `/usr`, `/bin`
 //! and `/lib*` read-only. Only loopback networking, unless the spec allows

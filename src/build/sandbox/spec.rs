@@ -30,6 +30,11 @@ pub struct SandboxSpec {
     pub binds: Vec<Bind>,
     /// The host directory that appears as `/build` (the working directory).
     pub build_dir: String,
+    /// A host directory that appears as `/tmp` (on disk, under the build's
+    /// own directory, so that a build's temporary files are charged to the
+    /// disk, not to the host's memory as a tmpfs is); `None`: a tmpfs.
+    #[serde(default)]
+    pub tmp_dir: Option<String>,
     /// The program to run (a path inside the sandbox) and its arguments.
     pub program: String,
     /// Its arguments.
