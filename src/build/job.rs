@@ -58,13 +58,16 @@ pub struct Context<'a> {
     pub limits: Limits,
 }
 
-/// Time limits of builds: a build past one is stopped and fails.
+/// Limits of builds: a build past a time limit is stopped and fails.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Limits {
     /// The longest a build may run.
     pub timeout: Option<std::time::Duration>,
     /// The longest a build may go without writing to its log.
     pub max_silent: Option<std::time::Duration>,
+    /// Processes and memory of each build, where control groups can be
+    /// made.
+    pub cgroup: crate::build::sandbox::cgroup::Limits,
 }
 
 impl<'a> Context<'a> {
@@ -305,6 +308,16 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
     let mut spec = spec(cx, job, &build_dir, &out_dir, view.as_ref(), &r)?;
     if cx.namespaces {
         spec.tmp_dir = Some(tmp_dir.to_string_lossy().into_owned());
+    }
+    // Removed when this returns, the build over.
+    let cgroup = cx.namespaces.then(|| {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("cbuild-{}-{n}", std::process::id());
+        crate::build::sandbox::cgroup::Cgroup::create(&name, cx.limits.cgroup)
+    });
+    if let Some(Some(cg)) = &cgroup {
+        spec.cgroup_procs = cg.procs();
     }
     if let Some(e) = &export {
         spec.binds.extend(e.binds());
@@ -705,6 +718,7 @@ fn spec(
         binds,
         build_dir: build_dir.to_string_lossy().into(),
         tmp_dir: None,
+        cgroup_procs: Vec::new(),
         program: r(&d.builder),
         args: d.args.iter().map(r).collect(),
         env: env.into_iter().collect(),

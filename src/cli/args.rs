@@ -46,6 +46,14 @@ pub struct GlobalArgs {
     /// Stop a build that writes nothing to its log for this many seconds.
     #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_silent_time: Option<u64>,
+    /// Most processes and threads a build may have at once (as root, in a
+    /// control group of its own).
+    #[arg(long, global = true, value_name = "N", default_value_t = crate::build::sandbox::cgroup::DEFAULT_PIDS, value_parser = clap::value_parser!(u64).range(16..))]
+    pub max_build_pids: u64,
+    /// Most memory a build may use, in MiB (as root, in a control group of
+    /// its own) [default: the host's].
+    #[arg(long, global = true, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..))]
+    pub max_build_memory: Option<u64>,
     /// Machine-readable result on stdout; progress and logs go to stderr.
     #[arg(long, global = true)]
     pub json: bool,
@@ -81,6 +89,10 @@ impl GlobalArgs {
             limits: crate::build::job::Limits {
                 timeout: self.timeout.map(std::time::Duration::from_secs),
                 max_silent: self.max_silent_time.map(std::time::Duration::from_secs),
+                cgroup: crate::build::sandbox::cgroup::Limits {
+                    pids: self.max_build_pids,
+                    memory: self.max_build_memory.map(|m| m << 20),
+                },
             },
             ..default
         }

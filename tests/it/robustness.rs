@@ -360,3 +360,72 @@ fn verify_while_gc_collects_reports_nothing_false() {
     }
     assert!(false_alarms.is_empty(), "{}", false_alarms.join("\n"));
 }
+
+#[test]
+fn as_root_a_build_s_processes_and_memory_are_bounded_by_a_control_group_of_its_own() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let sleep = host_tool("sleep"), seq = host_tool("seq"), head = host_tool("head"),
+               sort = host_tool("sort") in {
+             forks = derivation {
+               name = "forks", build_inputs = [sleep, seq],
+               script = "for i in $(seq 100); do sleep 30.75 & done; echo all > $out",
+             },
+             hog = derivation {
+               name = "hog", build_inputs = [head, sort],
+               script = "head -c 300000000 /dev/zero | sort > /dev/null; echo survived > $out",
+             },
+           }"#,
+    );
+    let forks = p.run(&[
+        "--max-build-pids",
+        "32",
+        "realise",
+        "recipe.cb",
+        "-A",
+        "forks",
+    ]);
+    let hog = p.run(&[
+        "--max-build-memory",
+        "64",
+        "realise",
+        "recipe.cb",
+        "-A",
+        "hog",
+    ]);
+    assert!(!running("sleep 30.75"), "the build's processes outlived it");
+    if !cbuild::build::sandbox::user::is_host_root() {
+        // As an ordinary user no group is made (store-format.md): the
+        // user's own limits hold, and these builds pass.
+        forks.ok();
+        hog.ok();
+        return;
+    }
+    let err = forks.fails_with(1).stderr();
+    assert!(err.contains("Cannot fork"), "{err}");
+    let err = hog.fails_with(1).stderr();
+    assert!(
+        err.contains("exit code 137") && err.contains("Killed"),
+        "{err}"
+    );
+    // Each group is gone with its build: none is left beside this
+    // process's own group, where cbuild makes them (cgroup v1 here).
+    let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for controller in ["pids", "memory"] {
+        let Some(path) = mine.lines().find_map(|l| {
+            let f: Vec<&str> = l.splitn(3, ':').collect();
+            (f.len() == 3 && f[1].split(',').any(|c| c == controller)).then(|| f[2].to_string())
+        }) else {
+            continue;
+        };
+        let dir = format!("/sys/fs/cgroup/{controller}{path}");
+        let leftover: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("cbuild-"))
+            .collect();
+        assert!(leftover.is_empty(), "left in {dir}: {leftover:?}");
+    }
+}

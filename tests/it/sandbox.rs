@@ -47,6 +47,7 @@ fn sandboxed_with(
         binds: all,
         build_dir: build.path().to_string_lossy().into(),
         tmp_dir: None,
+        cgroup_procs: Vec::new(),
         program: "/bin/sh".into(),
         args: vec!["-eu".into(), "-c".into(), script.into()],
         env: vec![

@@ -1156,9 +1156,9 @@ fn build_pid1(spec: &SandboxSpec, log: OwnedFd, root: Option<&Path>, own_net: bo
     drop(log);
     let setup = match root {
         Some(root) => premount(&[root.to_path_buf()], own_net).and_then(|()| assemble(spec, root)),
-        None => {
+        None => join_cgroups(spec).and_then(|()| {
             chdir(spec.build_dir.as_str()).map_err(|e| format!("enter {}: {e}", spec.build_dir))
-        }
+        }),
     };
     if let Err(e) = setup {
         die("cannot set up the sandbox", &e);
@@ -1324,6 +1324,7 @@ fn premount(roots: &[PathBuf], own_net: bool) -> Result<(), String> {
 /// inputs, outputs, `/build`) and moves into it.
 fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
     let m = |what: &str, e: nix::errno::Errno| format!("{what}: {e}");
+    join_cgroups(spec)?;
     let inside = |p: &str| root.join(p.trim_start_matches('/'));
     for (link, target) in &spec.symlinks {
         if !link.starts_with("/.cbuild/") {
@@ -1420,6 +1421,16 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
     pivot_root(".", ".").map_err(|e| m("pivot_root", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| m("detach the old root", e))?;
     chdir(build).map_err(|e| m(&format!("enter {build}"), e))?;
+    Ok(())
+}
+
+/// Moves this process (the build's first) into the build's control groups,
+/// while the host's paths are still visible: everything it starts is in
+/// them from then on.
+fn join_cgroups(spec: &SandboxSpec) -> Result<(), String> {
+    for procs in &spec.cgroup_procs {
+        std::fs::write(procs, "0").map_err(|e| format!("join the control group {procs}: {e}"))?;
+    }
     Ok(())
 }
 

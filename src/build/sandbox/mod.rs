@@ -21,6 +21,7 @@
 //! __sandbox`) and its children, never by a thread of the caller: `unshare`
 //! of a user namespace needs a single-threaded process.
 
+pub mod cgroup;
 pub mod linux;
 pub mod spec;
 pub mod user;

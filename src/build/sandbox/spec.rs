@@ -35,6 +35,11 @@ pub struct SandboxSpec {
     /// disk, not to the host's memory as a tmpfs is); `None`: a tmpfs.
     #[serde(default)]
     pub tmp_dir: Option<String>,
+    /// `cgroup.procs` files of the build's control groups (see
+    /// [`super::cgroup`]): its first process moves itself in before the
+    /// builder runs.
+    #[serde(default)]
+    pub cgroup_procs: Vec<String>,
     /// The program to run (a path inside the sandbox) and its arguments.
     pub program: String,
     /// Its arguments.

@@ -1,0 +1,184 @@
+//! A control group per build, where the machine lets cbuild make one: the
+//! number of processes a build may have and the memory it may use are
+//! bounded there (`--max-build-pids`, `--max-build-memory`), so that a fork
+//! bomb or a runaway link step stops at its own limits instead of the
+//! host's.
+//!
+//! cbuild makes the groups as root, under the group it runs in: in cgroup
+//! v2 when the `pids` and `memory` controllers are enabled for its
+//! children, else in the v1 `pids` and `memory` hierarchies. The build's
+//! first process moves itself in before it runs the builder (writing `0`,
+//! itself, to each group's `cgroup.procs`), so everything the build starts
+//! is inside. As an ordinary user, builds are not put in groups: the
+//! user's own limits hold (systemd's delegation to user sessions is not
+//! used yet). What was made is removed when the build is over.
+
+use std::path::{Path, PathBuf};
+
+/// Processes (and threads) a build may have at once, by default.
+pub const DEFAULT_PIDS: u64 = 8192;
+
+/// Limits of one build's group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most processes and threads at once.
+    pub pids: u64,
+    /// Most memory in bytes (`None`: the host's).
+    pub memory: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            pids: DEFAULT_PIDS,
+            memory: None,
+        }
+    }
+}
+
+/// The groups made for one build, removed when dropped.
+#[derive(Debug)]
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    /// Makes the groups named `name` with `limits`; `None` where this
+    /// machine or user cannot (said in `cbuild --help`, not an error).
+    pub fn create(name: &str, limits: Limits) -> Option<Cgroup> {
+        if !super::user::is_host_root() {
+            return None;
+        }
+        let mine = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+        let mut made = Cgroup { dirs: Vec::new() };
+        // cgroup v2, with the controllers given to children.
+        if let Some(unified) = mount_of(&mounts, "cgroup2", None)
+            && let Some(path) = group_of(&mine, "")
+        {
+            let parent = unified.join(path.trim_start_matches('/'));
+            let enabled =
+                std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+            let has = |c: &str| enabled.split_whitespace().any(|e| e == c);
+            if has("pids") && has("memory") {
+                let dir = parent.join(name);
+                std::fs::create_dir(&dir).ok()?;
+                made.dirs.push(dir.clone());
+                write(&dir, "pids.max", &limits.pids.to_string())?;
+                if let Some(m) = limits.memory {
+                    write(&dir, "memory.max", &m.to_string())?;
+                    write(&dir, "memory.swap.max", "0");
+                }
+                return Some(made);
+            }
+        }
+        // cgroup v1: one hierarchy per controller.
+        for (controller, file, value) in [
+            ("pids", "pids.max", Some(limits.pids)),
+            ("memory", "memory.limit_in_bytes", limits.memory),
+        ] {
+            let (Some(root), Some(path)) = (
+                mount_of(&mounts, "cgroup", Some(controller)),
+                group_of(&mine, controller),
+            ) else {
+                continue;
+            };
+            let dir = root.join(path.trim_start_matches('/')).join(name);
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            made.dirs.push(dir.clone());
+            if let Some(v) = value {
+                write(&dir, file, &v.to_string())?;
+            }
+        }
+        (!made.dirs.is_empty()).then_some(made)
+    }
+
+    /// The `cgroup.procs` files the build's first process writes itself to.
+    pub fn procs(&self) -> Vec<String> {
+        self.dirs
+            .iter()
+            .map(|d| d.join("cgroup.procs").to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // The build's processes are gone with its pid namespace, some a
+        // moment after its first one: a group is removed once it is empty.
+        for dir in &self.dirs {
+            for _ in 0..200 {
+                match std::fs::remove_dir(dir) {
+                    Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+/// Writes `value` to `dir/file`; `None` (and the group is given up) when
+/// the kernel refuses.
+fn write(dir: &Path, file: &str, value: &str) -> Option<()> {
+    std::fs::write(dir.join(file), value).ok()
+}
+
+/// Where a cgroup file system of `fstype` is mounted (v1: the one holding
+/// `controller` among its options).
+fn mount_of(mounts: &str, fstype: &str, controller: Option<&str>) -> Option<PathBuf> {
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (point, kind, options) = (f.get(1)?, f.get(2)?, f.get(3)?);
+        if *kind != fstype {
+            return None;
+        }
+        if let Some(c) = controller
+            && !options.split(',').any(|o| o == c)
+        {
+            return None;
+        }
+        Some(PathBuf::from(point))
+    })
+}
+
+/// This process's group in the hierarchy of `controller` (`""`: v2's).
+fn group_of(cgroup: &str, controller: &str) -> Option<String> {
+    cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        let matches = if controller.is_empty() {
+            controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| c == controller)
+        };
+        matches.then(|| path.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_and_mounts_are_found_in_v1_and_v2_listings() {
+        let cg = "9:name=systemd:/\n8:pids:/a\n4:memory:/process_api/x\n0::/user.slice\n";
+        assert_eq!(group_of(cg, "pids").as_deref(), Some("/a"));
+        assert_eq!(group_of(cg, "memory").as_deref(), Some("/process_api/x"));
+        assert_eq!(group_of(cg, "").as_deref(), Some("/user.slice"));
+        let mounts = "cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(
+            mount_of(mounts, "cgroup", Some("pids")),
+            Some(PathBuf::from("/sys/fs/cgroup/pids"))
+        );
+        assert_eq!(mount_of(mounts, "cgroup", Some("memory")), None);
+        assert_eq!(
+            mount_of(mounts, "cgroup2", None),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+    }
+}
