@@ -10,7 +10,7 @@
 //! In `tmp/`, only the names cbuild gives its scratch space
 //! ([`is_scratch_name`]) are ever removed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::StoreError;
 
@@ -91,19 +91,22 @@ pub fn prepare(root: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Writes the marker (complete, or not at all: beside, then renamed).
+/// Writes the marker, first of all in the directory and in one step
+/// (`O_EXCL`): a second process making the same store at once sees the
+/// marker, or an empty directory, never a directory with other things and
+/// no marker. A marker already there (the other process's) is as good.
 fn write_marker(root: &Path) -> Result<(), StoreError> {
+    use std::io::Write;
     let path = root.join(MARKER);
-    let tmp: PathBuf = root.join(format!(".{MARKER}.{}", std::process::id()));
     let err = |source| StoreError::Create {
         path: path.clone(),
         source,
     };
-    std::fs::write(&tmp, MARKER_TEXT).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e)
-    })
+    match std::fs::File::create_new(&path) {
+        Ok(mut f) => f.write_all(MARKER_TEXT.as_bytes()).map_err(err),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Whether `name`, an entry of a store's `tmp/`, is one cbuild makes

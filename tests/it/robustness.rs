@@ -377,7 +377,20 @@ fn as_root_a_build_s_processes_and_memory_are_bounded_by_a_control_group_of_its_
              },
            }"#,
     );
-    let forks = p.run(&[
+    // Run by hand, to know their pids (their groups are named by them).
+    let run = |args: &[&str]| {
+        let child = Command::new(cbuild_bin())
+            .args(args)
+            .current_dir(p.path())
+            .env("CBUILD_STORE", p.store())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        (pid, crate::support::Run(child.wait_with_output().unwrap()))
+    };
+    let (pid_forks, forks) = run(&[
         "--max-build-pids",
         "32",
         "realise",
@@ -385,7 +398,7 @@ fn as_root_a_build_s_processes_and_memory_are_bounded_by_a_control_group_of_its_
         "-A",
         "forks",
     ]);
-    let hog = p.run(&[
+    let (pid_hog, hog) = run(&[
         "--max-build-memory",
         "64",
         "realise",
@@ -424,7 +437,10 @@ fn as_root_a_build_s_processes_and_memory_are_bounded_by_a_control_group_of_its_
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("cbuild-"))
+            .filter(|n| {
+                n.starts_with(&format!("cbuild-{pid_forks}-"))
+                    || n.starts_with(&format!("cbuild-{pid_hog}-"))
+            })
             .collect();
         assert!(leftover.is_empty(), "left in {dir}: {leftover:?}");
     }

@@ -43,8 +43,10 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// Makes the groups named `name` with `limits`; `None` where this
-    /// machine or user cannot (said in `cbuild --help`, not an error).
+    /// Makes the groups named `cbuild-<pid>-<n>` with `limits`; `None`
+    /// where this machine or user cannot (said in `cbuild --help`, not an
+    /// error). Groups of cbuild processes that are gone (killed before
+    /// they removed theirs) are removed on the way.
     pub fn create(name: &str, limits: Limits) -> Option<Cgroup> {
         if !super::user::is_host_root() {
             return None;
@@ -61,6 +63,7 @@ impl Cgroup {
                 std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
             let has = |c: &str| enabled.split_whitespace().any(|e| e == c);
             if has("pids") && has("memory") {
+                remove_stale(&parent);
                 let dir = parent.join(name);
                 std::fs::create_dir(&dir).ok()?;
                 made.dirs.push(dir.clone());
@@ -83,7 +86,9 @@ impl Cgroup {
             ) else {
                 continue;
             };
-            let dir = root.join(path.trim_start_matches('/')).join(name);
+            let parent = root.join(path.trim_start_matches('/'));
+            remove_stale(&parent);
+            let dir = parent.join(name);
             if std::fs::create_dir(&dir).is_err() {
                 continue;
             }
@@ -117,6 +122,33 @@ impl Drop for Cgroup {
                     _ => break,
                 }
             }
+        }
+    }
+}
+
+/// Removes the groups in `parent` that a cbuild process made and left
+/// (`cbuild-<pid>-<n>` whose process is gone): empty by then, as their
+/// builds' pid namespaces died with that process. Nothing else is touched.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("cbuild-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<i32>().ok()))
+            .filter(|&p| p > 0)
+        else {
+            continue;
+        };
+        if matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        ) {
+            let _ = std::fs::remove_dir(e.path());
         }
     }
 }
