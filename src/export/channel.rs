@@ -272,15 +272,10 @@ fn remove_stale_staged(channel: &Path) {
         let Some(pid) = rest
             .split_once('-')
             .and_then(|(pid, _)| pid.parse::<i32>().ok())
-            .filter(|&p| p > 0)
         else {
             continue;
         };
-        let gone = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if gone && e.file_type().is_ok_and(|t| t.is_file()) {
+        if crate::util::process::gone(pid) && e.file_type().is_ok_and(|t| t.is_file()) {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -4,7 +4,9 @@
 //! - [`links`]: where the links of a tree of relative paths lead.
 //! - [`text`]: outside text made safe for a terminal.
 //! - [`stream`]: files of any size read in bounded memory.
+//! - [`process`]: whether a process is gone.
 
 pub mod links;
+pub mod process;
 pub mod stream;
 pub mod text;

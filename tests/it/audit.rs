@@ -72,6 +72,33 @@ fn a_clean_program_passes_and_lists_what_comes_from_the_host() {
     );
 }
 
+/// Realises `attr` of `recipe` (in `dir`), audits it (exit 1 expected)
+/// and returns its errors as (file, what).
+fn audit_errors(
+    p: &Project,
+    dir: &std::path::Path,
+    recipe: &str,
+    attr: &str,
+) -> Vec<(String, String)> {
+    p.run_in(dir, &["realise", recipe, "-A", attr], &[]).ok();
+    let r = p
+        .run_in(dir, &["audit", recipe, "-A", attr, "--json"], &[])
+        .fails_with(1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    v[0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| {
+            (
+                f["file"].as_str().unwrap().to_string(),
+                f["what"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn findings_name_the_file_and_what() {
     let p = project();
@@ -85,18 +112,7 @@ fn findings_name_the_file_and_what() {
         ("home", "etc/conf", "mentions a home directory (/home)"),
         ("undeclared", "ref", "which is not in its closure"),
     ] {
-        p.run_in(&src, &["realise", "bad.cb", "-A", attr], &[]).ok();
-        let r = p
-            .run_in(&src, &["audit", "bad.cb", "-A", attr, "--json"], &[])
-            .fails_with(1);
-        let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
-        let errors: Vec<(&str, &str)> = v[0]["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|f| f["severity"] == "error")
-            .map(|f| (f["file"].as_str().unwrap(), f["what"].as_str().unwrap()))
-            .collect();
+        let errors = audit_errors(&p, &src, "bad.cb", attr);
         assert_eq!(errors.len(), 1, "{attr}: {errors:?}");
         assert_eq!(errors[0].0, file, "{attr}");
         assert!(errors[0].1.contains(what), "{attr}: {errors:?}");
@@ -343,18 +359,7 @@ fn links_out_of_an_output_are_errors_however_they_are_made() {
         ("climb", "a/shadow", "outside the store"),
         ("chain", "sub/esc", "outside the store"),
     ] {
-        p.run(&["realise", "links.cb", "-A", attr]).ok();
-        let r = p
-            .run(&["audit", "links.cb", "-A", attr, "--json"])
-            .fails_with(1);
-        let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
-        let errors: Vec<(&str, &str)> = v[0]["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|f| f["severity"] == "error")
-            .map(|f| (f["file"].as_str().unwrap(), f["what"].as_str().unwrap()))
-            .collect();
+        let errors = audit_errors(&p, p.path(), "links.cb", attr);
         assert!(
             errors.iter().any(|(f, w)| *f == file && w.contains(what)),
             "{attr}: {errors:?}"

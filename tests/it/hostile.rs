@@ -63,19 +63,13 @@ fn reply(stream: &mut TcpStream, status: &str, headers: &str, body: &str) {
 
 /// A small package exported from a recipe, to publish.
 fn package(p: &Project) -> String {
-    let out = p
-        .run(&["export", "--conda", "-A", "tiny", "-o", "pkgs", "--json"])
-        .ok()
-        .stdout();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v[0]["path"].as_str().unwrap().to_string()
+    crate::support::tiny_package(p)
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn project() -> Project {
-    Project::new().file(
-        "recipe.cb",
-        r#"{ tiny = package { name = "tiny", version = "1", script = "mkdir -p $out/share; echo x > $out/share/tiny" } }"#,
-    )
+    crate::support::tiny_project()
 }
 
 const KEY: &str = "k3y-that-must-stay-home-5f0c";

@@ -139,10 +139,7 @@ fn gc_names_a_leftover_it_cannot_remove_instead_of_counting_it_removed() {
 
 #[test]
 fn the_next_write_to_a_channel_removes_what_killed_exports_staged() {
-    let p = Project::new().file(
-        "recipe.cb",
-        r#"{ tiny = package { name = "tiny", version = "1", script = "mkdir -p $out/share; echo x > $out/share/tiny" } }"#,
-    );
+    let p = crate::support::tiny_project();
     let ch = p.path().join("ch");
     std::fs::create_dir_all(&ch).unwrap();
     // A process that is gone, one that is alive (this test), and a file

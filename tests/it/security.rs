@@ -237,16 +237,8 @@ fn directory_sources_and_outputs_build_verify_and_collect_for_whoever_runs_cbuil
 
 #[test]
 fn a_subdir_that_climbs_out_of_the_channel_is_refused_everywhere() {
-    let p = Project::new().file(
-        "recipe.cb",
-        r#"{ tiny = package { name = "tiny", version = "1", script = "mkdir -p $out/share; echo x > $out/share/tiny" } }"#,
-    );
-    let out = p
-        .run(&["export", "--conda", "-A", "tiny", "-o", "pkgs", "--json"])
-        .ok()
-        .stdout();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let pkg = std::path::PathBuf::from(v[0]["path"].as_str().unwrap());
+    let p = crate::support::tiny_project();
+    let pkg = crate::support::tiny_package(&p);
     let channel = p.path().join("deep/er/channel");
     std::fs::create_dir_all(&channel).unwrap();
     // What a `../../x` subdir would have written into, and deleted.

@@ -247,3 +247,21 @@ pub fn peak_rss(mut cmd: Command) -> Measured {
         peak_kb: usage.ru_maxrss,
     }
 }
+
+/// A project whose `recipe.cb` has one small package, `tiny`.
+pub fn tiny_project() -> Project {
+    Project::new().file(
+        "recipe.cb",
+        r#"{ tiny = package { name = "tiny", version = "1", script = "mkdir -p $out/share; echo x > $out/share/tiny" } }"#,
+    )
+}
+
+/// Exports `tiny` of `p` into `pkgs/` and returns the package's path.
+pub fn tiny_package(p: &Project) -> std::path::PathBuf {
+    let out = p
+        .run(&["export", "--conda", "-A", "tiny", "-o", "pkgs", "--json"])
+        .ok()
+        .stdout();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    std::path::PathBuf::from(v[0]["path"].as_str().unwrap())
+}

@@ -140,14 +140,10 @@ fn remove_stale(parent: &Path) {
             .and_then(|n| n.strip_prefix("cbuild-"))
             .and_then(|rest| rest.split_once('-'))
             .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<i32>().ok()))
-            .filter(|&p| p > 0)
         else {
             continue;
         };
-        if matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        ) {
+        if crate::util::process::gone(pid) {
             let _ = std::fs::remove_dir(e.path());
         }
     }
