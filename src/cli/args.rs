@@ -191,6 +191,10 @@ pub struct RealiseArgs {
     /// create them); their outputs are marked as unsandboxed in the store.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
     pub sandbox: String,
+    /// Read every object of the targets' closure again and compare it with
+    /// what the store registered (for a store someone else could write).
+    #[arg(long)]
+    pub check_outputs: bool,
 }
 
 /// `cbuild check`

@@ -60,6 +60,9 @@ pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(
             }
         }
     }
+    if args.check_outputs {
+        check_outputs(&store, &targets, &outcome)?;
+    }
     if let Some(link) = &args.out_link {
         make_links(&store, link, &targets, &outcome)?;
     }
@@ -106,6 +109,44 @@ pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// `--check-outputs`: every object of the targets' outputs' closure read
+/// again against its registered digest (as `store verify` does, for that
+/// closure only); one that differs fails the command naming it.
+fn check_outputs(
+    store: &crate::store::Store,
+    targets: &[crate::derivation::StorePath],
+    outcome: &crate::build::realise::Outcome,
+) -> Result<(), CliError> {
+    let outputs = targets
+        .iter()
+        .flat_map(|t| outcome.outputs.get(t).into_iter().flatten())
+        .map(|(_, p)| p.base_name());
+    let closure: Vec<String> = store.closure(outputs)?.into_iter().collect();
+    let failures = crate::store::verify::check_objects(store, &closure)?;
+    for f in &failures {
+        super::report_error(&format!(
+            "{}/{}: {} ({}; registered {}, found {}){}",
+            store.dir().as_str(),
+            f.object,
+            f.problem.as_str(),
+            f.kind.as_str(),
+            f.expected,
+            f.actual,
+            if f.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", f.detail)
+            }
+        ));
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::VerifyFailed {
+        failed: failures.len(),
+    })
 }
 
 /// `-o LINK`: a symlink to each target's first output (`LINK-<output>` for

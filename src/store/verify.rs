@@ -90,49 +90,7 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
     let results: Vec<(u64, Option<Failure>)> = graph
         .objects
         .par_iter()
-        .map(|o| {
-            let path = store_dir.join(&o.path);
-            let expected = format!("{} ({} bytes)", o.digest.to_hex(), o.size);
-            let fail = |problem, actual: String, detail: String| Failure {
-                object: o.path.clone(),
-                kind: o.kind,
-                problem,
-                expected: expected.clone(),
-                actual,
-                detail,
-            };
-            if o.kind == ObjectKind::Drv {
-                return (
-                    0,
-                    check_drv(&path, o, drvs.get(&o.path)).map(|(p, a, d)| fail(p, a, d)),
-                );
-            }
-            if std::fs::symlink_metadata(&path).is_err() {
-                return (
-                    0,
-                    Some(fail(Problem::Missing, "nothing".into(), String::new())),
-                );
-            }
-            match super::tree_hash::hash_tree(&path) {
-                Err(e) => (
-                    0,
-                    Some(fail(Problem::Content, "unreadable".into(), e.to_string())),
-                ),
-                Ok(node) => {
-                    let (digest, size) = (node.tree_digest(), node.size());
-                    if digest != o.digest || size != o.size {
-                        let actual = format!("{} ({size} bytes)", digest.to_hex());
-                        let detail = first_changed_file(&path);
-                        return (size, Some(fail(Problem::Content, actual, detail)));
-                    }
-                    let bad = metadata_problem(&path);
-                    (
-                        size,
-                        bad.map(|d| fail(Problem::Metadata, expected.clone(), d)),
-                    )
-                }
-            }
-        })
+        .map(|o| check_object(store_dir, o, &drvs))
         .collect();
     report.checked = results.len();
     for (bytes, f) in results {
@@ -149,6 +107,80 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
     report.failures.sort_by(|a, b| a.object.cmp(&b.object));
     report.garbage = unregistered(store)?;
     Ok(report)
+}
+
+/// Checks one registered object: its bytes read again against its
+/// digest and size, its modes and mtimes; a `.drv` against its record.
+/// Returns the bytes hashed and what is wrong, if anything.
+fn check_object(
+    store_dir: &Path,
+    o: &super::ObjectInfo,
+    drvs: &HashMap<String, (DrvHash, Vec<u8>)>,
+) -> (u64, Option<Failure>) {
+    let path = store_dir.join(&o.path);
+    let expected = format!("{} ({} bytes)", o.digest.to_hex(), o.size);
+    let fail = |problem, actual: String, detail: String| Failure {
+        object: o.path.clone(),
+        kind: o.kind,
+        problem,
+        expected: expected.clone(),
+        actual,
+        detail,
+    };
+    if o.kind == ObjectKind::Drv {
+        return (
+            0,
+            check_drv(&path, o, drvs.get(&o.path)).map(|(p, a, d)| fail(p, a, d)),
+        );
+    }
+    if std::fs::symlink_metadata(&path).is_err() {
+        return (
+            0,
+            Some(fail(Problem::Missing, "nothing".into(), String::new())),
+        );
+    }
+    match super::tree_hash::hash_tree(&path) {
+        Err(e) => (
+            0,
+            Some(fail(Problem::Content, "unreadable".into(), e.to_string())),
+        ),
+        Ok(node) => {
+            let (digest, size) = (node.tree_digest(), node.size());
+            if digest != o.digest || size != o.size {
+                let actual = format!("{} ({size} bytes)", digest.to_hex());
+                let detail = first_changed_file(&path);
+                return (size, Some(fail(Problem::Content, actual, detail)));
+            }
+            let bad = metadata_problem(&path);
+            (
+                size,
+                bad.map(|d| fail(Problem::Metadata, expected.clone(), d)),
+            )
+        }
+    }
+}
+
+/// Checks the objects named by `bases` (outputs and sources; `.drv`s are
+/// skipped) the way `verify` does, in parallel: what `realise
+/// --check-outputs` runs over what it hands back. Objects no longer
+/// registered are skipped.
+pub fn check_objects(store: &Store, bases: &[String]) -> Result<Vec<Failure>, StoreError> {
+    let mut objects = Vec::new();
+    for b in bases {
+        if let Some(o) = store.db().object(b)?
+            && o.kind != ObjectKind::Drv
+        {
+            objects.push(o);
+        }
+    }
+    let store_dir = Path::new(store.dir().as_str());
+    let none = HashMap::new();
+    let mut failures: Vec<Failure> = objects
+        .par_iter()
+        .filter_map(|o| check_object(store_dir, o, &none).1)
+        .collect();
+    failures.sort_by(|a, b| a.object.cmp(&b.object));
+    Ok(failures)
 }
 
 /// A `.drv` object: its database record must hash to its name's digest;

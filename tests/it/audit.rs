@@ -368,3 +368,53 @@ fn links_out_of_an_output_are_errors_however_they_are_made() {
     p.run(&["realise", "links.cb", "-A", "fine"]).ok();
     p.run(&["audit", "links.cb", "-A", "fine"]).ok();
 }
+
+/// Sets the sizes the zip at `path` declares for `member` (local header
+/// and central directory) to `size`, leaving the data as it is.
+fn declare_size(path: &std::path::Path, member: &str, size: u32) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let name = member.as_bytes();
+    let mut patched = 0;
+    for i in 0..bytes.len().saturating_sub(46 + name.len()) {
+        let at = |o: usize| &bytes[i + o..i + o + name.len()];
+        if bytes[i..i + 4] == [0x50, 0x4b, 0x03, 0x04] && at(30) == name {
+            bytes[i + 18..i + 22].copy_from_slice(&size.to_le_bytes());
+            bytes[i + 22..i + 26].copy_from_slice(&size.to_le_bytes());
+            patched += 1;
+        } else if bytes[i..i + 4] == [0x50, 0x4b, 0x01, 0x02] && at(46) == name {
+            bytes[i + 20..i + 24].copy_from_slice(&size.to_le_bytes());
+            bytes[i + 24..i + 28].copy_from_slice(&size.to_le_bytes());
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 2, "the member's two headers");
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_stored_member_that_claims_gigabytes_does_not_switch_off_the_bomb_check() {
+    let p = Project::new();
+    let dir = tempfile::tempdir().unwrap();
+    // 2 GiB of zeros in a few kilobytes of zstd, in a STORED zip member
+    // that claims to be 4 GiB: the ratio is judged against the file's own
+    // size, not the claim.
+    let pkg = conda_with(
+        dir.path(),
+        &[("share/zeros", tar::EntryType::Regular, "", 2 << 30)],
+    );
+    declare_size(&pkg, "pkg-evil-1.0-h0_0.tar.zst", 0xF000_0000);
+    let mut cmd = std::process::Command::new(crate::support::cbuild_bin());
+    cmd.args(["audit", pkg.to_str().unwrap()])
+        .current_dir(p.path())
+        .env("CBUILD_STORE", p.store());
+    let started = std::time::Instant::now();
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("refused as a bomb"), "{stdout}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}

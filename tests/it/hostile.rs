@@ -211,3 +211,51 @@ fn a_duplicate_answered_with_an_endless_package_is_read_only_so_far() {
         sent >> 20
     );
 }
+
+#[test]
+fn a_large_channel_s_repodata_is_read_in_little_memory() {
+    let p = project();
+    let pkg = package(&p);
+    // About 30 MB of repodata: 60,000 records of a real channel's shape.
+    let mut body =
+        String::from(r#"{"info": {"subdir": "linux-64"}, "packages": {}, "packages.conda": {"#);
+    for k in 0..60_000 {
+        if k > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#""pkg{k}-1.0-h{k:08}_0.conda": {{"name": "pkg{k}", "version": "1.0", "build": "h{k:08}_0", "build_number": 0, "depends": ["libgcc-ng >=12", "libzlib >=1.2.13,<2.0a0", "python >=3.11,<3.12.0a0", "python_abi 3.11.* *_cp311"], "license": "BSD-3-Clause", "md5": "{k:032x}", "sha256": "{k:064x}", "size": {k}, "subdir": "linux-64", "timestamp": 1700000000000}}"#
+        ));
+    }
+    body.push_str("}}");
+    assert!(body.len() > 25 << 20, "{}", body.len());
+    let body = Arc::new(body);
+    let (port, _) = serve(move |head, s| {
+        if head.contains("repodata.json") {
+            reply(s, "200 OK", "Content-Type: application/json\r\n", &body);
+        } else {
+            reply(s, "200 OK", "", "{}");
+        }
+    });
+    let mut cmd = std::process::Command::new(crate::support::cbuild_bin());
+    cmd.args([
+        "publish",
+        &pkg,
+        "--to",
+        &format!("quetz+http://127.0.0.1:{port}/channel0"),
+    ])
+    .current_dir(p.path())
+    .env("CBUILD_STORE", p.store())
+    .env("CBUILD_QUETZ_API_KEY", KEY)
+    .env("CBUILD_QUETZ_INDEX_WAIT", "1");
+    let out = crate::support::peak_rss(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Read as a JSON tree (and a string of it first), it took 203 MB here;
+    // as names and digests, 60 MB.
+    assert!(out.peak_kb < 120_000, "peak RSS {} kB", out.peak_kb);
+}

@@ -442,3 +442,43 @@ fn as_root_a_build_s_processes_and_memory_are_bounded_by_a_control_group_of_its_
         assert!(leftover.is_empty(), "left in {dir}: {leftover:?}");
     }
 }
+
+#[test]
+fn realise_check_outputs_names_an_object_changed_behind_the_store_s_back() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let cat = host_tool("cat"), a = derivation { name = "a", script = "echo a > $out" } in {
+             b = derivation { name = "b", build_inputs = [cat], script = "cat ${a}; echo ${a} > $out" },
+           }"#,
+    );
+    let b = p
+        .run(&["realise", "-q", "recipe.cb", "-A", "b"])
+        .ok()
+        .stdout();
+    p.run(&["realise", "recipe.cb", "-A", "b", "--check-outputs"])
+        .ok();
+    // Someone with write access plants other bytes under a's path.
+    let a = std::fs::read_dir(p.store().join("store"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|q| q.to_string_lossy().ends_with("-a"))
+        .unwrap();
+    std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&a, "planted\n").unwrap();
+    std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let r = p
+        .run(&["realise", "recipe.cb", "-A", "b", "--check-outputs"])
+        .fails_with(1);
+    let err = r.stderr();
+    assert!(
+        err.contains(&*a.to_string_lossy()) && err.contains("content differs"),
+        "{err}"
+    );
+    // Without the flag, what is registered is trusted (one stat each).
+    let again = p
+        .run(&["realise", "-q", "recipe.cb", "-A", "b"])
+        .ok()
+        .stdout();
+    assert_eq!(again, b);
+}
