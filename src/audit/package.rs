@@ -256,6 +256,13 @@ fn read_tar(
         exceeded: false,
     };
     let mut declared_sum = 0u64;
+    // `info/` bytes kept so far, this tar's and the other's (a `.conda`
+    // has two).
+    let mut kept_total: usize = members
+        .values()
+        .filter_map(|m| m.data.as_ref())
+        .map(Vec::len)
+        .sum();
     let mut tar = tar::Archive::new(&mut bounded);
     let entries = match tar.entries() {
         Ok(e) => e,
@@ -327,13 +334,8 @@ fn read_tar(
             .flatten()
             .map(|l| l.to_string_lossy().into_owned());
         let mut hasher = sha2::Sha256::new();
-        let kept_so_far: usize = members
-            .values()
-            .filter_map(|m| m.data.as_ref())
-            .map(Vec::len)
-            .sum();
-        let mut kept = (rel.starts_with("info/") && kept_so_far < MAX_INFO_KEPT).then(Vec::new);
-        let room = MAX_INFO_KEPT.saturating_sub(kept_so_far);
+        let room = MAX_INFO_KEPT.saturating_sub(kept_total);
+        let mut kept = (rel.starts_with("info/") && room > 0).then(Vec::new);
         let mut buf = [0u8; 64 * 1024];
         let mut size = 0u64;
         loop {
@@ -370,6 +372,7 @@ fn read_tar(
                 }
             }
         }
+        kept_total += kept.as_ref().map_or(0, Vec::len);
         members.insert(
             rel,
             Member {
@@ -422,8 +425,7 @@ fn check_metadata(name: &str, members: &BTreeMap<String, Member>, findings: &mut
     // the platforms conda knows (a `../x` wrote outside the channel).
     match &index["subdir"] {
         serde_json::Value::Null => {}
-        serde_json::Value::String(sd)
-            if sd.parse::<rattler_conda_types::Subdir>().is_ok() && !sd.contains(['/', '\\']) => {}
+        serde_json::Value::String(sd) if sd.parse::<rattler_conda_types::Subdir>().is_ok() => {}
         other => findings.push(err(
             "info/index.json",
             format!("has subdir {other}, which is not a platform conda knows"),

@@ -77,7 +77,7 @@ fn hash_masked(
 ) -> std::io::Result<(FileDigest, u64, bool)> {
     let mut h = blake3::Hasher::new();
     let mut offsets: Vec<u64> = Vec::new();
-    let size = crate::util::stream::windows(file, len - 1, |w, at, last| {
+    let size = crate::util::stream::windows(file, len - 1, |w, at, settled| {
         // Zeros never match: what was masked is not found again in the
         // overlap.
         let found: Vec<usize> = ac.find_iter(&*w).map(|m| m.start()).collect();
@@ -85,12 +85,7 @@ fn hash_masked(
             w[o..o + len].fill(0);
             offsets.push(at + o as u64);
         }
-        let done = if last {
-            w.len()
-        } else {
-            w.len() - (len - 1).min(w.len())
-        };
-        h.update(&w[..done]);
+        h.update(&w[..settled]);
         Ok(())
     })?;
     for o in &offsets {
@@ -161,7 +156,7 @@ pub fn rewrite(paths: &[PathBuf], from: &str, to: &str) -> Result<(), StoreError
             // Whether the overlap this window starts with was changed in
             // the previous one (and so is not written yet).
             let mut pending = false;
-            crate::util::stream::windows(reader, n - 1, |w, at, last| {
+            crate::util::stream::windows(reader, n - 1, |w, at, settled| {
                 let found: Vec<usize> = ac.find_iter(&*w).map(|m| m.start()).collect();
                 if found.is_empty() && !pending {
                     return Ok(());
@@ -170,13 +165,8 @@ pub fn rewrite(paths: &[PathBuf], from: &str, to: &str) -> Result<(), StoreError
                 for o in found {
                     w[o..o + n].copy_from_slice(to.as_bytes());
                 }
-                let done = if last {
-                    w.len()
-                } else {
-                    w.len() - (n - 1).min(w.len())
-                };
                 writer.seek(std::io::SeekFrom::Start(at))?;
-                writer.write_all(&w[..done])
+                writer.write_all(&w[..settled])
             })
             .map_err(write_err)?;
             std::fs::set_permissions(p, mode).map_err(write_err)?;

@@ -56,6 +56,9 @@ pub struct Context<'a> {
     /// How long a build may take and stay silent (`--timeout`,
     /// `--max-silent-time`); a recipe's `timeout` may shorten the first.
     pub limits: Limits,
+    /// Where builds' control groups are made, when they can be (found once
+    /// per realise).
+    pub cgroups: Option<crate::build::sandbox::cgroup::Parents>,
 }
 
 /// Limits of builds: a build past a time limit is stopped and fails.
@@ -97,6 +100,9 @@ impl<'a> Context<'a> {
             toolchain: crate::build::sandbox::spec::host_toolchain_binds(),
             build_user: crate::build::sandbox::user::build_user(),
             limits: Limits::default(),
+            cgroups: namespaces
+                .then(crate::build::sandbox::cgroup::Parents::find)
+                .flatten(),
         })
     }
 }
@@ -310,13 +316,8 @@ fn build(cx: &Context<'_>, job: &Job) -> Result<Vec<ReadyOutput>, BuildError> {
         spec.tmp_dir = Some(tmp_dir.to_string_lossy().into_owned());
     }
     // Removed when this returns, the build over.
-    let cgroup = cx.namespaces.then(|| {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("cbuild-{}-{n}", std::process::id());
-        crate::build::sandbox::cgroup::Cgroup::create(&name, cx.limits.cgroup)
-    });
-    if let Some(Some(cg)) = &cgroup {
+    let cgroup = cx.cgroups.as_ref().and_then(|p| p.create(cx.limits.cgroup));
+    if let Some(cg) = &cgroup {
         spec.cgroup_procs = cg.procs();
     }
     if let Some(e) = &export {

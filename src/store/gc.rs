@@ -289,18 +289,21 @@ fn remove_object(path: &Path, trash: &Path) -> Option<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(_) => {}
     }
-    let result = if super::rename_object(path, trash).is_ok() {
+    // Moving a directory rewrites its `..`, which needs write permission on
+    // it (only root does without): it is going anyway.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755));
+    }
+    if std::fs::rename(path, trash).is_ok() {
         make_writable_recursive(trash);
         let _ = std::fs::remove_dir_all(trash);
         return None;
-    } else {
-        make_writable_recursive(path);
-        std::fs::remove_dir_all(path)
-    };
-    match result {
-        Ok(()) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => Some(e.to_string()),
+    }
+    make_writable_recursive(path);
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(e.to_string()),
+        _ => None,
     }
 }
 

@@ -7,18 +7,19 @@ use std::io::Read;
 /// Bytes read at a time.
 pub const CHUNK: usize = 1 << 20;
 
-/// Calls `f(window, offset, last)` for successive windows of `r`: each
+/// Calls `f(window, offset, settled)` for successive windows of `r`: each
 /// holds the last `overlap` bytes of the previous window, then the next
-/// [`CHUNK`] bytes (fewer at the end, where `last` is true); `offset` is
-/// where the window starts in the file. A pattern of up to `overlap + 1`
-/// bytes lies whole in some window: `f` takes those that start before the
-/// window's last `overlap` bytes (all, in the last window), and so sees each
-/// once. `f` may change the window (mask what it found): the overlap comes
-/// back changed. Returns the bytes read.
+/// [`CHUNK`] bytes (fewer at the end); `offset` is where the window starts
+/// in the file, and the first `settled` bytes of it are never seen again
+/// (all but the last `overlap` bytes; all of them in the last window). A
+/// pattern of up to `overlap + 1` bytes lies whole in some window, and one
+/// that starts in the settled part is seen whole exactly once. `f` may
+/// change the window (mask what it found): the overlap comes back changed.
+/// Returns the bytes read.
 pub fn windows(
     mut r: impl Read,
     overlap: usize,
-    mut f: impl FnMut(&mut [u8], u64, bool) -> std::io::Result<()>,
+    mut f: impl FnMut(&mut [u8], u64, usize) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
     let mut data: Vec<u8> = Vec::with_capacity(CHUNK + overlap);
     let mut start = 0u64;
@@ -39,14 +40,17 @@ pub fn windows(
         let last = filled < data.len();
         data.truncate(filled);
         total += (filled - had) as u64;
-        f(&mut data, start, last)?;
+        let settled = if last {
+            data.len()
+        } else {
+            data.len() - overlap.min(data.len())
+        };
+        f(&mut data, start, settled)?;
         if last {
             return Ok(total);
         }
-        let keep = overlap.min(data.len());
-        let done = data.len() - keep;
-        data.drain(..done);
-        start += done as u64;
+        data.drain(..settled);
+        start += settled as u64;
     }
 }
 
@@ -67,8 +71,8 @@ mod tests {
             file[a..a + pat.len()].copy_from_slice(pat);
         }
         let mut found = std::collections::BTreeSet::new();
-        let read = windows(&file[..], pat.len() - 1, |w, off, _| {
-            for i in 0..w.len().saturating_sub(pat.len() - 1) {
+        let read = windows(&file[..], pat.len() - 1, |w, off, settled| {
+            for i in 0..settled.min(w.len().saturating_sub(pat.len() - 1)) {
                 if &w[i..i + pat.len()] == pat {
                     found.insert(off as usize + i);
                 }

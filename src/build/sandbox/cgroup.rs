@@ -36,25 +36,36 @@ impl Default for Limits {
     }
 }
 
-/// The groups made for one build, removed when dropped.
+/// Where this process may make groups for its builds: found once per
+/// realise ([`Parents::find`]); each build's group is then one directory
+/// and a limit or two ([`Parents::create`]).
 #[derive(Debug)]
-pub struct Cgroup {
-    dirs: Vec<PathBuf>,
+pub struct Parents {
+    /// cgroup v2: this process's group, with `pids` and `memory` enabled
+    /// for its children.
+    v2: Option<PathBuf>,
+    /// cgroup v1: this process's group in the `pids` and `memory`
+    /// hierarchies that are mounted.
+    v1: Vec<(&'static str, PathBuf)>,
+    next: std::sync::atomic::AtomicU64,
 }
 
-impl Cgroup {
-    /// Makes the groups named `cbuild-<pid>-<n>` with `limits`; `None`
-    /// where this machine or user cannot (said in `cbuild --help`, not an
-    /// error). Groups of cbuild processes that are gone (killed before
-    /// they removed theirs) are removed on the way.
-    pub fn create(name: &str, limits: Limits) -> Option<Cgroup> {
+impl Parents {
+    /// Where groups can be made; `None` where this machine or user cannot
+    /// (as an ordinary user, always: said in `cbuild --help`, not an
+    /// error). Groups of cbuild processes that are gone (killed before they
+    /// removed theirs) are removed on the way.
+    pub fn find() -> Option<Parents> {
         if !super::user::is_host_root() {
             return None;
         }
         let mine = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-        let mut made = Cgroup { dirs: Vec::new() };
-        // cgroup v2, with the controllers given to children.
+        let mut found = Parents {
+            v2: None,
+            v1: Vec::new(),
+            next: std::sync::atomic::AtomicU64::new(0),
+        };
         if let Some(unified) = mount_of(&mounts, "cgroup2", None)
             && let Some(path) = group_of(&mine, "")
         {
@@ -63,43 +74,78 @@ impl Cgroup {
                 std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
             let has = |c: &str| enabled.split_whitespace().any(|e| e == c);
             if has("pids") && has("memory") {
-                remove_stale(&parent);
-                let dir = parent.join(name);
-                std::fs::create_dir(&dir).ok()?;
-                made.dirs.push(dir.clone());
-                write(&dir, "pids.max", &limits.pids.to_string())?;
-                if let Some(m) = limits.memory {
-                    write(&dir, "memory.max", &m.to_string())?;
-                    write(&dir, "memory.swap.max", "0");
-                }
-                return Some(made);
+                found.v2 = Some(parent);
             }
         }
-        // cgroup v1: one hierarchy per controller.
-        for (controller, file, value) in [
-            ("pids", "pids.max", Some(limits.pids)),
-            ("memory", "memory.limit_in_bytes", limits.memory),
-        ] {
-            let (Some(root), Some(path)) = (
-                mount_of(&mounts, "cgroup", Some(controller)),
-                group_of(&mine, controller),
-            ) else {
-                continue;
-            };
-            let parent = root.join(path.trim_start_matches('/'));
-            remove_stale(&parent);
-            let dir = parent.join(name);
+        if found.v2.is_none() {
+            for controller in ["pids", "memory"] {
+                if let (Some(root), Some(path)) = (
+                    mount_of(&mounts, "cgroup", Some(controller)),
+                    group_of(&mine, controller),
+                ) {
+                    found
+                        .v1
+                        .push((controller, root.join(path.trim_start_matches('/'))));
+                }
+            }
+        }
+        let parents: Vec<&PathBuf> = found
+            .v2
+            .iter()
+            .chain(found.v1.iter().map(|(_, p)| p))
+            .collect();
+        if parents.is_empty() {
+            return None;
+        }
+        for p in parents {
+            remove_stale(p);
+        }
+        Some(found)
+    }
+
+    /// Makes the groups of one build (`cbuild-<pid>-<n>`) with `limits`;
+    /// `None` when the kernel refuses.
+    pub fn create(&self, limits: Limits) -> Option<Cgroup> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("cbuild-{}-{n}", std::process::id());
+        let mut made = Cgroup { dirs: Vec::new() };
+        if let Some(parent) = &self.v2 {
+            let dir = parent.join(&name);
+            std::fs::create_dir(&dir).ok()?;
+            made.dirs.push(dir.clone());
+            write(&dir, "pids.max", &limits.pids.to_string())?;
+            if let Some(m) = limits.memory {
+                write(&dir, "memory.max", &m.to_string())?;
+                write(&dir, "memory.swap.max", "0");
+            }
+            return Some(made);
+        }
+        for (controller, parent) in &self.v1 {
+            let dir = parent.join(&name);
             if std::fs::create_dir(&dir).is_err() {
                 continue;
             }
             made.dirs.push(dir.clone());
+            let (file, value) = if *controller == "pids" {
+                ("pids.max", Some(limits.pids))
+            } else {
+                ("memory.limit_in_bytes", limits.memory)
+            };
             if let Some(v) = value {
                 write(&dir, file, &v.to_string())?;
             }
         }
         (!made.dirs.is_empty()).then_some(made)
     }
+}
 
+/// The groups made for one build, removed when dropped.
+#[derive(Debug)]
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl Cgroup {
     /// The `cgroup.procs` files the build's first process writes itself to.
     pub fn procs(&self) -> Vec<String> {
         self.dirs

@@ -756,6 +756,8 @@ fn enter_user_namespace(build_user: Option<(u32, u32)>) -> Result<(), String> {
 fn map_by_helper(host: (u32, u32)) -> Result<(), String> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let server = nix::unistd::getpid();
+    // SAFETY: the server is single-threaded (it runs before any thread is
+    // started), so the child may do anything the parent could.
     let child = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(ours);
@@ -1270,7 +1272,8 @@ fn become_build_user() -> Result<(), String> {
 const PROC_READ_ONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
 /// Mounts what every build has of its own on a copy of the skeleton
-/// `root`: `/proc` (of the build's pid namespace), `/tmp` and `/.cbuild`.
+/// `root`: `/proc` (of the build's pid namespace) and `/.cbuild` (`/tmp`
+/// comes with the build, see [`assemble`]).
 /// Also names the host and brings up loopback in a new network namespace.
 fn premount(roots: &[PathBuf], own_net: bool) -> Result<(), String> {
     let m = |what: &str, e: nix::errno::Errno| format!("{what}: {e}");
@@ -1295,14 +1298,6 @@ fn premount(roots: &[PathBuf], own_net: bool) -> Result<(), String> {
                 bind_mount(&p, Path::new(p.as_ref()), true, true)?;
             }
         }
-        mount(
-            Some("tmpfs"),
-            &inside("/tmp"),
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
-        )
-        .map_err(|e| m("mount /tmp", e))?;
         // The tool links live on a tmpfs of their own: the skeleton is shared.
         mount(
             Some("tmpfs"),
@@ -1321,7 +1316,7 @@ fn premount(roots: &[PathBuf], own_net: bool) -> Result<(), String> {
 }
 
 /// Mounts what is this build's alone on the premounted `root` (tool links,
-/// inputs, outputs, `/build`) and moves into it.
+/// `/tmp`, inputs, outputs, `/build`) and moves into it.
 fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
     let m = |what: &str, e: nix::errno::Errno| format!("{what}: {e}");
     join_cgroups(spec)?;
@@ -1351,12 +1346,19 @@ fn assemble(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
             ));
         }
     }
-    if let Some(tmp) = &spec.tmp_dir {
-        // The tmpfs premounted there gives way to the directory on disk,
-        // before anything is mounted under /tmp (a store under /tmp is).
-        let at = inside("/tmp");
-        umount2(&at, MntFlags::MNT_DETACH).map_err(|e| m("unmount /tmp", e))?;
-        bind(tmp, &at, true)?;
+    // `/tmp` before anything is mounted under it (a store under /tmp is):
+    // the build's directory on disk, else a tmpfs.
+    let tmp = inside("/tmp");
+    match &spec.tmp_dir {
+        Some(dir) => bind(dir, &tmp, true)?,
+        None => mount(
+            Some("tmpfs"),
+            &tmp,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        )
+        .map_err(|e| m("mount /tmp", e))?,
     }
     let view = store_view_of(root);
     let view = view.is_dir().then_some(view);

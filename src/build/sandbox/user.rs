@@ -17,7 +17,6 @@
 //! build user before it runs ([`hand_over`]) and its outputs are given back
 //! to the store's owner when they are normalised.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::spec::{BUILD_GID, BUILD_UID};
@@ -89,15 +88,11 @@ pub fn hand_over(path: &Path, host: (u32, u32), recursive: bool) -> std::io::Res
     if !recursive {
         return own(path);
     }
-    let dev = std::fs::symlink_metadata(path)?.dev();
     for e in walkdir::WalkDir::new(path)
         .follow_links(false)
         .same_file_system(true)
     {
-        let e = e.map_err(std::io::Error::other)?;
-        if e.metadata().is_ok_and(|m| m.dev() == dev) {
-            own(e.path())?;
-        }
+        own(e.map_err(std::io::Error::other)?.path())?;
     }
     Ok(())
 }
