@@ -1,5 +1,6 @@
 """Shared helpers for the benchmarks: timing child processes with their peak
 memory, medians, and the Nix peer's configuration."""
+import atexit
 import os, shutil, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -62,6 +63,8 @@ def nix_env():
     if not shutil.which("nix-instantiate"):
         return None
     conf_dir = tempfile.mkdtemp(prefix="cbuild-bench-nixconf-")
+    # One per benchmark process: gone when it ends (53 were left in /tmp).
+    atexit.register(shutil.rmtree, conf_dir, True)
     src = NIX_CONF if os.path.exists(NIX_CONF) else None
     with open(os.path.join(conf_dir, "nix.conf"), "w") as f:
         if src:

@@ -46,12 +46,12 @@ pub struct GlobalArgs {
     /// Stop a build that writes nothing to its log for this many seconds.
     #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_silent_time: Option<u64>,
-    /// Most processes and threads a build may have at once (as root, in a
-    /// control group of its own).
+    /// Most processes and threads a build may have at once (in a control
+    /// group of its own, as root or in a group delegated to the user).
     #[arg(long, global = true, value_name = "N", default_value_t = crate::build::sandbox::cgroup::DEFAULT_PIDS, value_parser = clap::value_parser!(u64).range(16..))]
     pub max_build_pids: u64,
-    /// Most memory a build may use, in MiB (as root, in a control group of
-    /// its own) [default: the host's].
+    /// Most memory a build may use, in MiB (in a control group of its own,
+    /// as root or in a group delegated to the user) [default: the host's].
     #[arg(long, global = true, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..))]
     pub max_build_memory: Option<u64>,
     /// Machine-readable result on stdout; progress and logs go to stderr.

@@ -101,6 +101,15 @@ fn the_host_network_is_out_of_reach_but_loopback_works() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
+    // Abstract Unix sockets belong to the network namespace: the host's
+    // (X11's, D-Bus's, systemd's) are out of reach as well.
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("cbuild-test-{}", std::process::id());
+    let abstract_listener = std::os::unix::net::UnixListener::bind_addr(
+        &std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    abstract_listener.set_nonblocking(true).unwrap();
     let script = format!(
         "python3 -c '
 import socket
@@ -109,6 +118,12 @@ try:
     print(\"CONNECTED\")
 except OSError as e:
     print(\"refused\", e)
+u = socket.socket(socket.AF_UNIX)
+try:
+    u.connect(\"\\0{name}\")
+    print(\"ABSTRACT CONNECTED\")
+except OSError as e:
+    print(\"abstract refused\", e)
 s = socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(1)
 c = socket.create_connection(s.getsockname(), timeout=2)
 print(\"loopback ok\")
@@ -121,6 +136,11 @@ print(\"loopback ok\")
         "{log}"
     );
     assert!(log.contains("loopback ok"), "{log}");
+    assert!(
+        log.contains("abstract refused") && !log.contains("ABSTRACT CONNECTED"),
+        "{log}"
+    );
+    assert!(abstract_listener.accept().is_err());
     let mut buf = [0u8; 1];
     match listener.accept() {
         Ok((mut s, _)) => panic!("the listener heard something: {:?}", s.read(&mut buf)),

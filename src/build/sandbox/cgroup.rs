@@ -4,14 +4,19 @@
 //! bomb or a runaway link step stops at its own limits instead of the
 //! host's.
 //!
-//! cbuild makes the groups as root, under the group it runs in: in cgroup
-//! v2 when the `pids` and `memory` controllers are enabled for its
-//! children, else in the v1 `pids` and `memory` hierarchies. The build's
-//! first process moves itself in before it runs the builder (writing `0`,
-//! itself, to each group's `cgroup.procs`), so everything the build starts
-//! is inside. As an ordinary user, builds are not put in groups: the
-//! user's own limits hold (systemd's delegation to user sessions is not
-//! used yet). What was made is removed when the build is over.
+//! cbuild makes the groups under the group it runs in, wherever it may
+//! write there: as root always, as an ordinary user where the group was
+//! delegated to it (owned by the user, as systemd's `Delegate=yes` and
+//! container runtimes hand them out). In cgroup v2 the `pids` and `memory`
+//! controllers must be available; since a v2 group that holds processes
+//! cannot enable controllers for its children, cbuild, when it is alone in
+//! its group, first moves itself into a leaf of its own
+//! (`cbuild-<pid>-supervisor`), as Nix's daemon does. Otherwise the v1
+//! `pids` and `memory` hierarchies are used. The build's first process
+//! moves itself in before it runs the builder (writing `0`, itself, to each
+//! group's `cgroup.procs`), so everything the build starts is inside.
+//! Where no group can be made, the user's own limits hold. What was made is
+//! removed when the build is over.
 
 use std::path::{Path, PathBuf};
 
@@ -52,13 +57,10 @@ pub struct Parents {
 
 impl Parents {
     /// Where groups can be made; `None` where this machine or user cannot
-    /// (as an ordinary user, always: said in `cbuild --help`, not an
-    /// error). Groups of cbuild processes that are gone (killed before they
-    /// removed theirs) are removed on the way.
+    /// (an ordinary user without a delegated group: said in `cbuild
+    /// --help`, not an error). Groups of cbuild processes that are gone
+    /// (killed before they removed theirs) are removed on the way.
     pub fn find() -> Option<Parents> {
-        if !super::user::is_host_root() {
-            return None;
-        }
         let mine = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
         let mut found = Parents {
@@ -70,10 +72,7 @@ impl Parents {
             && let Some(path) = group_of(&mine, "")
         {
             let parent = unified.join(path.trim_start_matches('/'));
-            let enabled =
-                std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
-            let has = |c: &str| enabled.split_whitespace().any(|e| e == c);
-            if has("pids") && has("memory") {
+            if enables_limits(&parent) || adopt_v2(&parent) {
                 found.v2 = Some(parent);
             }
         }
@@ -83,9 +82,10 @@ impl Parents {
                     mount_of(&mounts, "cgroup", Some(controller)),
                     group_of(&mine, controller),
                 ) {
-                    found
-                        .v1
-                        .push((controller, root.join(path.trim_start_matches('/'))));
+                    let parent = root.join(path.trim_start_matches('/'));
+                    if may_write(&parent) {
+                        found.v1.push((controller, parent));
+                    }
                 }
             }
         }
@@ -172,9 +172,61 @@ impl Drop for Cgroup {
     }
 }
 
+/// Whether this process may make groups in `dir` and move itself into
+/// them: the directory and its `cgroup.procs` are writable to it (root's,
+/// or delegated to the user).
+fn may_write(dir: &Path) -> bool {
+    use nix::unistd::{AccessFlags, access};
+    access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
+        && access(&dir.join("cgroup.procs"), AccessFlags::W_OK).is_ok()
+}
+
+/// Whether the v2 group `dir` already enables `pids` and `memory` for its
+/// children and this process may make them there.
+fn enables_limits(dir: &Path) -> bool {
+    has_limits(&std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default())
+        && may_write(dir)
+}
+
+/// Whether a v2 controller list names both `pids` and `memory`.
+fn has_limits(list: &str) -> bool {
+    let has = |c: &str| list.split_whitespace().any(|e| e == c);
+    has("pids") && has("memory")
+}
+
+/// Makes the v2 group `dir`, which this process may write and is alone in,
+/// able to hold build groups: the process moves into a leaf of its own
+/// (`cbuild-<pid>-supervisor`), then `pids` and `memory` are enabled for
+/// `dir`'s children. Anything else in the group (another process, a
+/// controller not offered) leaves it untouched, and a step refused by the
+/// kernel is undone.
+fn adopt_v2(dir: &Path) -> bool {
+    let me = std::process::id();
+    let offered = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let members = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let alone = members.split_whitespace().eq([me.to_string().as_str()]);
+    if !has_limits(&offered) || !alone || !may_write(dir) {
+        return false;
+    }
+    let leaf = dir.join(format!("cbuild-{me}-supervisor"));
+    if std::fs::create_dir(&leaf).is_err() {
+        return false;
+    }
+    let moved = std::fs::write(leaf.join("cgroup.procs"), me.to_string()).is_ok();
+    if moved && std::fs::write(dir.join("cgroup.subtree_control"), "+pids +memory").is_ok() {
+        return true;
+    }
+    if moved {
+        let _ = std::fs::write(dir.join("cgroup.procs"), me.to_string());
+    }
+    let _ = std::fs::remove_dir(&leaf);
+    false
+}
+
 /// Removes the groups in `parent` that a cbuild process made and left
-/// (`cbuild-<pid>-<n>` whose process is gone): empty by then, as their
-/// builds' pid namespaces died with that process. Nothing else is touched.
+/// (`cbuild-<pid>-<n>` and `cbuild-<pid>-supervisor` whose process is
+/// gone): empty by then, as their builds' pid namespaces died with that
+/// process. Nothing else is touched.
 fn remove_stale(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
@@ -185,7 +237,8 @@ fn remove_stale(parent: &Path) {
             .to_str()
             .and_then(|n| n.strip_prefix("cbuild-"))
             .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<i32>().ok()))
+            .filter(|(_, n)| *n == "supervisor" || n.parse::<u64>().is_ok())
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
         else {
             continue;
         };
