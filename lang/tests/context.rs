@@ -241,7 +241,10 @@ fn package_builds_a_derivation_from_the_prelude() {
         "{}",
         d["build_inputs"]
     );
-    assert_eq!(d["env"], "{src=/store/ssss-src0{src:/store/ssss-src0}}");
+    assert_eq!(
+        d["env"],
+        "{PKG_BUILDNUM=2{} PKG_NAME=hello{} PKG_VERSION=1.0{} src=/store/ssss-src0{src:/store/ssss-src0}}"
+    );
     assert_eq!(
         d["meta"],
         "{build_number=Int(2) license=MIT{} summary=Says hello{}}"

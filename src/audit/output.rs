@@ -4,9 +4,10 @@
 //! - ELF files: the interpreter, RUNPATH/RPATH entries and NEEDED
 //!   libraries must resolve inside the output's closure; the host's C
 //!   library and loader are allowed and listed.
-//! - Every file: paths outside the store (`/build`, `/home`, the user's
-//!   home, `/tmp`, `/usr/local`), store paths that are not in the closure,
-//!   and the build's date written into it.
+//! - Every file: paths outside the store (`/home`, the user's home; as
+//!   warnings `/build`, `/tmp`, `/usr/local`), each only where it stands
+//!   as a path of its own ([`crate::util::mention`]), store paths that are
+//!   not in the closure, and the build's date written into it.
 //! - Modes: world-writable or setuid files (the store never makes them; a
 //!   tampered store might).
 
@@ -84,9 +85,11 @@ pub fn audit(store: &Store, object: &StorePath) -> Result<Vec<Finding>, StoreErr
     let store_needle = format!("{}/", dir.as_str());
     let mut needles: Vec<(String, Severity, &str)> = vec![
         (store_needle.clone(), Severity::Error, "store"),
+        // The same fixed path on every machine, seldom more than a
+        // compiled-in flag: a warning, as export says it.
         (
             "/build/".into(),
-            Severity::Error,
+            Severity::Warning,
             "the build directory /build",
         ),
         ("/home/".into(), Severity::Error, "a home directory (/home)"),
@@ -213,6 +216,11 @@ pub fn audit(store: &Store, object: &StorePath) -> Result<Vec<Finding>, StoreErr
                         store_needle
                     ),
                 ));
+                continue;
+            }
+            // A path of its own, by the rule export uses: not
+            // `Doc/build/html`, a URL's `/project/build/` or `./root/x`.
+            if *what != "date" && !crate::util::mention::stands_alone(&bytes, m.start(), m.end()) {
                 continue;
             }
             if !seen.insert((*what).to_string()) {

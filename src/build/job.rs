@@ -698,6 +698,29 @@ fn spec(
         );
         env.insert("FAKETIME".into(), offset.clone());
     }
+    // What conda build scripts expect, unless the derivation sets it:
+    // where to install (`$out` here; export builds set the placeholder
+    // prefix), where the sources are, how many cores to use.
+    let defaults = [
+        ("PREFIX", env.get("out").cloned()),
+        (
+            "SRC_DIR",
+            Some(
+                env.get("src")
+                    .cloned()
+                    .unwrap_or_else(|| inside_build.clone()),
+            ),
+        ),
+        (
+            "CPU_COUNT",
+            Some(if job.vary.one_cpu { 1 } else { cx.cores }.to_string()),
+        ),
+    ];
+    for (k, v) in defaults {
+        if let Some(v) = v {
+            env.entry(k.into()).or_insert(v);
+        }
+    }
     for (k, v) in [
         ("PATH", path.join(":")),
         ("HOME", "/homeless-shelter".into()),

@@ -255,6 +255,10 @@ pub struct PublishArgs {
     /// Replace a different package already published under the same file name.
     #[arg(long)]
     pub force: bool,
+    /// Fail when a packaged file names the build directory /build (as
+    /// `export --strict`).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// `cbuild export`
@@ -287,6 +291,10 @@ pub struct ExportArgs {
     #[arg(long, value_name = "N", default_value_t = crate::export::archive::DEFAULT_ZSTD_LEVEL,
           value_parser = clap::value_parser!(i32).range(1..=22))]
     pub zstd_level: i32,
+    /// Fail when a packaged file names the build directory /build (by
+    /// default a warning: it is the same path on every machine).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// `cbuild gc`

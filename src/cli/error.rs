@@ -137,7 +137,7 @@ impl CliError {
                     1
                 }
                 // The build made something that cannot be a package.
-                crate::export::ExportError::Leak { .. }
+                crate::export::ExportError::Leaks { .. }
                 | crate::export::ExportError::LinkOutside { .. }
                 | crate::export::ExportError::RpathOutsidePrefix { .. }
                 | crate::export::ExportError::RpathShared { .. }

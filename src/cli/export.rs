@@ -28,6 +28,7 @@ pub fn run(global: &GlobalArgs, args: ExportArgs, out: &mut Output) -> Result<()
                     "host_input": !p.target,
                     "export_drv": p.export_drv,
                     "built": p.built,
+                    "warnings": p.warnings,
                 })
             })
             .collect();
@@ -106,6 +107,7 @@ pub fn export_packages(
         epoch,
         recipe_files,
         realise: global.realise_options(),
+        strict: args.strict,
     };
     let mut progress = Progress::new(store.dir().clone(), global.quiet);
     let result = export(&mut store, &exe, &targets, &opts, &mut |e| {
@@ -120,6 +122,11 @@ pub fn export_packages(
         });
     }
     if !global.quiet {
+        for p in &outcome.packages {
+            for w in &p.warnings {
+                eprintln!("warning: {}: {w}", p.name);
+            }
+        }
         warn_about_sources(
             &evaluated.imported_dirs,
             &outcome.packages,

@@ -52,6 +52,7 @@ pub fn run(global: &GlobalArgs, args: PublishArgs, out: &mut Output) -> Result<(
             subdir: None,
             format: "conda".into(),
             zstd_level: crate::export::archive::DEFAULT_ZSTD_LEVEL,
+            strict: args.strict,
         };
         super::export::export_packages(global, &export_args)?
             .into_iter()

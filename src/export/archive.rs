@@ -91,8 +91,6 @@ pub enum Kind {
     },
     /// A symbolic link and its target.
     Symlink(String),
-    /// An (empty) directory.
-    Dir,
 }
 
 /// One member of a package, by its path relative to the prefix.
@@ -229,13 +227,6 @@ fn write_tar<W: Write>(w: W, members: &[&Member], mtime: u64) -> Result<W, Expor
                 h.set_mode(0o777);
                 h.set_size(0);
                 b.append_link(&mut h, &m.path, target).map_err(io)?;
-            }
-            Kind::Dir => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                b.append_data(&mut h, &m.path, std::io::empty())
-                    .map_err(io)?;
             }
         }
     }

@@ -95,23 +95,19 @@ pub enum ExportError {
         /// Why.
         reason: String,
     },
-    /// A file in the package still names the store, the build directory or
-    /// a build tool.
+    /// Files in the package still name the store (or, with `--strict`,
+    /// the build directory): every mention found, at once.
     #[error(
-        "{package}: `{file}` names {what} at byte offset {offset} (`{snippet}`); a package must not \
-         depend on the build machine's store or build directory"
+        "{package}: {} mention(s) of the build machine; a package must not depend on the build \
+         machine's store or build directory:\n  {}",
+        mentions.len(),
+        mentions.join("\n  ")
     )]
-    Leak {
+    Leaks {
         /// Package name.
         package: String,
-        /// File inside the package.
-        file: String,
-        /// What it names.
-        what: String,
-        /// Where.
-        offset: usize,
-        /// The bytes around it.
-        snippet: String,
+        /// Each mention: file, what, offset and the bytes around it.
+        mentions: Vec<String>,
     },
     /// A link that leads out of the prefix, directly or through others.
     #[error(

@@ -2,12 +2,18 @@
 //! relocatable, and the `info/` files that describe it.
 //!
 //! Payload: every file and symlink of the export output (the files the
-//! build added to the prefix) and its empty directories. Files that hold the
-//! placeholder prefix are listed with it (`text` when valid UTF-8 without
-//! NUL bytes, else `binary`); ELF RPATH/RUNPATH entries inside the prefix
-//! become `$ORIGIN`-relative; absolute symlinks into the prefix become
-//! relative. A file that still names the store, the build directory or an
-//! ELF search path outside the prefix fails the export.
+//! build added to the prefix), with the mode the build gave it (0755 when
+//! executable, else 0644). Empty directories are left out, as conda-build
+//! and rattler-build leave them out: conda clients create the directories of
+//! the files they install and no others (py-rattler refuses a `directory`
+//! entry); export warns about each. Files that hold the placeholder prefix
+//! are listed with it ([`Rewrite`]: `text`, `binary` where the prefix is a
+//! C string, never in length-prefixed formats such as Python bytecode); ELF
+//! RPATH/RUNPATH entries inside the prefix become `$ORIGIN`-relative;
+//! absolute symlinks into the prefix become relative. Every mention of the
+//! store or an ELF search path outside the prefix fails the export, all of
+//! them named at once; the build directory `/build` is a warning (an error
+//! with `--strict`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,6 +35,66 @@ pub struct Payload {
     pub paths: Vec<Value>,
     /// The highest `GLIBC_X.Y` any ELF file needs.
     pub glibc: Option<Vec<u32>>,
+    /// What the user should know but does not fail the export.
+    pub warnings: Vec<String>,
+}
+
+/// How an installer may rewrite the placeholder prefix in a file that
+/// holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Valid UTF-8 without NUL bytes: replaced by the install prefix.
+    Text,
+    /// C strings (ELF files and other binaries): the prefix is replaced and
+    /// the string padded with NUL bytes to its old length.
+    Binary,
+    /// A format whose strings carry their length (Python bytecode, Java
+    /// class files): padding would corrupt it, so it is not rewritten and
+    /// `paths.json` lists no placeholder for it, as conda-build and
+    /// rattler-build do for `.pyc`. Python puts the real source path into a
+    /// code object's `co_filename` when it loads bytecode beside its
+    /// source, so the placeholder left there is never seen.
+    Never,
+}
+
+impl Rewrite {
+    /// How `rel`, with contents `data`, is rewritten.
+    pub fn of(rel: &str, data: &[u8], is_elf: bool) -> Rewrite {
+        let ext = rel.rsplit_once('.').map(|(_, e)| e).unwrap_or_default();
+        if matches!(ext, "pyc" | "pyo")
+            || (ext == "class" && data.starts_with(&[0xca, 0xfe, 0xba, 0xbe]))
+        {
+            Rewrite::Never
+        } else if !is_elf && !data.contains(&0) && std::str::from_utf8(data).is_ok() {
+            Rewrite::Text
+        } else {
+            Rewrite::Binary
+        }
+    }
+}
+
+/// A mention of the build machine found in a file.
+struct Mention {
+    file: String,
+    what: &'static str,
+    offset: usize,
+    snippet: String,
+    /// Mentions of the same kind further on in the file, not listed.
+    more: usize,
+}
+
+impl std::fmt::Display for Mention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` names {} at byte offset {} (`{}`)",
+            self.file, self.what, self.offset, self.snippet
+        )?;
+        if self.more > 0 {
+            write!(f, ", and {} more times further on", self.more)?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads, checks and relocates the export output at `root` for package
@@ -38,6 +104,7 @@ pub fn payload(
     package: &str,
     subdir: &str,
     store_dir: &str,
+    strict: bool,
 ) -> Result<Payload, ExportError> {
     let store_needle = format!("{store_dir}/");
     let needles = AhoCorasick::new([store_needle.as_str(), "/build", PREFIX])
@@ -45,6 +112,8 @@ pub fn payload(
     let mut members = Vec::new();
     let mut paths = Vec::new();
     let mut glibc = None;
+    let mut warnings = Vec::new();
+    let (mut store_mentions, mut build_mentions) = (Vec::new(), Vec::new());
     let walk = walkdir::WalkDir::new(root)
         .follow_links(false)
         .follow_root_links(false)
@@ -69,11 +138,11 @@ pub fn payload(
                 .get(k + 1)
                 .is_none_or(|n| !n.path().starts_with(e.path()));
             if empty {
-                members.push(Member {
-                    path: rel.clone(),
-                    kind: Kind::Dir,
-                });
-                paths.push(json!({"_path": rel, "path_type": "directory"}));
+                warnings.push(format!(
+                    "`{rel}` is an empty directory: left out of the package, as conda clients \
+                     create only the directories of the files they install; put a file in it \
+                     (conda-forge uses `.keep`) to ship it"
+                ));
             }
             continue;
         }
@@ -88,7 +157,14 @@ pub fn payload(
                     target = ".".into();
                 }
             }
-            check_leaks(&needles, target.as_bytes(), package, &rel, false)?;
+            let label = format!("{rel} (symlink target)");
+            scan(
+                &needles,
+                target.as_bytes(),
+                &label,
+                &mut store_mentions,
+                &mut build_mentions,
+            );
             members.push(Member {
                 path: rel.clone(),
                 kind: Kind::Symlink(target),
@@ -148,7 +224,13 @@ pub fn payload(
             }
         }
         let data: &[u8] = changed.as_deref().unwrap_or(mapped);
-        let has_prefix = check_leaks(&needles, data, package, &rel, true)?;
+        let has_prefix = scan(
+            &needles,
+            data,
+            &rel,
+            &mut store_mentions,
+            &mut build_mentions,
+        );
         let sha = hex(&sha2::Sha256::digest(data));
         let mut entry = BTreeMap::from([
             ("_path".to_string(), json!(rel)),
@@ -156,11 +238,15 @@ pub fn payload(
             ("sha256".into(), json!(sha)),
             ("size_in_bytes".into(), json!(data.len())),
         ]);
-        if has_prefix {
-            let text = !is_elf && !data.contains(&0) && std::str::from_utf8(data).is_ok();
+        let rewrite = has_prefix.then(|| Rewrite::of(&rel, data, is_elf));
+        if let Some(mode @ (Rewrite::Text | Rewrite::Binary)) = rewrite {
             entry.insert(
                 "file_mode".into(),
-                json!(if text { "text" } else { "binary" }),
+                json!(if mode == Rewrite::Text {
+                    "text"
+                } else {
+                    "binary"
+                }),
             );
             entry.insert("prefix_placeholder".into(), json!(PREFIX));
         }
@@ -172,6 +258,23 @@ pub fn payload(
         members.push(Member {
             path: rel,
             kind: Kind::File { data, executable },
+        });
+    }
+    // Every mention at once, not one per rebuild: the store is an error
+    // (a run-time dependency on this machine); `/build` is the same fixed
+    // path on every machine, so it is seldom more than a compiled-in flag
+    // (OpenSSL's CFLAGS, CPython's sysconfigdata) and is a warning unless
+    // `--strict`.
+    if strict {
+        store_mentions.append(&mut build_mentions);
+    }
+    warnings.extend(build_mentions.iter().map(|m| {
+        format!("{m}: the build directory is the same on every machine, but nothing is there once installed (an error with --strict)")
+    }));
+    if !store_mentions.is_empty() {
+        return Err(ExportError::Leaks {
+            package: package.into(),
+            mentions: store_mentions.iter().map(ToString::to_string).collect(),
         });
     }
     // What an extractor would follow out of the prefix is refused here, as
@@ -205,56 +308,64 @@ pub fn payload(
         members,
         paths,
         glibc,
+        warnings,
     })
 }
 
-/// Fails on a mention of the store or the build directory; says whether
-/// the placeholder prefix occurs.
-fn check_leaks(
+/// Most mentions of one kind named per file: the first says where, the
+/// count says how many more.
+const MENTIONS_PER_FILE: usize = 3;
+
+/// Collects the mentions of the store and of the build directory in
+/// `data` (file `file`, or a symlink's target); says whether the
+/// placeholder prefix occurs.
+fn scan(
     needles: &AhoCorasick,
     data: &[u8],
-    package: &str,
     file: &str,
-    is_file: bool,
-) -> Result<bool, ExportError> {
+    store: &mut Vec<Mention>,
+    build: &mut Vec<Mention>,
+) -> bool {
     let mut has_prefix = false;
+    let (mut in_store, mut in_build) = (0usize, 0usize);
     for m in needles.find_overlapping_iter(data) {
-        let what = match m.pattern().as_usize() {
-            0 => "a store path",
-            1 => {
-                // `/build` as a path of its own, not `cmake/build` or `/buildx`.
-                let before = m.start().checked_sub(1).map(|i| data[i]);
-                let after = data.get(m.end()).copied();
-                let part = |c: u8| c.is_ascii_alphanumeric() || b"._-+/".contains(&c);
-                if before.is_some_and(part) || after.is_some_and(|c| c != b'/' && part(c)) {
-                    continue;
-                }
-                "the build directory /build"
+        let (list, count, what) = match m.pattern().as_usize() {
+            0 => (&mut *store, &mut in_store, "a store path"),
+            1 if crate::util::mention::stands_alone(data, m.start(), m.end()) => {
+                (&mut *build, &mut in_build, "the build directory /build")
             }
+            1 => continue,
             _ => {
                 has_prefix = true;
                 continue;
             }
         };
+        *count += 1;
+        if *count > MENTIONS_PER_FILE {
+            continue;
+        }
         let lo = m.start().saturating_sub(20);
         let hi = (m.end() + 40).min(data.len());
         let snippet: String = String::from_utf8_lossy(&data[lo..hi])
             .chars()
             .map(|c| if c.is_control() { '.' } else { c })
             .collect();
-        return Err(ExportError::Leak {
-            package: package.into(),
-            file: if is_file {
-                file.into()
-            } else {
-                format!("{file} (symlink target)")
-            },
-            what: what.into(),
+        list.push(Mention {
+            file: file.into(),
+            what,
             offset: m.start(),
             snippet,
+            more: 0,
         });
     }
-    Ok(has_prefix)
+    for (list, count) in [(store, in_store), (build, in_build)] {
+        if count > MENTIONS_PER_FILE
+            && let Some(last) = list.last_mut()
+        {
+            last.more = count - MENTIONS_PER_FILE;
+        }
+    }
+    has_prefix
 }
 
 /// Lower-case hex.

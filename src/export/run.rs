@@ -42,6 +42,9 @@ pub struct Options {
     pub recipe_files: Vec<(String, Vec<u8>)>,
     /// How to realise the export builds.
     pub realise: realise::Options,
+    /// Mentions of the build directory fail the export (else they are
+    /// warnings).
+    pub strict: bool,
 }
 
 /// One package written.
@@ -65,6 +68,9 @@ pub struct Exported {
     pub export_drv: String,
     /// Whether its export build ran in this export (else it was cached).
     pub built: bool,
+    /// What the user should know about it (an empty directory left out,
+    /// the build directory named in a file).
+    pub warnings: Vec<String>,
 }
 
 /// What an export did.
@@ -338,7 +344,7 @@ fn write_package(
         opts.subdir.clone()
     };
     let root = PathBuf::from(store.dir().path_of(output_path));
-    let payload = package::payload(&root, &name, &subdir, store.dir().as_str())?;
+    let payload = package::payload(&root, &name, &subdir, store.dir().as_str(), opts.strict)?;
 
     // depends: what it was built against, its run inputs, its own specs,
     // and the glibc its ELF files need.
@@ -460,10 +466,8 @@ fn write_package(
     ));
     let mut files_list = String::new();
     for m in &payload.members {
-        if !matches!(m.kind, Kind::Dir) {
-            files_list.push_str(&m.path);
-            files_list.push('\n');
-        }
+        files_list.push_str(&m.path);
+        files_list.push('\n');
     }
     info.push(file("files", files_list.into_bytes()));
     info.push(file("about.json", json_bytes(&Value::Object(about))));
@@ -553,6 +557,7 @@ fn write_package(
             target: n.target,
             export_drv: store.dir().path_of(&n.export_path),
             built: false,
+            warnings: payload.warnings.clone(),
         },
         spec: format!("{name} =={version} {build}"),
         run_exports,

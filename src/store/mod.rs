@@ -1021,7 +1021,11 @@ pub(crate) fn make_writable_recursive(p: &Path) {
         if (e.file_type().is_dir() || e.file_type().is_file())
             && let Ok(m) = e.metadata()
         {
-            let mode = m.permissions().mode() | 0o700;
+            // Files get no execute bit they did not have: an export output
+            // is made writable this way, and a header must stay 0644 in
+            // the package (it was 0755).
+            let add = if e.file_type().is_dir() { 0o700 } else { 0o600 };
+            let mode = m.permissions().mode() | add;
             let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode));
         }
     }

@@ -5,8 +5,10 @@
 //! - [`text`]: outside text made safe for a terminal.
 //! - [`stream`]: files of any size read in bounded memory.
 //! - [`process`]: whether a process is gone.
+//! - [`mention`]: whether a path named in a file stands on its own.
 
 pub mod links;
+pub mod mention;
 pub mod process;
 pub mod stream;
 pub mod text;

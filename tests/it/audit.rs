@@ -30,6 +30,14 @@ let src = source(./.), cc = host_tool("cc") in {
       echo "config in /home/someone/.x" > $out/etc/conf
     '',
   },
+  lookalikes = package {
+    name = "lookalikes", version = "1",
+    script = ''
+      mkdir -p $out/share
+      echo "see Doc/build/html, https://example.org/project/build/, ./root/is/nested, /var/tmp/x" > $out/share/links
+      echo "cflags: -ffile-prefix-map=/build/=." > $out/share/flags
+    '',
+  },
   undeclared = package {
     name = "undeclared", version = "1", src = src,
     script = ''
@@ -117,6 +125,40 @@ fn findings_name_the_file_and_what() {
         assert_eq!(errors[0].0, file, "{attr}");
         assert!(errors[0].1.contains(what), "{attr}: {errors:?}");
     }
+}
+
+#[test]
+fn paths_inside_longer_paths_and_urls_are_not_findings_and_the_build_directory_warns() {
+    let p = project();
+    let src = p.path().join("src");
+    p.run_in(&src, &["realise", "bad.cb", "-A", "lookalikes"], &[])
+        .ok();
+    let r = p
+        .run_in(
+            &src,
+            &["audit", "bad.cb", "-A", "lookalikes", "--json"],
+            &[],
+        )
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    let findings: Vec<(String, String, String)> = v[0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("severity"), s("file"), s("what"))
+        })
+        .filter(|(_, _, what)| what.starts_with("mentions"))
+        .collect();
+    assert_eq!(
+        findings,
+        [(
+            "warning".to_string(),
+            "share/flags".to_string(),
+            "mentions the build directory /build".to_string()
+        )],
+    );
 }
 
 #[test]

@@ -473,8 +473,115 @@ let src = source(./.) in {
     );
 }
 
+/// The payload's members and their tar modes.
+fn payload_modes(pkg: &Path) -> Vec<(String, u32)> {
+    let f = std::fs::File::open(pkg).unwrap();
+    let mut zip = zip::ZipArchive::new(f).unwrap();
+    let name = zip
+        .file_names()
+        .find(|n| n.starts_with("pkg-"))
+        .unwrap()
+        .to_string();
+    let dec = zstd::stream::Decoder::new(zip.by_name(&name).unwrap()).unwrap();
+    let mut archive = tar::Archive::new(dec);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            (path, e.header().mode().unwrap())
+        })
+        .collect()
+}
+
+/// Issue 20: headers were 0755, an empty directory made py-rattler refuse
+/// the package, and bytecode was marked for binary prefix replacement,
+/// which corrupts it (`bad marshal data`) in a prefix of another length.
 #[test]
-fn a_package_naming_the_build_directory_or_the_store_fails_with_file_and_offset() {
+fn modes_empty_directories_and_bytecode_come_out_as_a_conda_client_installs_them() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"
+let python = host_tool("python3.11"), chmod = host_tool("chmod") in
+package {
+  name = "pymodes", version = "1.0", build_inputs = [python, chmod],
+  about = { license = "MIT" },
+  script = ''
+    site=$out/lib/python3.11/site-packages
+    mkdir -p $out/bin $out/include $out/ssl/certs $site/m
+    echo '#define M 1' > $out/include/m.h
+    printf '#!/bin/sh\necho hi\n' > $out/bin/m
+    chmod 755 $out/bin/m
+    echo 'def where(): return 1' > $site/m/__init__.py
+    # Hash-checked bytecode, as SOURCE_DATE_EPOCH makes it: the installed
+    # source is unchanged, so Python loads this file as it is.
+    python3.11 -c "import py_compile as c; c.compile('$site/m/__init__.py', doraise=True, invalidation_mode=c.PycInvalidationMode.CHECKED_HASH)"
+  '',
+}
+"#,
+    );
+    // The machine's python (not a version manager's shim, which needs the
+    // user's home).
+    let path = format!(
+        "/usr/bin:/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = p
+        .run_in(
+            p.path(),
+            &["export", "--conda", "recipe.cb", "-o", "out", "--json"],
+            &[("PATH", path.as_str())],
+        )
+        .ok();
+    assert!(
+        r.stderr()
+            .contains("`ssl/certs` is an empty directory: left out"),
+        "{}",
+        r.stderr()
+    );
+    let pkg = PathBuf::from(json(&r)[0]["path"].as_str().unwrap().to_string());
+    let pyc = "lib/python3.11/site-packages/m/__pycache__/__init__.cpython-311.pyc";
+    assert_eq!(
+        payload_modes(&pkg),
+        [
+            ("bin/m".to_string(), 0o755),
+            ("include/m.h".to_string(), 0o644),
+            (
+                "lib/python3.11/site-packages/m/__init__.py".to_string(),
+                0o644
+            ),
+            (pyc.to_string(), 0o644),
+        ]
+    );
+    let paths: Value = serde_json::from_slice(&info_file(&pkg, "paths.json")).unwrap();
+    for e in paths["paths"].as_array().unwrap() {
+        assert_ne!(e["path_type"], "directory", "{e}");
+        if e["_path"] == pyc {
+            // It holds the placeholder (in co_filename) but is not rewritten.
+            assert!(e.get("prefix_placeholder").is_none(), "{e}");
+            assert!(e.get("file_mode").is_none(), "{e}");
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&payload_file(&pkg, pyc)).contains("/.cbuild/_h_env_placehold")
+    );
+    // Installed into a prefix of another length, the bytecode loads (the
+    // source beside it is unchanged, so Python takes the .pyc) and Python
+    // puts the real path into co_filename.
+    run_conda_check(
+        &pkg,
+        &[
+            "--run",
+            "/usr/bin/python3.11 -B -c 'import sys; sys.path.insert(0, \"{prefix}/lib/python3.11/site-packages\"); import m; print(m.where.__code__.co_filename)'",
+            "--expect-stdout",
+            "{prefix}/lib/python3.11/site-packages/m/__init__.py",
+        ],
+    );
+}
+
+#[test]
+fn the_store_fails_an_export_and_the_build_directory_warns_every_mention_at_once() {
     let p = Project::new().file(
         "recipe.cb",
         r#"
@@ -482,8 +589,11 @@ let src = source(./.) in {
   builddir = package {
     name = "builddir", version = "1.0",
     script = ''
-      mkdir -p $out/etc
+      mkdir -p $out/etc $out/share/doc
       printf 'built in %s\n' "$PWD" > $out/etc/where
+      printf 'cflags: -ffile-prefix-map=/build=.\n' > $out/etc/flags
+      # Not the build directory: part of longer paths and of a URL.
+      printf 'Doc/build/html https://example.org/project/build/ ./root/x\n' > $out/share/doc/links
     '',
   },
   storepath = package {
@@ -491,30 +601,55 @@ let src = source(./.) in {
     script = ''
       mkdir -p $out/share
       printf 'abc %s\n' "${src}" > $out/share/src
+      printf '%s %s %s %s %s\n' "${src}" "${src}" "${src}" "${src}" "${src}" > $out/share/again
     '',
   },
 }
 "#,
     );
+    // The build directory is a warning, each mention named, and the
+    // package is written.
     let r = p
         .run(&["export", "--conda", "-A", "builddir", "-o", "out"])
-        .fails_with(1);
-    assert!(
-        r.stderr()
-            .contains("`etc/where` names the build directory /build at byte offset 9"),
-        "{}",
-        r.stderr()
-    );
+        .ok();
+    let err = r.stderr();
+    for expected in [
+        "`etc/where` names the build directory /build at byte offset 9",
+        "`etc/flags` names the build directory /build at byte offset 26",
+    ] {
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+    assert!(!err.contains("share/doc/links"), "{err}");
+    assert_eq!(p.path().join("out").read_dir().unwrap().count(), 1);
+    let json = p
+        .run(&["export", "--conda", "-A", "builddir", "-o", "out", "--json"])
+        .ok()
+        .stdout();
+    assert!(json.contains("etc/flags"), "{json}");
+    // With --strict it is an error naming both files at once.
     let r = p
-        .run(&["export", "--conda", "-A", "storepath", "-o", "out"])
+        .run(&[
+            "export", "--conda", "-A", "builddir", "-o", "strict", "--strict",
+        ])
         .fails_with(1);
+    let err = r.stderr();
     assert!(
-        r.stderr()
-            .contains("`share/src` names a store path at byte offset 4"),
-        "{}",
-        r.stderr()
+        err.contains("2 mention(s)") && err.contains("`etc/where`") && err.contains("`etc/flags`"),
+        "{err}"
     );
-    assert!(!p.path().join("out").read_dir().unwrap().any(|_| true));
+    // A store path is always an error: every file named in one run, and
+    // a file's further mentions counted rather than listed.
+    let r = p
+        .run(&["export", "--conda", "-A", "storepath", "-o", "store-out"])
+        .fails_with(1);
+    let err = r.stderr();
+    assert!(
+        err.contains("`share/src` names a store path at byte offset 4")
+            && err.contains("`share/again` names a store path at byte offset 0")
+            && err.contains("and 2 more times further on"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(p.path().join("store-out")).map_or(true, |mut d| d.next().is_none()));
     // Into a channel: nothing of it reaches the channel, nothing is left over.
     p.run(&["export", "--conda", "-A", "storepath", "--channel", "ch"])
         .fails_with(1);
@@ -585,10 +720,15 @@ fn bad_input_is_refused_before_the_channel_changes() {
 #[test]
 fn two_exports_into_one_channel_at_once_lose_nothing() {
     let p = example("greet");
-    let ch = p.path().join("ch");
+    // Outside the recipe folder: greet imports `source(./.)`, so a channel
+    // inside it would be part of the other export's source, half-written
+    // (two builds of libgreet, as seen in CI).
+    let ch = p.outside("ch");
     let spawn = |attr: &str| {
         Command::new(crate::support::cbuild_bin())
-            .args(["export", "--conda", "-A", attr, "--channel", "ch", "-q"])
+            .args(["export", "--conda", "-A", attr, "--channel"])
+            .arg(&ch)
+            .arg("-q")
             .current_dir(p.path())
             .env("CBUILD_STORE", p.store())
             .spawn()

@@ -422,10 +422,6 @@ fn golden_members() -> (
             path: "bin/link".into(),
             kind: Kind::Symlink("run".into()),
         },
-        Member {
-            path: "share/empty".into(),
-            kind: Kind::Dir,
-        },
         file("share/a.txt", b"a\n", false),
     ];
     (info, payload)

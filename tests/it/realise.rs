@@ -792,3 +792,32 @@ fn refused_as_root(run: &crate::support::Run) -> bool {
     );
     true
 }
+
+/// Issue 20: autoconf's configure looped forever without `expr`, and conda
+/// build scripts expect `PREFIX`, `SRC_DIR`, `CPU_COUNT` and `PKG_*`.
+#[test]
+fn package_builds_see_what_conda_scripts_and_configure_expect() {
+    let p = Project::new()
+        .file(
+            "recipe.cb",
+            r#"
+let src = source(./data) in
+package {
+  name = "envs", version = "2.1", build_number = 3, src = src,
+  script = ''
+    mkdir -p $PREFIX
+    echo "$PKG_NAME $PKG_VERSION $PKG_BUILDNUM" > $PREFIX/pkg
+    test "$PREFIX" = "$out" && test "$SRC_DIR" = "$src" && cat $SRC_DIR/x >> $PREFIX/pkg
+    test "$CPU_COUNT" -ge 1 && expr 6 \* 7 >> $PREFIX/pkg
+    echo a b | awk '{print $2}' >> $PREFIX/pkg
+    uname -s >> $PREFIX/pkg
+    od -An -c $SRC_DIR/x | tr -d ' \n' >> $PREFIX/pkg
+  '',
+}
+"#,
+        )
+        .file("data/x", "src\n");
+    let out = p.run(&["realise", "-q", "recipe.cb"]).ok().stdout();
+    let got = std::fs::read_to_string(std::path::Path::new(out.trim()).join("pkg")).unwrap();
+    assert_eq!(got, "envs 2.1 3\nsrc\n42\nb\nLinux\nsrc\\n");
+}
