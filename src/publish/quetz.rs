@@ -144,9 +144,11 @@ pub(super) fn publish(
         .into();
     let mut out = Vec::new();
     let mut listings: std::collections::HashMap<String, Listing> = Default::default();
+    let wanted: std::collections::HashSet<String> =
+        checked.iter().map(|c| c.file_name.clone()).collect();
     for c in checked {
         if !listings.contains_key(&c.subdir) {
-            let listing = repodata(&agent, server, &c.subdir, &c.file_name)?;
+            let listing = repodata(&agent, server, &c.subdir, &c.file_name, &wanted)?;
             listings.insert(c.subdir.clone(), listing);
         }
         let listed = listings[&c.subdir].sha256(c.key, &c.file_name);
@@ -227,7 +229,13 @@ fn await_index(agent: &ureq::Agent, server: &Server, out: &mut [Published]) {
         }
         for subdir in subdirs {
             // Not readable yet: asked again until the wait runs out.
-            let Ok(listing) = repodata(agent, server, &subdir, "") else {
+            let wanted = out
+                .iter()
+                .filter(|p| p.subdir == subdir)
+                .filter_map(|p| p.path.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            let Ok(listing) = repodata(agent, server, &subdir, "", &wanted) else {
                 continue;
             };
             for p in out.iter_mut().filter(|p| !p.listed && p.subdir == subdir) {
@@ -245,15 +253,16 @@ fn await_index(agent: &ureq::Agent, server: &Server, out: &mut [Published]) {
     }
 }
 
-/// What a subdir's repodata lists: file name to sha256, and nothing else
-/// (a large channel's repodata runs to hundreds of MB; as a JSON tree it
-/// took forty times that).
-#[derive(Default, serde::Deserialize)]
+/// What a subdir's repodata lists for the files this publish is about:
+/// file name to sha256, nothing else. A large channel's repodata runs to
+/// hundreds of MB (as a JSON tree it took forty times that; as every name
+/// and digest, 60 MB for 60,000 records, and more again when read a few
+/// times in a row while waiting for the index), so records of other files
+/// are skipped as they are read.
+#[derive(Default)]
 struct Listing {
-    #[serde(default)]
-    packages: std::collections::HashMap<String, Listed>,
-    #[serde(default, rename = "packages.conda")]
-    conda: std::collections::HashMap<String, Listed>,
+    packages: std::collections::HashMap<String, Option<String>>,
+    conda: std::collections::HashMap<String, Option<String>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -270,7 +279,79 @@ impl Listing {
         } else {
             &self.conda
         };
-        table.get(file).and_then(|l| l.sha256.clone())
+        table.get(file).cloned().flatten()
+    }
+
+    /// Reads the repodata in `reader`, keeping the records of `wanted`.
+    fn read(
+        reader: impl std::io::Read,
+        wanted: &std::collections::HashSet<String>,
+    ) -> serde_json::Result<Listing> {
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_reader(reader);
+        let listing = Wanted(wanted).deserialize(&mut de)?;
+        de.end()?;
+        Ok(listing)
+    }
+}
+
+/// Deserializes a [`Listing`] (the whole repodata, or one of its tables
+/// when `table` is used) keeping only the records of the names it holds.
+struct Wanted<'a>(&'a std::collections::HashSet<String>);
+
+/// One table of a repodata (`packages` or `packages.conda`).
+struct Table<'a>(&'a std::collections::HashSet<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Wanted<'_> {
+    type Value = Listing;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Listing, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Wanted<'_> {
+    type Value = Listing;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a repodata object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Listing, A::Error> {
+        let mut listing = Listing::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "packages" => listing.packages = map.next_value_seed(Table(self.0))?,
+                "packages.conda" => listing.conda = map.next_value_seed(Table(self.0))?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(listing)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Table<'_> {
+    type Value = std::collections::HashMap<String, Option<String>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Table<'_> {
+    type Value = std::collections::HashMap<String, Option<String>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object of package records")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut table = std::collections::HashMap::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if self.0.contains(&name) {
+                let listed: Listed = map.next_value()?;
+                table.insert(name, listed.sha256);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(table)
     }
 }
 
@@ -316,6 +397,7 @@ fn repodata(
     server: &Server,
     subdir: &str,
     file: &str,
+    wanted: &std::collections::HashSet<String>,
 ) -> Result<Listing, PublishError> {
     let url = format!(
         "{}/get/{}/{}/repodata.json",
@@ -332,7 +414,7 @@ fn repodata(
             // comes, keeping only the names and digests.
             let body = resp.into_body();
             let reader = std::io::BufReader::new(body.into_with_config().limit(1 << 30).reader());
-            match serde_json::from_reader::<_, Listing>(reader) {
+            match Listing::read(reader, wanted) {
                 Ok(listing) => Ok(listing),
                 Err(e) if e.is_io() => Err(PublishError::Server {
                     server: server.shown(),

@@ -256,6 +256,8 @@ fn a_large_channel_s_repodata_is_read_in_little_memory() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Read as a JSON tree (and a string of it first), it took 203 MB here;
-    // as names and digests, 60 MB.
-    assert!(out.peak_kb < 120_000, "peak RSS {} kB", out.peak_kb);
+    // as every name and digest, 60 MB (239 MB once, polled while waiting
+    // for the index on a busy machine); keeping only the records of the
+    // files published, 33 MB, what cbuild takes anyway.
+    assert!(out.peak_kb < 60_000, "peak RSS {} kB", out.peak_kb);
 }
