@@ -191,6 +191,7 @@ impl Evaluator<'_> {
                     .derivation(&rec)
                     .map_err(|e| self.host_error(e, call))?;
                 d.span = Some(call);
+                self.record_derivation(call, &d.drv_path.text);
                 // The attributes as given: the evaluator's own record, not a
                 // copy the host would have to make.
                 d.attrs = v.clone();
@@ -252,11 +253,13 @@ impl Evaluator<'_> {
             Builtin::Import => {
                 let (p, sp) = arg!();
                 let path = self.expect_path(&p, sp, "path", fname)?;
+                self.record_read(call, &path);
                 self.import(&path, call)
             }
             Builtin::ReadFile => {
                 let (p, sp) = arg!();
                 let path = self.expect_path(&p, sp, "path", fname)?;
+                self.record_read(call, &path);
                 let text = self
                     .host
                     .read_file(&path)

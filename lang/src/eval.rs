@@ -93,6 +93,11 @@ pub struct Evaluator<'h> {
     cwd: PathBuf,
     /// Where each imported file was first imported from.
     import_sites: HashMap<FileId, Span>,
+    /// The files each file imported or read with `read_file`.
+    reads_by_file: HashMap<FileId, std::collections::BTreeSet<PathBuf>>,
+    /// The file each derivation was written in (by `.drv` path): the
+    /// innermost call outside the prelude that made it.
+    defined_in: HashMap<Rc<str>, FileId>,
     /// The memory limit and what was built since it was last checked.
     memory: crate::memory::Budget,
     /// Field path of the value `write_json` is at, for its errors.
@@ -133,6 +138,8 @@ impl<'h> Evaluator<'h> {
             json_path: Vec::new(),
             depth_json: 0,
             import_sites: HashMap::new(),
+            reads_by_file: HashMap::new(),
+            defined_in: HashMap::new(),
             memory: crate::memory::Budget::from_env(),
         };
         for b in Builtin::ALL {
@@ -177,6 +184,86 @@ impl<'h> Evaluator<'h> {
     /// The sources loaded so far.
     pub fn sources(&self) -> &SourceMap {
         &self.sources
+    }
+
+    /// The file a call at `span` was written in: the innermost call outside
+    /// the prelude when `span` is inside it (`package` calls `derivation`).
+    pub(crate) fn user_file(&self, span: Span) -> FileId {
+        if span.file != PRELUDE {
+            return span.file;
+        }
+        self.calls
+            .iter()
+            .rev()
+            .map(|(_, sp)| sp.file)
+            .find(|f| *f != PRELUDE)
+            .unwrap_or(span.file)
+    }
+
+    /// Records that the file of `call` read `path` (an import or
+    /// `read_file`).
+    pub(crate) fn record_read(&mut self, call: Span, path: &Path) {
+        let file = self.user_file(call);
+        self.reads_by_file
+            .entry(file)
+            .or_default()
+            .insert(path.to_path_buf());
+    }
+
+    /// Records that the derivation `drv_path` was made by a call at `call`.
+    pub(crate) fn record_derivation(&mut self, call: Span, drv_path: &Rc<str>) {
+        let file = self.user_file(call);
+        self.defined_in.entry(drv_path.clone()).or_insert(file);
+    }
+
+    /// The value of every file evaluated so far (the one evaluation started
+    /// from and those it imported), by path.
+    pub fn file_values(&self) -> Vec<(PathBuf, Value)> {
+        let mut out: Vec<(PathBuf, Value)> = self
+            .imports
+            .iter()
+            .filter_map(|(p, i)| match i {
+                Import::Done(v) => Some((p.clone(), v.clone())),
+                Import::InProgress => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The recipe files of each derivation made so far, by `.drv` path: the
+    /// file it was written in and every file that file imports or reads,
+    /// transitively. It does not depend on which file the evaluation
+    /// started from (an export records these, and its build string hashes
+    /// them), only on where the derivation is written. Derivations written
+    /// in no file (`--expr`) are left out.
+    pub fn recipe_files(&self) -> HashMap<String, (PathBuf, std::collections::BTreeSet<PathBuf>)> {
+        let id_of = |p: &Path| {
+            (0..self.sources.len())
+                .map(|i| FileId(i as u32))
+                .find(|&id| self.sources.get(id).path.as_deref() == Some(p))
+        };
+        let mut out = HashMap::new();
+        for (drv, &file) in &self.defined_in {
+            let Some(start) = self.sources.get(file).path.clone() else {
+                continue;
+            };
+            let mut files = std::collections::BTreeSet::from([start.clone()]);
+            let mut todo = vec![file];
+            let mut seen = std::collections::HashSet::from([file]);
+            while let Some(f) = todo.pop() {
+                for p in self.reads_by_file.get(&f).into_iter().flatten() {
+                    files.insert(p.clone());
+                    if let Some(id) = id_of(p)
+                        && seen.insert(id)
+                    {
+                        todo.push(id);
+                    }
+                }
+            }
+            out.insert(drv.to_string(), (start, files));
+        }
+        out
     }
 
     /// Evaluates the recipe file at `path`.

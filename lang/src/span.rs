@@ -83,6 +83,16 @@ impl SourceMap {
         id
     }
 
+    /// How many files it holds.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether it holds no file.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
     /// The file with this id.
     pub fn get(&self, id: FileId) -> &Arc<SourceFile> {
         &self.files[id.0 as usize]

@@ -233,11 +233,18 @@ fn unpack(archive: &Path, out: &Path, url: &str) -> Result<(), BuildError> {
             Box::new(flate2::read::MultiGzDecoder::new(open()?))
         } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
             Box::new(zstd::stream::read::Decoder::new(open()?).map_err(|e| fail(e.to_string()))?)
+        } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            // Most upstream tarballs (CPython, xz-compressed GNU releases).
+            Box::new(liblzma::read::XzDecoder::new_multi_decoder(open()?))
+        } else if magic.starts_with(b"BZh") {
+            Box::new(bzip2::read::MultiBzDecoder::new(open()?))
         } else if magic.len() > 262 && &magic[257..262] == b"ustar" {
             Box::new(open()?)
         } else {
             return Err(fail(
-                "not a tar, tar.gz, tar.zst or zip archive (judged by its first bytes)".into(),
+                "not a tar (plain, .gz, .xz, .bz2 or .zst) or zip archive (judged by its first \
+                 bytes)"
+                    .into(),
             )
             .into());
         };

@@ -138,6 +138,7 @@ impl CliError {
                 }
                 // The build made something that cannot be a package.
                 crate::export::ExportError::Leaks { .. }
+                | crate::export::ExportError::Overlinking { .. }
                 | crate::export::ExportError::LinkOutside { .. }
                 | crate::export::ExportError::RpathOutsidePrefix { .. }
                 | crate::export::ExportError::RpathShared { .. }

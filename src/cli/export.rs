@@ -68,25 +68,32 @@ pub fn export_packages(
     let mut store = open_store(global)?;
     let file = args.target.file.clone();
     let evaluated = show::evaluate(&mut store, &file, &args.target.attrs, Some(&subdir))?;
-    let reads = &evaluated.reads;
     let mut targets = Vec::new();
     for p in &evaluated.paths {
         targets.push(store.parse_valid(p)?.0);
     }
-    let recipe_dir = std::env::current_dir()
-        .unwrap_or_else(|_| "/".into())
-        .join(&file)
-        .parent()
-        .map(cbuild_lang::eval::normalize)
-        .unwrap_or_default();
-    let mut recipe_files = Vec::new();
-    for r in reads {
-        let name = recipe_file_name(&recipe_dir, r);
-        let data = std::fs::read(r).map_err(|source| crate::store::StoreError::Read {
-            path: r.clone(),
-            source,
-        })?;
-        recipe_files.push((name, data));
+    // Each derivation's recipe files, named from the folder of the file it
+    // is written in; read once however many derivations share them.
+    let mut bytes: std::collections::HashMap<PathBuf, Vec<u8>> = Default::default();
+    let mut recipe_files = std::collections::HashMap::new();
+    for (drv, (defined_in, files)) in &evaluated.recipe_files {
+        let dir = defined_in
+            .parent()
+            .map(cbuild_lang::eval::normalize)
+            .unwrap_or_default();
+        let mut named = Vec::new();
+        for f in files {
+            if !bytes.contains_key(f) {
+                let data = std::fs::read(f).map_err(|source| crate::store::StoreError::Read {
+                    path: f.clone(),
+                    source,
+                })?;
+                bytes.insert(f.clone(), data);
+            }
+            named.push((recipe_file_name(&dir, f), bytes[f].clone()));
+        }
+        named.sort();
+        recipe_files.insert(drv.clone(), named);
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
     // Absolute, so that printed paths can be used from anywhere.
@@ -158,8 +165,9 @@ fn source_date_epoch() -> Result<u64, CliError> {
     }
 }
 
-/// The name of a recipe file in `info/recipe/`: its path relative to the
-/// recipe's folder, with each `..` written `_up_` (tar members cannot go up),
+/// The name of a recipe file in `info/recipe/`: its path relative to
+/// `recipe_dir` (the folder of the file the package is written in), with
+/// each `..` written `_up_` (tar members cannot go up),
 /// so that the package does not depend on where the checkout is and two
 /// files never share a name.
 fn recipe_file_name(recipe_dir: &std::path::Path, file: &std::path::Path) -> String {

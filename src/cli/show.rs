@@ -78,6 +78,11 @@ pub struct Evaluated {
     pub reads: std::collections::BTreeSet<PathBuf>,
     /// The directories it imported as sources, with their filters.
     pub imported_dirs: Vec<(PathBuf, crate::store::import::Filter)>,
+    /// Each derivation's recipe files, by `.drv` path: the file it is
+    /// written in and what that file imports and reads, transitively
+    /// ([`cbuild_lang::eval::Evaluator::recipe_files`]).
+    pub recipe_files:
+        std::collections::HashMap<String, (PathBuf, std::collections::BTreeSet<PathBuf>)>,
 }
 
 /// Evaluates `file` (for the conda subdir `platform`, default the host's),
@@ -105,7 +110,27 @@ pub fn evaluate(
         // on which targets were selected (imports are read when first
         // used): evaluate every derivation of the file, whatever fails.
         let _ = targets::select(&mut ev, &root, &[], &shown);
+        // The same for every file it imports, until no new one is: a
+        // file's recorded imports, and so the recipe files of what is
+        // written in it, must not depend on which file imported it and
+        // what that one used of it.
+        let mut done = std::collections::BTreeSet::new();
+        loop {
+            let files: Vec<_> = ev
+                .file_values()
+                .into_iter()
+                .filter(|(p, _)| !done.contains(p))
+                .collect();
+            if files.is_empty() {
+                break;
+            }
+            for (path, value) in files {
+                let _ = targets::select(&mut ev, &value, &[], &path.display().to_string());
+                done.insert(path);
+            }
+        }
     }
+    let recipe_files = ev.recipe_files();
     std::mem::forget(root);
     std::mem::forget(ev);
     let paths: Vec<String> = selected
@@ -121,6 +146,7 @@ pub fn evaluate(
         paths,
         reads: host.reads().clone(),
         imported_dirs: host.imported_dirs(),
+        recipe_files,
     })
 }
 

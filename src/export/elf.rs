@@ -1,5 +1,5 @@
-//! ELF files in a package: their machine, the glibc symbol versions they
-//! need, and RPATH/RUNPATH entries rewritten from the placeholder prefix to
+//! ELF files in a package: their machine, the glibc symbol versions and
+//! shared libraries they need, and RPATH/RUNPATH entries rewritten from the placeholder prefix to
 //! `$ORIGIN`-relative ones, in place (the new string is never longer: the
 //! prefix is 255 characters, `$ORIGIN` 7).
 
@@ -16,6 +16,8 @@ pub struct ElfInfo {
     pub glibc: Option<Vec<u32>>,
     /// RPATH/RUNPATH strings.
     pub search_paths: Vec<SearchPath>,
+    /// `DT_NEEDED`: the shared libraries it loads, by soname.
+    pub needed: Vec<String>,
 }
 
 /// Whether `bytes` start like an ELF file.
@@ -29,6 +31,7 @@ pub fn inspect(bytes: &[u8]) -> Option<ElfInfo> {
     let elf = Elf::parse(bytes).ok()?;
     let mut info = ElfInfo {
         machine: elf.header.e_machine,
+        needed: elf.libraries.iter().map(|l| l.to_string()).collect(),
         ..ElfInfo::default()
     };
     if let Some(vn) = &elf.verneed {

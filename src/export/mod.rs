@@ -1,7 +1,8 @@
 //! Conda export: targets rebuilt hermetically into a conda prefix
 //! ([`plan`]), packaged as `.conda` or `.tar.bz2` files that are the same
 //! bytes wherever and whenever they are made ([`package`], [`archive`]), and
-//! written into channels ([`channel`]).
+//! written into channels ([`channel`]). What the ELF files load is checked
+//! against what the package depends on ([`linkage`]).
 //!
 //! What is hashed is store-independent ([`portable`]): two users whose
 //! stores live in different directories get the same file.
@@ -9,6 +10,7 @@
 pub mod archive;
 pub mod channel;
 pub mod elf;
+pub mod linkage;
 pub mod package;
 pub mod plan;
 pub mod platform;
@@ -108,6 +110,20 @@ pub enum ExportError {
         package: String,
         /// Each mention: file, what, offset and the bytes around it.
         mentions: Vec<String>,
+    },
+    /// ELF files load shared libraries that only the build machine has.
+    #[error(
+        "{package}: its files load libraries that neither the package, its host and run inputs nor \
+         the C library provide, so they would come from the build machine:\n  {}\nadd the \
+         package that provides each to `host_inputs`, or list its soname in \
+         `missing_dso_allowlist` when a dependency provides it at run time",
+        missing.join("\n  ")
+    )]
+    Overlinking {
+        /// Package name.
+        package: String,
+        /// `file needs library`, each.
+        missing: Vec<String>,
     },
     /// A link that leads out of the prefix, directly or through others.
     #[error(

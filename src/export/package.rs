@@ -37,6 +37,8 @@ pub struct Payload {
     pub glibc: Option<Vec<u32>>,
     /// What the user should know but does not fail the export.
     pub warnings: Vec<String>,
+    /// The shared libraries each ELF file loads (`DT_NEEDED`), by file.
+    pub needed: Vec<(String, Vec<String>)>,
 }
 
 /// How an installer may rewrite the placeholder prefix in a file that
@@ -113,6 +115,7 @@ pub fn payload(
     let mut paths = Vec::new();
     let mut glibc = None;
     let mut warnings = Vec::new();
+    let mut needed = Vec::new();
     let (mut store_mentions, mut build_mentions) = (Vec::new(), Vec::new());
     let walk = walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -205,6 +208,9 @@ pub fn payload(
                 });
             }
             glibc = glibc.max(info.glibc.clone());
+            if !info.needed.is_empty() {
+                needed.push((rel.clone(), info.needed.clone()));
+            }
             let mut copy = mapped.to_vec();
             let relocated = elf::relocate(&mut copy, &info, &rel, PREFIX).map_err(|e| match e {
                 elf::RelocateError::OutsidePrefix { entry } => ExportError::RpathOutsidePrefix {
@@ -309,6 +315,7 @@ pub fn payload(
         paths,
         glibc,
         warnings,
+        needed,
     })
 }
 

@@ -12,9 +12,9 @@ use super::archive::{self, Format, Kind, Member};
 use super::channel::{self, Entry};
 use super::package::{self, check_match_spec, check_name, check_version, hex, json_bytes};
 use super::plan::{self, PackageRef, Plan};
-use super::platform;
 use super::portable::{PORTABLE_STORE, Portable};
 use super::{ExportError, read_err};
+use super::{linkage, platform};
 use crate::build::realise::{self, Event};
 use crate::derivation::StorePath;
 use crate::derivation::prefix::PREFIX;
@@ -38,8 +38,10 @@ pub struct Options {
     pub zstd_level: i32,
     /// Seconds since the epoch for `timestamp` and tar mtimes.
     pub epoch: u64,
-    /// The recipe files evaluated, by name relative to the recipe's folder.
-    pub recipe_files: Vec<(String, Vec<u8>)>,
+    /// Each derivation's recipe files (by `.drv` path): the file it is
+    /// written in and what that imports, by name relative to that file's
+    /// folder ([`cbuild_lang::eval::Evaluator::recipe_files`]).
+    pub recipe_files: HashMap<String, Vec<(String, Vec<u8>)>>,
     /// How to realise the export builds.
     pub realise: realise::Options,
     /// Mentions of the build directory fail the export (else they are
@@ -120,7 +122,7 @@ pub fn export(
         Some(l) => l.dir().to_path_buf(),
         None => opts.output_dir.clone(),
     };
-    let mut done: HashMap<PackageRef, (String, Exported, Option<Value>)> = HashMap::new();
+    let mut done: HashMap<PackageRef, Done> = HashMap::new();
     let mut packages = Vec::new();
     let mut entries = Vec::new();
     let mut subdirs_used = Vec::new();
@@ -164,7 +166,15 @@ pub fn export(
                 }
             }
             packages.push(ex.clone());
-            done.insert(p, (w.spec, ex, w.run_exports));
+            done.insert(
+                p,
+                Done {
+                    spec: w.spec,
+                    exported: ex,
+                    run_exports: w.run_exports,
+                    output: path.clone(),
+                },
+            );
         }
     }
     if let Some(l) = &channel {
@@ -234,6 +244,16 @@ fn check_metadata(store: &Store, plan: &Plan) -> Result<(), ExportError> {
             }
             _ => {}
         }
+        IgnoreRunExports::of(&n.meta).map_err(|r| bad("ignore_run_exports", r))?;
+        if let Some(v) = n.meta.get("missing_dso_allowlist").filter(|v| !v.is_null()) {
+            if !matches!(v, Value::Array(a) if a.iter().all(Value::is_string)) {
+                return Err(bad(
+                    "missing_dso_allowlist",
+                    "must be a list of globs over sonames (\"libstdc++.so*\")".into(),
+                ));
+            }
+            linkage::allowlist(&strings(Some(v))).map_err(|r| bad("missing_dso_allowlist", r))?;
+        }
         if let Some(na) = n.meta.get("noarch").filter(|v| !v.is_null())
             && na.as_str() != Some("generic")
         {
@@ -261,6 +281,16 @@ fn file_name(e: &Exported, format: Format) -> String {
     format!("{}-{}-{}{}", e.name, e.version, e.build, format.extension())
 }
 
+/// A package written, as the packages written after it see it.
+struct Done {
+    /// Its exact-pin match spec.
+    spec: String,
+    exported: Exported,
+    run_exports: Option<Value>,
+    /// Its export output (the payload), for the linkage check.
+    output: StorePath,
+}
+
 struct Written {
     exported: Exported,
     /// The exact-pin match spec of this package.
@@ -271,11 +301,104 @@ struct Written {
     staged: Option<PathBuf>,
 }
 
+/// The linkage check of package `p` ([`linkage`]): its ELF files' needed
+/// libraries against its own files, the packages it depends on (written
+/// before it, in `done`) and the recipe's `missing_dso_allowlist`.
+fn check_linkage(
+    store: &Store,
+    plan: &Plan,
+    p: &PackageRef,
+    payload: &package::Payload,
+    done: &HashMap<PackageRef, Done>,
+) -> Result<linkage::Linkage, ExportError> {
+    if payload.needed.is_empty() {
+        return Ok(linkage::Linkage::default());
+    }
+    let n = &plan.nodes[p.node];
+    // Checked before anything was built (check_metadata).
+    let allow =
+        linkage::allowlist(&strings(n.meta.get("missing_dso_allowlist"))).unwrap_or_default();
+    let own: std::collections::BTreeSet<String> = payload
+        .members
+        .iter()
+        .map(|m| m.path.rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    let mut deps = Vec::new();
+    for d in plan.package_deps(p) {
+        let Some(dep) = done.get(&d) else {
+            continue;
+        };
+        let root = PathBuf::from(store.dir().path_of(&dep.output));
+        let files = linkage::Dependency::files_of(&root).map_err(read_err(&root))?;
+        deps.push(linkage::Dependency {
+            name: dep.exported.name.clone(),
+            host: d.node != p.node && n.host.contains(&d) && !n.run.contains(&d),
+            files,
+        });
+    }
+    Ok(linkage::check(&payload.needed, &own, &deps, &allow))
+}
+
+/// A recipe's `ignore_run_exports`: what its host inputs would make run
+/// dependencies and should not (a `-dev` or static input, a header-only
+/// library), as rattler-build reads it.
+#[derive(Debug, Default)]
+struct IgnoreRunExports {
+    /// Package names whose specs are dropped, whichever input exports them.
+    by_name: Vec<String>,
+    /// Host inputs (by package name) whose run exports, or exact pin, are
+    /// not applied at all.
+    from_package: Vec<String>,
+}
+
+impl IgnoreRunExports {
+    /// Reads `meta.ignore_run_exports` (`{ by_name = [...], from_package =
+    /// [...] }`; absent or null: nothing ignored).
+    fn of(meta: &Value) -> Result<IgnoreRunExports, String> {
+        let Some(v) = meta.get("ignore_run_exports").filter(|v| !v.is_null()) else {
+            return Ok(IgnoreRunExports::default());
+        };
+        let Value::Object(m) = v else {
+            return Err("must be a record `{ by_name = [...], from_package = [...] }`".into());
+        };
+        let mut out = IgnoreRunExports::default();
+        for (k, v) in m {
+            let names: Vec<String> = match v {
+                Value::Array(a) if a.iter().all(Value::is_string) => strings(Some(v)),
+                Value::Null => Vec::new(),
+                _ => return Err(format!("`{k}` must be a list of package names")),
+            };
+            for name in &names {
+                check_name(name)?;
+            }
+            match k.as_str() {
+                "by_name" => out.by_name = names,
+                "from_package" => out.from_package = names,
+                _ => {
+                    return Err(format!(
+                        "unknown key `{k}`; the keys are by_name, from_package"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `spec`'s package is ignored by name.
+    fn drops(&self, spec: &str) -> bool {
+        let name = spec
+            .split(|c: char| c.is_whitespace() || "=<>!~[".contains(c))
+            .next()
+            .unwrap_or_default();
+        self.by_name.iter().any(|n| n == name)
+    }
+}
+
 /// Match specs a dependent gets from `dep` under `keys` of its
 /// `run_exports`: `weak` and `strong` (else an exact pin), or
 /// `weak_constrains` and `strong_constrains` (for its `constrains`).
-fn dep_specs(dep: &(String, Exported, Option<Value>), keys: [&str; 2]) -> Vec<String> {
-    let (spec, _, run_exports) = dep;
+fn dep_specs(dep: &Done, keys: [&str; 2]) -> Vec<String> {
+    let (spec, run_exports) = (&dep.spec, &dep.run_exports);
     let specs: Vec<String> = match run_exports {
         Some(Value::Object(m)) => keys.iter().flat_map(|k| strings(m.get(*k))).collect(),
         _ => Vec::new(),
@@ -327,7 +450,7 @@ fn write_package(
     output_path: &StorePath,
     opts: &Options,
     dest_dir: &Path,
-    done: &HashMap<PackageRef, (String, Exported, Option<Value>)>,
+    done: &HashMap<PackageRef, Done>,
 ) -> Result<Written, ExportError> {
     let n = &plan.nodes[p.node];
     let meta = &n.meta;
@@ -345,19 +468,46 @@ fn write_package(
     };
     let root = PathBuf::from(store.dir().path_of(output_path));
     let payload = package::payload(&root, &name, &subdir, store.dir().as_str(), opts.strict)?;
+    let mut warnings = payload.warnings.clone();
+    let linkage = check_linkage(store, plan, p, &payload, done)?;
+    if !linkage.missing.is_empty() {
+        return Err(ExportError::Overlinking {
+            package: name,
+            missing: linkage.missing,
+        });
+    }
+    for u in linkage.unused {
+        warnings.push(format!(
+            "host input `{u}` ships shared libraries that no file of the package loads \
+             (overdepending): it is still a run dependency; drop it, or ignore its run exports"
+        ));
+    }
 
     // depends: what it was built against, its run inputs, its own specs,
     // and the glibc its ELF files need.
     let mut depends: Vec<String> = Vec::new();
     let mut extra_constrains: Vec<String> = Vec::new();
+    // Checked before anything was built (check_metadata).
+    let ignore = IgnoreRunExports::of(meta).unwrap_or_default();
     for d in plan.package_deps(p) {
         if let Some(dep) = done.get(&d) {
             if d.node == p.node {
-                depends.push(dep.0.clone());
-            } else {
-                depends.extend(dep_specs(dep, ["weak", "strong"]));
-                extra_constrains.extend(dep_specs(dep, ["weak_constrains", "strong_constrains"]));
+                depends.push(dep.spec.clone());
+                continue;
             }
+            // Only what host inputs export is ignored; run inputs are run
+            // dependencies by the recipe's own word.
+            let host = n.host.contains(&d) && !n.run.contains(&d);
+            if host && ignore.from_package.contains(&dep.exported.name) {
+                continue;
+            }
+            let keep = |s: &String| !(host && ignore.drops(s));
+            depends.extend(dep_specs(dep, ["weak", "strong"]).into_iter().filter(keep));
+            extra_constrains.extend(
+                dep_specs(dep, ["weak_constrains", "strong_constrains"])
+                    .into_iter()
+                    .filter(keep),
+            );
         }
     }
     depends.extend(strings(meta.get("depends")));
@@ -418,6 +568,10 @@ fn write_package(
     }
 
     let licenses = license_files(store, n, &name)?;
+    let recipe_files: &[(String, Vec<u8>)] = opts
+        .recipe_files
+        .get(&store.dir().path_of(&n.original))
+        .map_or(&[], Vec::as_slice);
     // Rebased once: the hashes, and the closure the provenance lists.
     let mut closure = Portable::default();
     let (target_drv, _) = closure.rebase(store, &n.original)?;
@@ -440,7 +594,7 @@ fn write_package(
         "about": Value::Object(about.clone()),
         "run_exports": run_exports,
         "licenses": digests(&licenses),
-        "recipe": digests(&opts.recipe_files),
+        "recipe": digests(recipe_files),
         "zstd_level": (opts.format == Format::Conda).then_some(opts.zstd_level),
     });
     let hash_input_bytes = json_bytes(&hash_input);
@@ -478,7 +632,7 @@ fn write_package(
     for (k, v) in &licenses {
         info.push(file(&format!("licenses/{k}"), v.clone()));
     }
-    for (k, v) in &opts.recipe_files {
+    for (k, v) in recipe_files {
         info.push(file(&format!("recipe/{k}"), v.clone()));
     }
     // Provenance: the rebased closures of the original and the export
@@ -557,7 +711,7 @@ fn write_package(
             target: n.target,
             export_drv: store.dir().path_of(&n.export_path),
             built: false,
-            warnings: payload.warnings.clone(),
+            warnings,
         },
         spec: format!("{name} =={version} {build}"),
         run_exports,

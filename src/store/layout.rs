@@ -65,11 +65,17 @@ pub fn classify(root: &Path) -> Result<Layout, StoreError> {
         path: root.to_path_buf(),
         source,
     })?;
-    Ok(if entries.next().is_none() {
-        Layout::Empty
-    } else {
-        Layout::Foreign
-    })
+    if entries.next().is_none() {
+        return Ok(Layout::Empty);
+    }
+    // Another process may be making this store right now: it writes the
+    // marker before anything else, so whatever of its work the listing saw
+    // came after a marker that is there by now (the first look may have
+    // come before it: one in six runs of four concurrent first `eval`s).
+    if std::fs::symlink_metadata(root.join(MARKER)).is_ok_and(|m| m.is_file()) {
+        return Ok(Layout::Store);
+    }
+    Ok(Layout::Foreign)
 }
 
 /// Makes `root` ready to be opened as a store for writing: creates it and

@@ -660,6 +660,133 @@ let src = source(./.) in {
     assert_eq!(left, [".cbuild-channel.lock"]);
 }
 
+/// Issue 20: every file an evaluation read went into `info/recipe/` and the
+/// build string, so one package exported from two entry points got two
+/// build strings (a channel ended with 4-6 builds of one package).
+#[test]
+fn a_package_s_recipe_record_and_build_string_do_not_depend_on_the_entry_point() {
+    let p = Project::new()
+        .file(
+            "lib/lib.cb",
+            r#"let data = read_file(./data.txt) in {
+  libfoo = package {
+    name = "libfoo", version = "1.0", about = { license = "MIT" },
+    script = "mkdir -p $out/share; echo '${data}' > $out/share/foo",
+  },
+  unused = package { name = "unused", version = "1.0", script = "mkdir $out" },
+}"#,
+        )
+        .file("lib/data.txt", "foo data")
+        .file(
+            "a/recipe.cb",
+            r#"let lib = import(../lib/lib.cb) in {
+  foo = lib.libfoo,
+  other = package { name = "other", version = "1.0", script = "mkdir $out" },
+}"#,
+        )
+        .file(
+            "b/recipe.cb",
+            r#"let lib = import(../lib/lib.cb), helper = import(./helper.cb) in {
+  libfoo = lib.libfoo, h = helper,
+}"#,
+        )
+        .file(
+            "b/helper.cb",
+            r#"package { name = "helper", version = "1.0", script = "mkdir $out" }"#,
+        );
+    let export = |recipe: &str, attr: &str, out: &str| {
+        let r = p
+            .run(&["export", "--conda", recipe, "-A", attr, "-o", out, "--json"])
+            .ok();
+        let pkgs = json(&r);
+        let foo = find(&pkgs, "libfoo");
+        (
+            foo["build"].as_str().unwrap().to_string(),
+            PathBuf::from(foo["path"].as_str().unwrap()),
+        )
+    };
+    let (build_a, pkg_a) = export("a/recipe.cb", "foo", "out-a");
+    let (build_b, pkg_b) = export("b/recipe.cb", "libfoo", "out-b");
+    assert_eq!(build_a, build_b);
+    assert_eq!(
+        std::fs::read(&pkg_a).unwrap(),
+        std::fs::read(&pkg_b).unwrap()
+    );
+    // What it records: the file it is written in and what that reads.
+    let hash_input: Value = serde_json::from_slice(&info_file(&pkg_a, "hash_input.json")).unwrap();
+    let names: Vec<&String> = hash_input["recipe"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["data.txt", "lib.cb"]);
+    assert_eq!(info_file(&pkg_a, "recipe/data.txt"), b"foo data");
+}
+
+/// Issue 20: a package linked a library of the build machine (Debian's
+/// `libbz2`, `libreadline`) and `depends` named only `__glibc`. The C++
+/// runtime is on every machine with a C++ compiler, and no input declares it.
+#[test]
+fn a_library_of_the_build_machine_fails_the_export_and_an_unused_host_input_is_reported() {
+    let p = Project::new()
+        .file(
+            "hello.cc",
+            "#include <iostream>\nint main() { std::cout << \"hi\" << std::endl; }\n",
+        )
+        .file("demo.c", "int demo(void) { return 42; }\n")
+        .file(
+            "plain.c",
+            "#include <stdio.h>\nint main(void) { puts(\"plain\"); return 0; }\n",
+        )
+        .file(
+            "recipe.cb",
+            r#"
+let src = source(./., exclude = ["out*"]), cxx = host_tool("c++"), cc = host_tool("cc") in
+let
+  # Two derivations: `meta` (where the allowlist goes) is not hashed.
+  cpp = fn(name, allow) => package {
+    name = name, version = "1.0", src = src, build_inputs = [cxx],
+    about = { license = "MIT" },
+    script = "mkdir -p $out/bin; c++ -o $out/bin/${name} ${src}/hello.cc",
+    missing_dso_allowlist = allow,
+  },
+  demo = package {
+    name = "libdemo", version = "1.0", src = src, build_inputs = [cc],
+    about = { license = "MIT" },
+    script = "mkdir -p $out/lib; cc -shared -fPIC -o $out/lib/libdemo.so ${src}/demo.c",
+  },
+in {
+  strict = cpp("cpphello", null),
+  allowed = cpp("cppallowed", ["libstdc++.so*", "libgcc_s.so*"]),
+  plain = package {
+    name = "plain", version = "1.0", src = src, build_inputs = [cc], host_inputs = [demo],
+    about = { license = "MIT" },
+    script = "mkdir -p $out/bin; cc -o $out/bin/plain ${src}/plain.c",
+  },
+}
+"#,
+        );
+    let r = p
+        .run(&["export", "--conda", "-A", "strict", "-o", "out1"])
+        .fails_with(1);
+    let err = r.stderr();
+    assert!(
+        err.contains("`bin/cpphello` needs `libstdc++.so.6`")
+            && err.contains("would come from the build machine")
+            && !err.contains("libc.so.6"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(p.path().join("out1")).map_or(true, |mut d| d.next().is_none()));
+    p.run(&["export", "--conda", "-A", "allowed", "-o", "out2"])
+        .ok();
+    let r = p
+        .run(&["export", "--conda", "-A", "plain", "-o", "out3"])
+        .ok();
+    assert!(
+        r.stderr().contains(
+            "host input `libdemo` ships shared libraries that no file of the package loads"
+        ),
+        "{}",
+        r.stderr()
+    );
+}
+
 #[test]
 fn bad_input_is_refused_before_the_channel_changes() {
     let p = example("greet");
@@ -892,6 +1019,66 @@ in { tool = tool }
     let bz_path = PathBuf::from(find(&bz, "demo-tool")["path"].as_str().unwrap());
     assert!(bz_path.to_str().unwrap().ends_with(".tar.bz2"));
     run_conda_check(&bz_path, &["--no-install"]);
+}
+
+/// Issue 20: every host input became a run dependency (python depended on
+/// `libopenssl-dev ==3.0.22 h…`); `ignore_run_exports` drops them.
+#[test]
+fn ignore_run_exports_drops_host_inputs_by_package_and_by_name() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"
+let
+  dev = package {
+    name = "libdemo-dev", version = "1.0",
+    script = "mkdir -p $out/include; echo '#define D 1' > $out/include/d.h",
+  },
+  rt = package {
+    name = "librt-demo", version = "2.0",
+    script = "mkdir -p $out/share; echo rt > $out/share/rt",
+    run_exports = { weak = ["librt-demo >=2", "libextra >=1"] },
+  },
+  # Three derivations: `meta` (where ignore_run_exports goes) is not hashed.
+  app = fn(tag, ignore) => package {
+    name = "app", version = "1.0", host_inputs = [dev, rt],
+    script = "mkdir -p $out/share; echo ${tag} > $out/share/app",
+    ignore_run_exports = ignore,
+  },
+in {
+  all = app("all", null),
+  ignored = app("ignored", { from_package = ["libdemo-dev"], by_name = ["libextra"] }),
+  typo = app("typo", { by_package = ["libdemo-dev"] }),
+}
+"#,
+    );
+    let depends = |attr: &str| {
+        let r = p
+            .run(&["export", "--conda", "-A", attr, "-o", attr, "--json"])
+            .ok();
+        let pkgs = json(&r);
+        let app = PathBuf::from(find(&pkgs, "app")["path"].as_str().unwrap());
+        let deps: Vec<String> = index(&app)["depends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap().to_string())
+            .collect();
+        deps
+    };
+    let all = depends("all");
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all[0].starts_with("libdemo-dev ==1.0 h"), "{all:?}");
+    assert_eq!(all[1..], ["libextra >=1", "librt-demo >=2"]);
+    assert_eq!(depends("ignored"), ["librt-demo >=2"]);
+    let r = p
+        .run(&["export", "--conda", "-A", "typo", "-o", "typo"])
+        .fails_with(2);
+    assert!(
+        r.stderr()
+            .contains("package.ignore_run_exports: unknown field `by_package`"),
+        "{}",
+        r.stderr()
+    );
 }
 
 #[test]

@@ -131,12 +131,21 @@ fn fetch_downloads_once_checks_the_hash_and_unpacks_every_archive_kind() {
     gz.write_all(&tar).unwrap();
     let gz = gz.finish().unwrap();
     let zst = zstd::encode_all(&tar[..], 3).unwrap();
+    // Most upstream tarballs are .tar.xz or .tar.bz2 (issue 20).
+    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+    xz.write_all(&tar).unwrap();
+    let xz = xz.finish().unwrap();
+    let mut bz2 = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+    bz2.write_all(&tar).unwrap();
+    let bz2 = bz2.finish().unwrap();
     let zip = zipfile();
     let files: HashMap<String, Vec<u8>> = [
         ("pkg.tar".to_string(), tar.clone()),
         ("pkg.tar.gz".to_string(), gz.clone()),
         ("mirror/pkg.tar.gz".to_string(), gz.clone()),
         ("pkg.tar.zst".to_string(), zst.clone()),
+        ("pkg.tar.xz".to_string(), xz.clone()),
+        ("pkg.tar.bz2".to_string(), bz2.clone()),
         ("pkg.zip".to_string(), zip.clone()),
     ]
     .into_iter()
@@ -151,10 +160,12 @@ fn fetch_downloads_once_checks_the_hash_and_unpacks_every_archive_kind() {
              gz = fetch("{gz_url}", "sha256:{gz_sha}", unpack = true),
              zst = fetch("{zst_url}", "blake3:{zst_b3}", unpack = true),
              zip = fetch("{zip_url}", "sha256:{zip_sha}", unpack = true),
+             xz = fetch("{xz_url}", "sha256:{xz_sha}", unpack = true),
+             bz2 = fetch("{bz2_url}", "sha256:{bz2_sha}", unpack = true),
              raw = fetch("file://{local}", "sha256:{local_sha}"),
              one = derivation {{
                name = "one", build_inputs = [cat],
-               script = "cat ${{plain}}/hello.txt ${{gz}}/hello.txt ${{zst}}/hello.txt ${{zip}}/hello.txt ${{raw}} > $out",
+               script = "cat ${{plain}}/hello.txt ${{gz}}/hello.txt ${{zst}}/hello.txt ${{zip}}/hello.txt ${{xz}}/hello.txt ${{bz2}}/hello.txt ${{raw}} > $out",
              }},
              two = derivation {{ name = "two", build_inputs = [cat], script = "cat ${{gz}}/hello.txt > $out" }},
            in {{
@@ -172,6 +183,10 @@ fn fetch_downloads_once_checks_the_hash_and_unpacks_every_archive_kind() {
         zst_b3 = blake3::hash(&zst).to_hex(),
         zip_url = server.url("pkg.zip"),
         zip_sha = sha256(&zip),
+        xz_url = server.url("pkg.tar.xz"),
+        xz_sha = sha256(&xz),
+        bz2_url = server.url("pkg.tar.bz2"),
+        bz2_sha = sha256(&bz2),
         local = local.path().display(),
         local_sha = sha256(b"local bytes\n"),
         zeros = "0".repeat(64),
@@ -185,7 +200,7 @@ fn fetch_downloads_once_checks_the_hash_and_unpacks_every_archive_kind() {
     let outs: Vec<&str> = out.lines().collect();
     assert_eq!(
         std::fs::read_to_string(outs[0]).unwrap(),
-        "hi from the archive\n".repeat(4) + "local bytes\n"
+        "hi from the archive\n".repeat(6) + "local bytes\n"
     );
     assert_eq!(
         std::fs::read_to_string(outs[1]).unwrap(),

@@ -821,3 +821,66 @@ package {
     let got = std::fs::read_to_string(std::path::Path::new(out.trim()).join("pkg")).unwrap();
     assert_eq!(got, "envs 2.1 3\nsrc\n42\nb\nLinux\nsrc\\n");
 }
+
+/// Issue 20: conda recipes patch their sources (`patches` applied with
+/// `patch -p1`, in order, to a copy of `src`).
+#[test]
+fn patches_apply_in_order_to_a_copy_of_the_source_and_a_bad_one_names_its_hunk() {
+    let hunk = |from: &str, to: &str, context: (&str, &str)| {
+        format!(
+            "--- a/hello.txt\n+++ b/hello.txt\n@@ -1,3 +1,3 @@\n {}\n-{from}\n+{to}\n {}\n",
+            context.0, context.1
+        )
+    };
+    let p = Project::new()
+        .file("src/hello.txt", "one\ntwo\nthree\n")
+        .file("fix1.patch", hunk("two", "TWO", ("one", "three")))
+        .file(
+            "fix2.patch",
+            "--- a/hello.txt\n+++ b/hello.txt\n@@ -1,3 +1,3 @@\n one\n TWO\n-three\n+THREE\n",
+        )
+        .file("bad.patch", hunk("zwei", "ZWEI", ("one", "three")))
+        .file(
+            "recipe.cb",
+            r#"
+let src = source(./src) in {
+  good = package {
+    name = "good", version = "1", src = src, patches = [./fix1.patch, ./fix2.patch],
+    script = ''
+      mkdir -p $out
+      cp $SRC_DIR/hello.txt $out/
+      test "$src" = "$SRC_DIR"
+    '',
+  },
+  bad = package {
+    name = "bad", version = "1", src = src, patches = [./fix1.patch, ./bad.patch],
+    script = "mkdir -p $out",
+  },
+  nosrc = package { name = "nosrc", version = "1", patches = [./fix1.patch], script = "" },
+}
+"#,
+        );
+    let out = p
+        .run(&["realise", "-q", "recipe.cb", "-A", "good"])
+        .ok()
+        .stdout();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(out.trim()).join("hello.txt")).unwrap(),
+        "one\nTWO\nTHREE\n"
+    );
+    // The source in the store is untouched.
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("src/hello.txt")).unwrap(),
+        "one\ntwo\nthree\n"
+    );
+    let r = p.run(&["realise", "recipe.cb", "-A", "bad"]).fails_with(1);
+    let err = r.stderr();
+    assert!(
+        err.contains("Hunk #1 FAILED") && err.contains("bad.patch does not apply"),
+        "{err}"
+    );
+    let r = p
+        .run(&["realise", "recipe.cb", "-A", "nosrc"])
+        .fails_with(2);
+    assert!(r.stderr().contains("there is no `src`"), "{}", r.stderr());
+}
