@@ -59,6 +59,63 @@ pub struct Context<'a> {
     /// Where builds' control groups are made, when they can be (found once
     /// per realise).
     pub cgroups: Option<crate::build::sandbox::cgroup::Parents>,
+    /// The builds running now and the last line each wrote, for the
+    /// progress display ([`Live`]).
+    pub live: std::sync::Arc<Live>,
+}
+
+/// The builds running now, by `.drv` path: when each started and the last
+/// line of its log so far, which a progress display shows for builds that
+/// run long (`crate::cli::progress`).
+#[derive(Debug, Default)]
+pub struct Live(std::sync::Mutex<BTreeMap<StorePath, (std::time::Instant, String)>>);
+
+impl Live {
+    /// Most characters of a line kept.
+    const LINE: usize = 200;
+
+    fn start(&self, drv: &StorePath) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(drv.clone(), (std::time::Instant::now(), String::new()));
+        }
+    }
+
+    /// Takes the last non-empty line of `bytes`, a chunk of the log.
+    fn wrote(&self, drv: &StorePath, bytes: &[u8]) {
+        let Some(line) = bytes
+            .split(|&b| b == b'\n' || b == b'\r')
+            .rfind(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+        else {
+            return;
+        };
+        let text: String = String::from_utf8_lossy(line)
+            .chars()
+            .take(Self::LINE)
+            .collect();
+        if let Ok(mut m) = self.0.lock()
+            && let Some(e) = m.get_mut(drv)
+        {
+            e.1 = text;
+        }
+    }
+
+    fn end(&self, drv: &StorePath) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(drv);
+        }
+    }
+
+    /// Each running build: its `.drv`, seconds running, last line.
+    pub fn snapshot(&self) -> Vec<(StorePath, u64, String)> {
+        self.0.lock().map_or_else(
+            |_| Vec::new(),
+            |m| {
+                m.iter()
+                    .map(|(d, (at, line))| (d.clone(), at.elapsed().as_secs(), line.clone()))
+                    .collect()
+            },
+        )
+    }
 }
 
 /// Limits of builds: a build past a time limit is stopped and fails.
@@ -103,6 +160,7 @@ impl<'a> Context<'a> {
             cgroups: namespaces
                 .then(crate::build::sandbox::cgroup::Parents::find)
                 .flatten(),
+            live: Default::default(),
         })
     }
 }
@@ -462,6 +520,15 @@ fn follow(
     };
     let started = std::time::Instant::now();
     let mut last_output = started;
+    cx.live.start(&job.drv_path);
+    // Removed from the live list however this returns.
+    struct Ended<'a>(&'a Live, &'a StorePath);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            self.0.end(self.1);
+        }
+    }
+    let _ended = Ended(&cx.live, &job.drv_path);
     let mut stopped: Option<Stopped> = None;
     let mut exited = None;
     loop {
@@ -514,6 +581,7 @@ fn follow(
                 Ok(n) => {
                     last_output = std::time::Instant::now();
                     keep(&mut log, &mut failure, &buf[..n]);
+                    cx.live.wrote(&job.drv_path, &buf[..n]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {

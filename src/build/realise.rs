@@ -158,6 +158,9 @@ pub struct Options {
     pub explain: bool,
     /// Time limits of each build.
     pub limits: crate::build::job::Limits,
+    /// Where running builds leave their last log line, for a progress
+    /// display to show.
+    pub live: std::sync::Arc<crate::build::job::Live>,
 }
 
 impl Default for Options {
@@ -169,6 +172,7 @@ impl Default for Options {
             namespaces: true,
             explain: false,
             limits: Default::default(),
+            live: Default::default(),
         }
     }
 }
@@ -263,6 +267,7 @@ pub fn realise(
     let sandboxes: OnceLock<Sandboxes> = OnceLock::new();
     let mut cx = Context::new(store, &sandboxes, opts.namespaces, opts.keep_failed)?;
     cx.limits = opts.limits;
+    cx.live = opts.live.clone();
     let db_path = store.root().join("db.sqlite");
     let jobs = opts.jobs.max(1).min(nodes.len()).min(jobs_the_fds_allow());
     let (job_tx, job_rx) = mpsc::channel::<(usize, Job)>();

@@ -17,6 +17,7 @@ pub fn run(global: &GlobalArgs, args: AuditArgs, out: &mut Output) -> Result<(),
     }
     let mut store = open_store(global)?;
     let targets = show::targets_of(&mut store, &args.target)?;
+    let targets = show::built_or_exported(&mut store, targets, global.quiet)?;
     let dir = store.dir().clone();
     // The targets' outputs, as realised: audit never builds.
     let mut objects: Vec<StorePath> = Vec::new();

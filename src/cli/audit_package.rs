@@ -64,13 +64,14 @@ pub fn run(global: &GlobalArgs, args: &AuditArgs, out: &mut Output) -> Result<()
         show::evaluate(&mut store, recipe, &args.target.attrs, subdir)?;
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
-    let mut progress = Progress::new(store.dir().clone(), global.quiet);
+    let realise_opts = global.realise_options();
+    let mut progress = Progress::new(store.dir().clone(), global.quiet, realise_opts.live.clone());
     let report = origin::audit(
         &mut store,
         &exe,
         &pkg,
         &inspected.info,
-        &global.realise_options(),
+        &realise_opts,
         args.keep_failed,
         &mut |e| progress.event(e),
     );

@@ -37,12 +37,13 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
             .map(|n| n.export_path.clone())
             .collect()
     } else {
-        show::targets_of(&mut store, &args.target)?
+        let targets = show::targets_of(&mut store, &args.target)?;
+        show::built_or_exported(&mut store, targets, global.quiet)?
     };
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
     let opts = global.realise_options();
     // What is compared against: the stored outputs, built first if missing.
-    let mut progress = Progress::new(store.dir().clone(), global.quiet);
+    let mut progress = Progress::new(store.dir().clone(), global.quiet, opts.live.clone());
     let outcome = realise(&mut store, &exe, &targets, &opts, &mut |e| {
         progress.event(e)
     });
@@ -67,10 +68,15 @@ pub fn run(global: &GlobalArgs, args: CheckArgs, out: &mut Output) -> Result<(),
         let varied = if args.vary { variations() } else { Vec::new() };
         for (round, (what, vary)) in plain.chain(varied).enumerate() {
             if !global.quiet {
+                // What is compared: one rebuild against what is stored.
                 if what.is_empty() {
-                    eprintln!("checking {shown} (round {} of {})", round + 1, args.rounds);
+                    eprintln!(
+                        "checking {shown}: a rebuild against its stored output (round {} of {})",
+                        round + 1,
+                        args.rounds
+                    );
                 } else {
-                    eprintln!("checking {shown} under {what}");
+                    eprintln!("checking {shown}: a rebuild under {what} against its stored output");
                 }
             }
             let rebuilt = rebuild(&store, &sandboxes, &exe, t, vary)

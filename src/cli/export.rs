@@ -116,7 +116,7 @@ pub fn export_packages(
         realise: global.realise_options(),
         strict: args.strict,
     };
-    let mut progress = Progress::new(store.dir().clone(), global.quiet);
+    let mut progress = Progress::new(store.dir().clone(), global.quiet, opts.realise.live.clone());
     let result = export(&mut store, &exe, &targets, &opts, &mut |e| {
         progress.event(e)
     });

@@ -1,20 +1,111 @@
 //! What `cbuild realise` shows on stderr while it builds: on a terminal, a
 //! progress line (built, cached, running counts and the current builds)
-//! drawn by `indicatif`; otherwise plain lines, one per build started,
-//! finished or failed. `-q` shows only failures; `-v` adds why each
-//! derivation is built.
+//! drawn by `indicatif`, with the last line the longest-running build wrote;
+//! otherwise plain lines, one per build started, finished or failed, and
+//! for a build that runs long, its last log line every
+//! `CBUILD_LIVE_LOG_SECS` seconds (30 by default): a build that prints
+//! nothing cbuild shows (a configure loop) is seen to be alive or stuck.
+//! `-q` shows only failures; `-v` adds why each derivation is built.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::build::job::Live;
 use crate::build::realise::Event;
-use crate::derivation::StoreDir;
+use crate::derivation::{StoreDir, StorePath};
+use crate::util::text::escape_controls;
+
+/// Seconds between live-log lines of a long build when stderr is not a
+/// terminal (`CBUILD_LIVE_LOG_SECS`).
+fn live_log_interval() -> u64 {
+    std::env::var("CBUILD_LIVE_LOG_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(30)
+}
+
+/// The thread that shows running builds' last log lines.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(
+        live: Arc<Live>,
+        bar: Option<ProgressBar>,
+        status: Arc<Mutex<String>>,
+        dir: StoreDir,
+    ) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let every = live_log_interval();
+            let mut shown: BTreeMap<StorePath, u64> = BTreeMap::new();
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let running = live.snapshot();
+                shown.retain(|d, _| running.iter().any(|(r, _, _)| r == d));
+                match &bar {
+                    Some(b) => {
+                        let longest = running
+                            .iter()
+                            .filter(|(_, _, line)| !line.is_empty())
+                            .max_by_key(|(_, secs, _)| *secs);
+                        let status = status.lock().map(|s| s.clone()).unwrap_or_default();
+                        b.set_message(match longest {
+                            Some((_, _, line)) => format!("{status} │ {}", escape_controls(line)),
+                            None => status,
+                        });
+                    }
+                    None => {
+                        for (drv, secs, line) in &running {
+                            let last = shown.get(drv).copied().unwrap_or(0);
+                            if *secs >= every && secs - last >= every {
+                                shown.insert(drv.clone(), *secs);
+                                let tail = if line.is_empty() {
+                                    "it has written nothing yet".to_string()
+                                } else {
+                                    format!("last line: {}", escape_controls(line))
+                                };
+                                let _ = writeln!(
+                                    std::io::stderr(),
+                                    "still building {} ({secs} s); {tail}",
+                                    dir.path_of(drv)
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ticker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 /// A progress display.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// The counts part of the live line, which the ticker extends.
+    status: Arc<Mutex<String>>,
+    ticker: Option<Ticker>,
     dir: StoreDir,
     quiet: bool,
     built: usize,
@@ -25,8 +116,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A display on stderr: a live line on a terminal, plain lines otherwise.
-    pub fn new(dir: StoreDir, quiet: bool) -> Progress {
+    /// A display on stderr: a live line on a terminal, plain lines otherwise;
+    /// running builds' last lines are read from `live` (the realise's).
+    pub fn new(dir: StoreDir, quiet: bool, live: Arc<Live>) -> Progress {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
             b.set_style(
@@ -36,8 +128,13 @@ impl Progress {
             b.enable_steady_tick(std::time::Duration::from_millis(100));
             b
         });
+        let status = Arc::new(Mutex::new(String::new()));
+        let ticker =
+            (!quiet).then(|| Ticker::start(live, bar.clone(), status.clone(), dir.clone()));
         Progress {
             bar,
+            status,
+            ticker,
             dir,
             quiet,
             built: 0,
@@ -105,6 +202,9 @@ impl Progress {
                     msg.push_str(&format!(" and {more} more"));
                 }
             }
+            if let Ok(mut s) = self.status.lock() {
+                s.clone_from(&msg);
+            }
             b.set_message(msg);
         }
     }
@@ -121,8 +221,9 @@ impl Progress {
         }
     }
 
-    /// Clears the live line.
-    pub fn finish(&self) {
+    /// Stops showing running builds and clears the live line.
+    pub fn finish(&mut self) {
+        self.ticker = None;
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

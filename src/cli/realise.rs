@@ -45,7 +45,7 @@ pub fn run(global: &GlobalArgs, args: RealiseArgs, out: &mut Output) -> Result<(
         namespaces: args.sandbox != "off",
         ..global.realise_options()
     };
-    let mut progress = Progress::new(store.dir().clone(), global.quiet);
+    let mut progress = Progress::new(store.dir().clone(), global.quiet, opts.live.clone());
     let result = realise(&mut store, &exe, &targets, &opts, &mut |e| {
         progress.event(e)
     });

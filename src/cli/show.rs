@@ -70,6 +70,57 @@ pub fn targets_of(
     Ok(out)
 }
 
+/// The targets to check or audit: each target itself when its outputs are
+/// built (or nothing of it is), else its export derivation when that one is
+/// built, since `export --conda` builds that and never the target itself:
+/// what is there is used rather than compiled a second time, and a line on
+/// stderr says which derivation stands for which.
+pub fn built_or_exported(
+    store: &mut Store,
+    targets: Vec<StorePath>,
+    quiet: bool,
+) -> Result<Vec<StorePath>, CliError> {
+    let mut out = Vec::with_capacity(targets.len());
+    for t in targets {
+        if is_built(store, &t)? {
+            out.push(t);
+            continue;
+        }
+        // A target that cannot be exported (no package) has no export build.
+        let export = crate::export::plan::plan(store, std::slice::from_ref(&t))
+            .ok()
+            .and_then(|p| p.nodes.into_iter().find(|n| n.original == t))
+            .map(|n| n.export_path);
+        match export {
+            Some(e) if is_built(store, &e)? => {
+                if !quiet {
+                    eprintln!(
+                        "{} is not built but its export build is (from `cbuild export --conda`): \
+                         using {}, the output that was packaged",
+                        store.dir().path_of(&t),
+                        store.dir().path_of(&e)
+                    );
+                }
+                out.push(e);
+            }
+            _ => out.push(t),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether every output of `drv` is realised.
+fn is_built(store: &Store, drv: &StorePath) -> Result<bool, CliError> {
+    let d = store.read_derivation(drv)?;
+    let h = d.drv_hash();
+    for o in &d.outputs {
+        if store.db().realisation(&h, o)?.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// What [`evaluate`] found.
 pub struct Evaluated {
     /// The targets' `.drv` paths.

@@ -299,3 +299,39 @@ let bash = host_tool("bash"), shuf = host_tool("shuf"), seq = host_tool("seq") i
         )]
     );
 }
+
+/// Issue 20: after `export`, `check` and `audit` of a target compiled
+/// everything again (the target itself was never built, only its export
+/// build); they now use the export build and say so.
+#[test]
+fn check_and_audit_after_export_use_the_export_build_and_say_what_they_compare() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"{ pkg = package {
+             name = "pkg", version = "1.0", about = { license = "MIT" },
+             script = "mkdir -p $out/share; echo built > $out/share/pkg",
+           } }"#,
+    );
+    p.run(&["export", "--conda", "-A", "pkg", "-o", "out"]).ok();
+    let r = p.run(&["check", "-A", "pkg"]).ok();
+    let err = r.stderr();
+    assert!(
+        err.contains("is not built but its export build is")
+            && err.contains("-pkg-conda.drv: a rebuild against its stored output (round 1 of 1)"),
+        "{err}"
+    );
+    // The original derivation was not built: nothing was compiled but the
+    // one rebuild.
+    assert!(!err.contains("building "), "{err}");
+    assert!(r.stdout().contains("reproducible"), "{}", r.stdout());
+    let r = p.run(&["audit", "-A", "pkg"]).ok();
+    assert!(
+        r.stderr().contains("is not built but its export build is"),
+        "{}",
+        r.stderr()
+    );
+    // Once the target itself is built, it is what is checked.
+    p.run(&["realise", "-A", "pkg"]).ok();
+    let r = p.run(&["check", "-A", "pkg"]).ok();
+    assert!(!r.stderr().contains("export build"), "{}", r.stderr());
+}

@@ -787,6 +787,66 @@ in {
     );
 }
 
+/// The datalib example (issue 20): a C library whose data files are found
+/// through a prefix compiled into it, and an empty directory, installed by
+/// a conda client into a prefix of another length, and run.
+#[test]
+fn datalib_finds_its_data_where_a_conda_client_installs_it() {
+    let e = example("datalib");
+    let out = e.outside("out");
+    let r = e
+        .run(&[
+            "export",
+            "--conda",
+            "-A",
+            "firstword",
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+        .ok();
+    assert!(
+        r.stderr()
+            .contains("warning: datalib: `var/cache/datalib` is an empty directory: left out"),
+        "{}",
+        r.stderr()
+    );
+    let pkgs = json(&r);
+    let lib = PathBuf::from(find(&pkgs, "datalib")["path"].as_str().unwrap());
+    let tool = PathBuf::from(find(&pkgs, "firstword")["path"].as_str().unwrap());
+    assert_eq!(
+        payload_file(&lib, "share/datalib/words.txt"),
+        b"alpha\nbeta\ngamma\n"
+    );
+    let modes: std::collections::BTreeMap<String, u32> = payload_modes(&lib).into_iter().collect();
+    assert_eq!(modes["include/datalib.h"], 0o644);
+    assert_eq!(modes["share/datalib/words.txt"], 0o644);
+    assert_eq!(modes["lib/libdatalib.so"], 0o755);
+    // The library's run_exports instead of a pin, and the C library's
+    // floor read from the binary (the build machine's glibc decides it).
+    let depends = index(&tool)["depends"].clone();
+    let depends: Vec<&str> = depends
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert_eq!(depends.len(), 2, "{depends:?}");
+    assert!(depends[0].starts_with("__glibc >=2."), "{depends:?}");
+    assert_eq!(depends[1], "datalib >=0.3,<0.4");
+    run_conda_check(
+        &tool,
+        &[
+            "--channel",
+            out.to_str().unwrap(),
+            "--run",
+            "firstword",
+            "--expect-stdout",
+            "first word: alpha",
+        ],
+    );
+}
+
 #[test]
 fn bad_input_is_refused_before_the_channel_changes() {
     let p = example("greet");

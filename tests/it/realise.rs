@@ -884,3 +884,40 @@ let src = source(./src) in {
         .fails_with(2);
     assert!(r.stderr().contains("there is no `src`"), "{}", r.stderr());
 }
+
+/// Issue 20: a configure script looping without output looked like a hung
+/// cbuild. A build that runs long shows its last log line, also when stderr
+/// is not a terminal (every `CBUILD_LIVE_LOG_SECS`, 30 s by default).
+#[test]
+fn a_long_build_shows_its_last_log_line_as_it_runs() {
+    let p = Project::new().file(
+        "recipe.cb",
+        r#"let sleep = host_tool("sleep") in derivation {
+             name = "slow", build_inputs = [sleep],
+             script = "echo 'checking for expr... yes'; sleep 3; echo done > $out",
+           }"#,
+    );
+    let r = p
+        .run_in(
+            p.path(),
+            &["realise", "recipe.cb"],
+            &[("CBUILD_LIVE_LOG_SECS", "1")],
+        )
+        .ok();
+    let err = r.stderr();
+    assert!(
+        err.contains("-slow.drv (1 s); last line: checking for expr... yes")
+            || err.contains("-slow.drv (2 s); last line: checking for expr... yes"),
+        "{err}"
+    );
+    // Quiet stays quiet.
+    let q = Project::new().file("recipe.cb", p.read("recipe.cb"));
+    let r = q
+        .run_in(
+            q.path(),
+            &["realise", "-q", "recipe.cb"],
+            &[("CBUILD_LIVE_LOG_SECS", "1")],
+        )
+        .ok();
+    assert!(!r.stderr().contains("still building"), "{}", r.stderr());
+}
