@@ -54,21 +54,12 @@ pub struct Finding {
     pub what: String,
 }
 
-/// The C library's own files: they come from the host, as the loader does.
-const HOST_LIBC: [&str; 12] = [
-    "libc.so.6",
-    "libm.so.6",
-    "libdl.so.2",
-    "libpthread.so.0",
-    "librt.so.1",
-    "libresolv.so.2",
-    "libutil.so.1",
-    "libcrypt.so.1",
-    "libanl.so.1",
-    "libmvec.so.1",
-    "ld-linux-x86-64.so.2",
-    "ld-linux-aarch64.so.1",
-];
+/// The C library's own files: they come from the host, as the loader does
+/// (what a conda system's `__glibc` stands for, and `libcrypt`, which
+/// glibc still ships on the hosts cbuild builds on).
+fn is_host_libc(lib: &str) -> bool {
+    crate::export::linkage::C_LIBRARY.contains(&lib) || lib == "libcrypt.so.1"
+}
 
 /// Audits the output `object` of `store`.
 pub fn audit(store: &Store, object: &StorePath) -> Result<Vec<Finding>, StoreError> {
@@ -408,7 +399,7 @@ fn elf_findings(
                 None,
                 format!("needs {lib}, found at {p}, outside its closure"),
             )),
-            None if HOST_LIBC.contains(lib) => out.push(finding(
+            None if is_host_libc(lib) => out.push(finding(
                 Severity::Info,
                 rel,
                 None,
