@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -31,7 +30,8 @@ fn live_log_interval() -> u64 {
 
 /// The thread that shows running builds' last log lines.
 struct Ticker {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread at once (it waits on the other end).
+    stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -42,13 +42,15 @@ impl Ticker {
         status: Arc<Mutex<String>>,
         dir: StoreDir,
     ) -> Ticker {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             let every = live_log_interval();
             let mut shown: BTreeMap<StorePath, u64> = BTreeMap::new();
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(250));
+            // Woken at once when the display finishes (the sender is
+            // dropped): a command never waits for the next tick to exit.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(std::time::Duration::from_millis(250))
+            {
                 let running = live.snapshot();
                 shown.retain(|d, _| running.iter().any(|(r, _, _)| r == d));
                 match &bar {
@@ -85,7 +87,7 @@ impl Ticker {
             }
         });
         Ticker {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         }
     }
@@ -93,7 +95,7 @@ impl Ticker {
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
