@@ -2,7 +2,8 @@
 //! ([`plan`]), packaged as `.conda` or `.tar.bz2` files that are the same
 //! bytes wherever and whenever they are made ([`package`], [`archive`]), and
 //! written into channels ([`channel`]). What the ELF files load is checked
-//! against what the package depends on ([`linkage`]).
+//! against what the package depends on ([`linkage`]), and what dependents
+//! get from a package is in [`run_exports`].
 //!
 //! What is hashed is store-independent ([`portable`]): two users whose
 //! stores live in different directories get the same file.
@@ -16,6 +17,7 @@ pub mod plan;
 pub mod platform;
 pub mod portable;
 pub mod run;
+pub mod run_exports;
 
 pub use run::{Exported, Options, Outcome, export};
 

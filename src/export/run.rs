@@ -13,6 +13,9 @@ use super::channel::{self, Entry};
 use super::package::{self, check_match_spec, check_name, check_version, hex, json_bytes};
 use super::plan::{self, PackageRef, Plan};
 use super::portable::{PORTABLE_STORE, Portable};
+use super::run_exports::{
+    IgnoreRunExports, RUN_EXPORT_KEYS, normalise_run_exports, specs_from, strings,
+};
 use super::{ExportError, read_err};
 use super::{linkage, platform};
 use crate::build::realise::{self, Event};
@@ -281,6 +284,11 @@ fn file_name(e: &Exported, format: Format) -> String {
     format!("{}-{}-{}{}", e.name, e.version, e.build, format.extension())
 }
 
+/// Match specs a dependent gets from `dep` (see [`specs_from`]).
+fn dep_specs(dep: &Done, keys: [&str; 2]) -> Vec<String> {
+    specs_from(&dep.spec, &dep.run_exports, keys)
+}
+
 /// A package written, as the packages written after it see it.
 struct Done {
     /// Its exact-pin match spec.
@@ -337,110 +345,6 @@ fn check_linkage(
         });
     }
     Ok(linkage::check(&payload.needed, &own, &deps, &allow))
-}
-
-/// A recipe's `ignore_run_exports`: what its host inputs would make run
-/// dependencies and should not (a `-dev` or static input, a header-only
-/// library), as rattler-build reads it.
-#[derive(Debug, Default)]
-struct IgnoreRunExports {
-    /// Package names whose specs are dropped, whichever input exports them.
-    by_name: Vec<String>,
-    /// Host inputs (by package name) whose run exports, or exact pin, are
-    /// not applied at all.
-    from_package: Vec<String>,
-}
-
-impl IgnoreRunExports {
-    /// Reads `meta.ignore_run_exports` (`{ by_name = [...], from_package =
-    /// [...] }`; absent or null: nothing ignored).
-    fn of(meta: &Value) -> Result<IgnoreRunExports, String> {
-        let Some(v) = meta.get("ignore_run_exports").filter(|v| !v.is_null()) else {
-            return Ok(IgnoreRunExports::default());
-        };
-        let Value::Object(m) = v else {
-            return Err("must be a record `{ by_name = [...], from_package = [...] }`".into());
-        };
-        let mut out = IgnoreRunExports::default();
-        for (k, v) in m {
-            let names: Vec<String> = match v {
-                Value::Array(a) if a.iter().all(Value::is_string) => strings(Some(v)),
-                Value::Null => Vec::new(),
-                _ => return Err(format!("`{k}` must be a list of package names")),
-            };
-            for name in &names {
-                check_name(name)?;
-            }
-            match k.as_str() {
-                "by_name" => out.by_name = names,
-                "from_package" => out.from_package = names,
-                _ => {
-                    return Err(format!(
-                        "unknown key `{k}`; the keys are by_name, from_package"
-                    ));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Whether `spec`'s package is ignored by name.
-    fn drops(&self, spec: &str) -> bool {
-        let name = spec
-            .split(|c: char| c.is_whitespace() || "=<>!~[".contains(c))
-            .next()
-            .unwrap_or_default();
-        self.by_name.iter().any(|n| n == name)
-    }
-}
-
-/// Match specs a dependent gets from `dep` under `keys` of its
-/// `run_exports`: `weak` and `strong` (else an exact pin), or
-/// `weak_constrains` and `strong_constrains` (for its `constrains`).
-fn dep_specs(dep: &Done, keys: [&str; 2]) -> Vec<String> {
-    let (spec, run_exports) = (&dep.spec, &dep.run_exports);
-    let specs: Vec<String> = match run_exports {
-        Some(Value::Object(m)) => keys.iter().flat_map(|k| strings(m.get(*k))).collect(),
-        _ => Vec::new(),
-    };
-    // Without `weak` or `strong` specs (none, or constrains only): a pin.
-    if specs.is_empty() && keys[0] == "weak" {
-        vec![spec.clone()]
-    } else {
-        specs
-    }
-}
-
-/// The keys of conda's `run_exports.json`.
-const RUN_EXPORT_KEYS: [&str; 5] = [
-    "noarch",
-    "strong",
-    "strong_constrains",
-    "weak",
-    "weak_constrains",
-];
-
-/// `run_exports` of a recipe as conda's `run_exports.json`: a list means
-/// `weak`.
-fn normalise_run_exports(v: &Value) -> Option<Value> {
-    match v {
-        Value::Null => None,
-        Value::Array(a) => Some(json!({ "weak": a })),
-        Value::String(s) => Some(json!({ "weak": [s] })),
-        Value::Object(_) => Some(v.clone()),
-        _ => None,
-    }
-}
-
-fn strings(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
-        Some(Value::String(s)) => vec![s.clone()],
-        _ => Vec::new(),
-    }
 }
 
 fn write_package(
