@@ -78,6 +78,17 @@ enum Import {
     Done(Value),
 }
 
+/// Which recipe files each derivation comes from
+/// ([`Evaluator::recipe_files`]).
+#[derive(Debug, Default)]
+pub struct RecipeFiles {
+    /// The file each derivation is written in, by `.drv` path.
+    pub defined_in: HashMap<String, PathBuf>,
+    /// Each of those files with every file it imports or reads,
+    /// transitively (itself included).
+    pub closures: HashMap<PathBuf, std::collections::BTreeSet<PathBuf>>,
+}
+
 /// Evaluates recipe files and expressions against a [`Host`].
 pub struct Evaluator<'h> {
     pub(crate) host: &'h mut dyn Host,
@@ -231,37 +242,40 @@ impl<'h> Evaluator<'h> {
         out
     }
 
-    /// The recipe files of each derivation made so far, by `.drv` path: the
-    /// file it was written in and every file that file imports or reads,
-    /// transitively. It does not depend on which file the evaluation
-    /// started from (an export records these, and its build string hashes
-    /// them), only on where the derivation is written. Derivations written
-    /// in no file (`--expr`) are left out.
-    pub fn recipe_files(&self) -> HashMap<String, (PathBuf, std::collections::BTreeSet<PathBuf>)> {
-        let id_of = |p: &Path| {
-            (0..self.sources.len())
-                .map(|i| FileId(i as u32))
-                .find(|&id| self.sources.get(id).path.as_deref() == Some(p))
-        };
-        let mut out = HashMap::new();
+    /// The recipe files of the derivations made so far: the file each is
+    /// written in and every file that file imports or reads, transitively.
+    /// They do not depend on which file the evaluation started from (an
+    /// export records them, and its build string hashes them), only on
+    /// where a derivation is written. Derivations written in no file
+    /// (`--expr`) are left out.
+    pub fn recipe_files(&self) -> RecipeFiles {
+        let ids: HashMap<&Path, FileId> = (0..self.sources.len())
+            .map(|i| FileId(i as u32))
+            .filter_map(|id| Some((self.sources.get(id).path.as_deref()?, id)))
+            .collect();
+        let mut out = RecipeFiles::default();
         for (drv, &file) in &self.defined_in {
             let Some(start) = self.sources.get(file).path.clone() else {
                 continue;
             };
-            let mut files = std::collections::BTreeSet::from([start.clone()]);
-            let mut todo = vec![file];
-            let mut seen = std::collections::HashSet::from([file]);
-            while let Some(f) = todo.pop() {
-                for p in self.reads_by_file.get(&f).into_iter().flatten() {
-                    files.insert(p.clone());
-                    if let Some(id) = id_of(p)
-                        && seen.insert(id)
-                    {
-                        todo.push(id);
+            // Many derivations share a file: its closure is walked once.
+            if !out.closures.contains_key(&start) {
+                let mut files = std::collections::BTreeSet::from([start.clone()]);
+                let mut todo = vec![file];
+                let mut seen = std::collections::HashSet::from([file]);
+                while let Some(f) = todo.pop() {
+                    for p in self.reads_by_file.get(&f).into_iter().flatten() {
+                        files.insert(p.clone());
+                        if let Some(&id) = ids.get(p.as_path())
+                            && seen.insert(id)
+                        {
+                            todo.push(id);
+                        }
                     }
                 }
+                out.closures.insert(start.clone(), files);
             }
-            out.insert(drv.to_string(), (start, files));
+            out.defined_in.insert(drv.to_string(), start);
         }
         out
     }

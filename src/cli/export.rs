@@ -73,28 +73,40 @@ pub fn export_packages(
         targets.push(store.parse_valid(p)?.0);
     }
     // Each derivation's recipe files, named from the folder of the file it
-    // is written in; read once however many derivations share them.
-    let mut bytes: std::collections::HashMap<PathBuf, Vec<u8>> = Default::default();
-    let mut recipe_files = std::collections::HashMap::new();
-    for (drv, (defined_in, files)) in &evaluated.recipe_files {
-        let dir = defined_in
-            .parent()
-            .map(cbuild_lang::eval::normalize)
-            .unwrap_or_default();
-        let mut named = Vec::new();
-        for f in files {
-            if !bytes.contains_key(f) {
-                let data = std::fs::read(f).map_err(|source| crate::store::StoreError::Read {
-                    path: f.clone(),
-                    source,
-                })?;
-                bytes.insert(f.clone(), data);
-            }
-            named.push((recipe_file_name(&dir, f), bytes[f].clone()));
+    // is written in: read once per file, and shared by every derivation
+    // written in the same file (a package set holds thousands).
+    let rf = &evaluated.recipe_files;
+    let mut bytes: std::collections::HashMap<&PathBuf, Vec<u8>> = Default::default();
+    for f in rf.closures.values().flatten() {
+        if !bytes.contains_key(f) {
+            let data = std::fs::read(f).map_err(|source| crate::store::StoreError::Read {
+                path: f.clone(),
+                source,
+            })?;
+            bytes.insert(f, data);
         }
-        named.sort();
-        recipe_files.insert(drv.clone(), named);
     }
+    let by_file: std::collections::HashMap<&PathBuf, crate::export::run::RecipeRecord> = rf
+        .closures
+        .iter()
+        .map(|(defined_in, files)| {
+            let dir = defined_in
+                .parent()
+                .map(cbuild_lang::eval::normalize)
+                .unwrap_or_default();
+            let mut named: Vec<(String, Vec<u8>)> = files
+                .iter()
+                .map(|f| (recipe_file_name(&dir, f), bytes[f].clone()))
+                .collect();
+            named.sort();
+            (defined_in, std::sync::Arc::new(named))
+        })
+        .collect();
+    let recipe_files = rf
+        .defined_in
+        .iter()
+        .map(|(drv, file)| (drv.clone(), by_file[file].clone()))
+        .collect();
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cbuild"));
     // Absolute, so that printed paths can be used from anywhere.
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());

@@ -54,35 +54,8 @@ impl Ticker {
                 let running = live.snapshot();
                 shown.retain(|d, _| running.iter().any(|(r, _, _)| r == d));
                 match &bar {
-                    Some(b) => {
-                        let longest = running
-                            .iter()
-                            .filter(|(_, _, line)| !line.is_empty())
-                            .max_by_key(|(_, secs, _)| *secs);
-                        let status = status.lock().map(|s| s.clone()).unwrap_or_default();
-                        b.set_message(match longest {
-                            Some((_, _, line)) => format!("{status} │ {}", escape_controls(line)),
-                            None => status,
-                        });
-                    }
-                    None => {
-                        for (drv, secs, line) in &running {
-                            let last = shown.get(drv).copied().unwrap_or(0);
-                            if *secs >= every && secs - last >= every {
-                                shown.insert(drv.clone(), *secs);
-                                let tail = if line.is_empty() {
-                                    "it has written nothing yet".to_string()
-                                } else {
-                                    format!("last line: {}", escape_controls(line))
-                                };
-                                let _ = writeln!(
-                                    std::io::stderr(),
-                                    "still building {} ({secs} s); {tail}",
-                                    dir.path_of(drv)
-                                );
-                            }
-                        }
-                    }
+                    Some(b) => show_longest(b, &status, &running),
+                    None => print_long(&dir, &running, every, &mut shown),
                 }
             }
         });
@@ -90,6 +63,47 @@ impl Ticker {
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+}
+
+/// On a terminal: the counts, then the last line of the build that has
+/// run longest.
+fn show_longest(bar: &ProgressBar, status: &Mutex<String>, running: &[(StorePath, u64, String)]) {
+    let longest = running
+        .iter()
+        .filter(|(_, _, line)| !line.is_empty())
+        .max_by_key(|(_, secs, _)| *secs);
+    let status = status.lock().map(|s| s.clone()).unwrap_or_default();
+    bar.set_message(match longest {
+        Some((_, _, line)) => format!("{status} │ {}", escape_controls(line)),
+        None => status,
+    });
+}
+
+/// Otherwise: a line for each build running `every` seconds longer than
+/// when it was last shown (`shown`: the running time it was shown at).
+fn print_long(
+    dir: &StoreDir,
+    running: &[(StorePath, u64, String)],
+    every: u64,
+    shown: &mut BTreeMap<StorePath, u64>,
+) {
+    for (drv, secs, line) in running {
+        let last = shown.get(drv).copied().unwrap_or(0);
+        if *secs < every || secs - last < every {
+            continue;
+        }
+        shown.insert(drv.clone(), *secs);
+        let tail = if line.is_empty() {
+            "it has written nothing yet".to_string()
+        } else {
+            format!("last line: {}", escape_controls(line))
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "still building {} ({secs} s); {tail}",
+            dir.path_of(drv)
+        );
     }
 }
 

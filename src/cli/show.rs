@@ -125,20 +125,16 @@ fn is_built(store: &Store, drv: &StorePath) -> Result<bool, CliError> {
 pub struct Evaluated {
     /// The targets' `.drv` paths.
     pub paths: Vec<String>,
-    /// Every file the evaluation read.
-    pub reads: std::collections::BTreeSet<PathBuf>,
     /// The directories it imported as sources, with their filters.
     pub imported_dirs: Vec<(PathBuf, crate::store::import::Filter)>,
-    /// Each derivation's recipe files, by `.drv` path: the file it is
-    /// written in and what that file imports and reads, transitively
-    /// ([`cbuild_lang::eval::Evaluator::recipe_files`]).
-    pub recipe_files:
-        std::collections::HashMap<String, (PathBuf, std::collections::BTreeSet<PathBuf>)>,
+    /// Each derivation's recipe files: the file it is written in and what
+    /// that file imports and reads, transitively.
+    pub recipe_files: cbuild_lang::eval::RecipeFiles,
 }
 
 /// Evaluates `file` (for the conda subdir `platform`, default the host's),
 /// writes its derivations and returns the `.drv` paths of the targets `attrs`
-/// selects, with every file the evaluation read. With a `platform` (an
+/// selects, with each derivation's recipe files. With a `platform` (an
 /// export), every derivation of the file is evaluated, so that what was
 /// read does not depend on `attrs`.
 pub fn evaluate(
@@ -195,7 +191,6 @@ pub fn evaluate(
     host.flush(&sps)?;
     Ok(Evaluated {
         paths,
-        reads: host.reads().clone(),
         imported_dirs: host.imported_dirs(),
         recipe_files,
     })

@@ -10,7 +10,6 @@
 //! package's files loads is reported (overdepending).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 /// The C library's own sonames: what `__glibc` gives on every conda
 /// system, so no package provides them.
@@ -29,28 +28,22 @@ pub const C_LIBRARY: [&str; 11] = [
 ];
 
 /// A package that the checked one depends on, as the check sees it.
-pub struct Dependency {
+pub struct Dependency<'a> {
     /// Its package name.
-    pub name: String,
+    pub name: &'a str,
     /// Whether it is a host input (else a run input or a sibling output).
     pub host: bool,
-    /// The names of its files and symlinks.
-    pub files: BTreeSet<String>,
+    /// The names of its files and symlinks ([`file_names`]).
+    pub files: &'a BTreeSet<String>,
 }
 
-impl Dependency {
-    /// The names of the files and symlinks under `root` (an export
-    /// output), read from disk.
-    pub fn files_of(root: &Path) -> std::io::Result<BTreeSet<String>> {
-        let mut names = BTreeSet::new();
-        for e in walkdir::WalkDir::new(root).follow_links(false) {
-            let e = e.map_err(std::io::Error::other)?;
-            if !e.file_type().is_dir() {
-                names.insert(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-        Ok(names)
-    }
+/// The names of a package's files and symlinks (its members' last path
+/// components): what a needed soname is looked up in.
+pub fn file_names(members: &[super::archive::Member]) -> BTreeSet<String> {
+    members
+        .iter()
+        .map(|m| m.path.rsplit('/').next().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// What the check found.
@@ -67,20 +60,20 @@ pub struct Linkage {
 pub fn check(
     needed: &[(String, Vec<String>)],
     own: &BTreeSet<String>,
-    deps: &[Dependency],
+    deps: &[Dependency<'_>],
     allow: &[globset::GlobMatcher],
 ) -> Linkage {
     let mut found = Linkage::default();
-    let mut used: BTreeMap<&str, bool> = deps.iter().map(|d| (d.name.as_str(), false)).collect();
+    let mut used: BTreeMap<&str, bool> = deps.iter().map(|d| (d.name, false)).collect();
     for (file, libs) in needed {
         for lib in libs {
             if own.contains(lib) || C_LIBRARY.contains(&lib.as_str()) {
                 continue;
             }
-            let providers: Vec<&Dependency> =
+            let providers: Vec<&Dependency<'_>> =
                 deps.iter().filter(|d| d.files.contains(lib)).collect();
             for d in &providers {
-                used.insert(d.name.as_str(), true);
+                used.insert(d.name, true);
             }
             if providers.is_empty() && !allow.iter().any(|g| g.is_match(lib)) {
                 found.missing.push(format!("`{file}` needs `{lib}`"));
@@ -90,8 +83,8 @@ pub fn check(
     if !needed.is_empty() {
         for d in deps.iter().filter(|d| d.host) {
             let has_shared = d.files.iter().any(|f| is_shared_library(f));
-            if has_shared && !used.get(d.name.as_str()).copied().unwrap_or(false) {
-                found.unused.push(d.name.clone());
+            if has_shared && !used.get(d.name).copied().unwrap_or(false) {
+                found.unused.push(d.name.to_string());
             }
         }
     }
@@ -120,12 +113,8 @@ pub fn allowlist(globs: &[String]) -> Result<Vec<globset::GlobMatcher>, String> 
 mod tests {
     use super::*;
 
-    fn dep(name: &str, host: bool, files: &[&str]) -> Dependency {
-        Dependency {
-            name: name.into(),
-            host,
-            files: files.iter().map(|f| f.to_string()).collect(),
-        }
+    fn names(files: &[&str]) -> BTreeSet<String> {
+        files.iter().map(|f| f.to_string()).collect()
     }
 
     #[test]
@@ -144,10 +133,20 @@ mod tests {
             ("lib/libown.so.1".to_string(), vec!["libm.so.6".to_string()]),
         ];
         let own: BTreeSet<String> = ["libown.so.1".to_string(), "app".to_string()].into();
+        let (zlib, png, headers) = (
+            names(&["libz.so.1", "libz.so", "zlib.h"]),
+            names(&["libpng16.so.16"]),
+            names(&["h.h"]),
+        );
+        let dep = |name, files| Dependency {
+            name,
+            host: true,
+            files,
+        };
         let deps = [
-            dep("zlib", true, &["libz.so.1", "libz.so", "zlib.h"]),
-            dep("libpng", true, &["libpng16.so.16"]),
-            dep("headers", true, &["h.h"]),
+            dep("zlib", &zlib),
+            dep("libpng", &png),
+            dep("headers", &headers),
         ];
         let allow = allowlist(&["libstdc++.so*".to_string()]).unwrap();
         let found = check(&needed, &own, &deps, &allow);

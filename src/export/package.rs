@@ -73,6 +73,16 @@ impl Rewrite {
             Rewrite::Binary
         }
     }
+
+    /// Its `file_mode` in `paths.json` (`None`: listed without a
+    /// placeholder).
+    pub fn file_mode(self) -> Option<&'static str> {
+        match self {
+            Rewrite::Text => Some("text"),
+            Rewrite::Binary => Some("binary"),
+            Rewrite::Never => None,
+        }
+    }
 }
 
 /// A mention of the build machine found in a file.
@@ -244,16 +254,11 @@ pub fn payload(
             ("sha256".into(), json!(sha)),
             ("size_in_bytes".into(), json!(data.len())),
         ]);
-        let rewrite = has_prefix.then(|| Rewrite::of(&rel, data, is_elf));
-        if let Some(mode @ (Rewrite::Text | Rewrite::Binary)) = rewrite {
-            entry.insert(
-                "file_mode".into(),
-                json!(if mode == Rewrite::Text {
-                    "text"
-                } else {
-                    "binary"
-                }),
-            );
+        if let Some(mode) = has_prefix
+            .then(|| Rewrite::of(&rel, data, is_elf).file_mode())
+            .flatten()
+        {
+            entry.insert("file_mode".into(), json!(mode));
             entry.insert("prefix_placeholder".into(), json!(PREFIX));
         }
         paths.push(serde_json::to_value(entry).unwrap_or_default());
@@ -274,13 +279,16 @@ pub fn payload(
     if strict {
         store_mentions.append(&mut build_mentions);
     }
-    warnings.extend(build_mentions.iter().map(|m| {
-        format!("{m}: the build directory is the same on every machine, but nothing is there once installed (an error with --strict)")
+    warnings.extend(shown(&build_mentions).into_iter().map(|m| {
+        format!(
+            "{m}: the build directory is the same on every machine, but nothing is there once \
+             installed (an error with --strict)"
+        )
     }));
     if !store_mentions.is_empty() {
         return Err(ExportError::Leaks {
             package: package.into(),
-            mentions: store_mentions.iter().map(ToString::to_string).collect(),
+            mentions: shown(&store_mentions),
         });
     }
     // What an extractor would follow out of the prefix is refused here, as
@@ -322,6 +330,26 @@ pub fn payload(
 /// Most mentions of one kind named per file: the first says where, the
 /// count says how many more.
 const MENTIONS_PER_FILE: usize = 3;
+
+/// Most mentions named in one message (a package of thousands of files
+/// would print thousands of lines); the last line counts the rest.
+const MENTIONS_SHOWN: usize = 50;
+
+/// The lines that name `mentions`, at most [`MENTIONS_SHOWN`] and a count.
+fn shown(mentions: &[Mention]) -> Vec<String> {
+    let mut lines: Vec<String> = mentions
+        .iter()
+        .take(MENTIONS_SHOWN)
+        .map(ToString::to_string)
+        .collect();
+    if mentions.len() > MENTIONS_SHOWN {
+        lines.push(format!(
+            "and {} more mention(s) in other files",
+            mentions.len() - MENTIONS_SHOWN
+        ));
+    }
+    lines
+}
 
 /// Collects the mentions of the store and of the build directory in
 /// `data` (file `file`, or a symlink's target); says whether the

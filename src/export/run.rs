@@ -44,13 +44,17 @@ pub struct Options {
     /// Each derivation's recipe files (by `.drv` path): the file it is
     /// written in and what that imports, by name relative to that file's
     /// folder ([`cbuild_lang::eval::Evaluator::recipe_files`]).
-    pub recipe_files: HashMap<String, Vec<(String, Vec<u8>)>>,
+    pub recipe_files: HashMap<String, RecipeRecord>,
     /// How to realise the export builds.
     pub realise: realise::Options,
     /// Mentions of the build directory fail the export (else they are
     /// warnings).
     pub strict: bool,
 }
+
+/// The recipe files of the derivations written in one file, as
+/// `info/recipe/` holds them: name and bytes, sorted by name.
+pub type RecipeRecord = std::sync::Arc<Vec<(String, Vec<u8>)>>;
 
 /// One package written.
 #[derive(Debug, Clone)]
@@ -175,7 +179,7 @@ pub fn export(
                     spec: w.spec,
                     exported: ex,
                     run_exports: w.run_exports,
-                    output: path.clone(),
+                    file_names: w.file_names,
                 },
             );
         }
@@ -295,8 +299,8 @@ struct Done {
     spec: String,
     exported: Exported,
     run_exports: Option<Value>,
-    /// Its export output (the payload), for the linkage check.
-    output: StorePath,
+    /// Its files' names, for the linkage check of its dependents.
+    file_names: std::collections::BTreeSet<String>,
 }
 
 struct Written {
@@ -307,44 +311,40 @@ struct Written {
     record: Value,
     /// With a channel: the file to move in.
     staged: Option<PathBuf>,
+    /// Its files' names, for the linkage check of its dependents.
+    file_names: std::collections::BTreeSet<String>,
 }
 
 /// The linkage check of package `p` ([`linkage`]): its ELF files' needed
-/// libraries against its own files, the packages it depends on (written
-/// before it, in `done`) and the recipe's `missing_dso_allowlist`.
+/// libraries against its own files (`own`), the packages it depends on
+/// (written before it, in `done`) and the recipe's `missing_dso_allowlist`.
 fn check_linkage(
-    store: &Store,
     plan: &Plan,
     p: &PackageRef,
-    payload: &package::Payload,
+    needed: &[(String, Vec<String>)],
+    own: &std::collections::BTreeSet<String>,
     done: &HashMap<PackageRef, Done>,
-) -> Result<linkage::Linkage, ExportError> {
-    if payload.needed.is_empty() {
-        return Ok(linkage::Linkage::default());
+) -> linkage::Linkage {
+    if needed.is_empty() {
+        return linkage::Linkage::default();
     }
     let n = &plan.nodes[p.node];
     // Checked before anything was built (check_metadata).
     let allow =
         linkage::allowlist(&strings(n.meta.get("missing_dso_allowlist"))).unwrap_or_default();
-    let own: std::collections::BTreeSet<String> = payload
-        .members
+    let deps: Vec<linkage::Dependency<'_>> = plan
+        .package_deps(p)
         .iter()
-        .map(|m| m.path.rsplit('/').next().unwrap_or_default().to_string())
+        .filter_map(|d| {
+            let dep = done.get(d)?;
+            Some(linkage::Dependency {
+                name: &dep.exported.name,
+                host: d.node != p.node && n.host.contains(d) && !n.run.contains(d),
+                files: &dep.file_names,
+            })
+        })
         .collect();
-    let mut deps = Vec::new();
-    for d in plan.package_deps(p) {
-        let Some(dep) = done.get(&d) else {
-            continue;
-        };
-        let root = PathBuf::from(store.dir().path_of(&dep.output));
-        let files = linkage::Dependency::files_of(&root).map_err(read_err(&root))?;
-        deps.push(linkage::Dependency {
-            name: dep.exported.name.clone(),
-            host: d.node != p.node && n.host.contains(&d) && !n.run.contains(&d),
-            files,
-        });
-    }
-    Ok(linkage::check(&payload.needed, &own, &deps, &allow))
+    linkage::check(needed, own, &deps, &allow)
 }
 
 fn write_package(
@@ -373,7 +373,8 @@ fn write_package(
     let root = PathBuf::from(store.dir().path_of(output_path));
     let payload = package::payload(&root, &name, &subdir, store.dir().as_str(), opts.strict)?;
     let mut warnings = payload.warnings.clone();
-    let linkage = check_linkage(store, plan, p, &payload, done)?;
+    let file_names = linkage::file_names(&payload.members);
+    let linkage = check_linkage(plan, p, &payload.needed, &file_names, done);
     if !linkage.missing.is_empty() {
         return Err(ExportError::Overlinking {
             package: name,
@@ -475,7 +476,7 @@ fn write_package(
     let recipe_files: &[(String, Vec<u8>)] = opts
         .recipe_files
         .get(&store.dir().path_of(&n.original))
-        .map_or(&[], Vec::as_slice);
+        .map_or(&[], |r| r.as_slice());
     // Rebased once: the hashes, and the closure the provenance lists.
     let mut closure = Portable::default();
     let (target_drv, _) = closure.rebase(store, &n.original)?;
@@ -621,6 +622,7 @@ fn write_package(
         run_exports,
         record: Value::Object(record),
         staged,
+        file_names,
     })
 }
 

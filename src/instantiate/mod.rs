@@ -6,8 +6,9 @@
 //! never listed twice: they are collected from the string context of every
 //! hashed attribute. Everything is cached per run (a source used by a
 //! thousand derivations is imported and hashed once), and evaluation never
-//! runs a builder: the only reads are the recorded ones (recipe files,
-//! `read_file`, imported sources, pinned tools).
+//! runs a builder: it reads only recipe files and `read_file`'s (the
+//! evaluator records which file read which), imported sources and pinned
+//! tools.
 
 mod attrs;
 mod tools;
@@ -61,7 +62,6 @@ pub struct Instantiator<'s> {
     tools: tools::Tools,
     made: Vec<Instantiated>,
     by_path: HashMap<StorePath, usize>,
-    reads: BTreeSet<PathBuf>,
     base: PathBuf,
     target_platform: String,
 }
@@ -77,7 +77,6 @@ impl<'s> Instantiator<'s> {
             tools: tools::Tools::new(std::env::var_os("PATH")),
             made: Vec::new(),
             by_path: HashMap::new(),
-            reads: BTreeSet::new(),
             base,
             target_platform: cbuild_lang::host::host_subdir().to_string(),
         }
@@ -97,11 +96,6 @@ impl<'s> Instantiator<'s> {
     /// How many distinct derivations this run made.
     pub fn made_count(&self) -> usize {
         self.made.len()
-    }
-
-    /// Every file evaluation read, besides imported sources.
-    pub fn reads(&self) -> &BTreeSet<PathBuf> {
-        &self.reads
     }
 
     /// The directories imported as sources, with their filters, sorted.
@@ -194,9 +188,7 @@ impl<'s> Instantiator<'s> {
 
 impl Host for Instantiator<'_> {
     fn read_file(&mut self, path: &Path) -> Result<String, HostError> {
-        let text = cbuild_lang::host::read_text_file(path, &self.shown(path))?;
-        self.reads.insert(path.to_path_buf());
-        Ok(text)
+        cbuild_lang::host::read_text_file(path, &self.shown(path))
     }
 
     fn import_path(&mut self, path: &Path) -> Result<Str, HostError> {
